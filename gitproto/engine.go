@@ -1,0 +1,290 @@
+package gitproto
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Service names a git service as it appears in URLs and content types.
+type Service string
+
+// The two smart services.
+const (
+	UploadPack  Service = "git-upload-pack"  // fetch and clone
+	ReceivePack Service = "git-receive-pack" // push
+)
+
+// Engine runs one git service for one request. Handler does everything
+// HTTP (routing, auth, limits, caching, status codes) and hands the engine
+// a validated Invocation; the engine only speaks the git protocol on
+// Stdin/Stdout.
+//
+// Run must not write anything to Stdout before it has started serving, so
+// that an error it returns before its first write can still become an HTTP
+// status. Run must return once ctx is done, having stopped all work it
+// started.
+type Engine interface {
+	Run(ctx context.Context, inv *Invocation) error
+}
+
+// Invocation describes one run of a service.
+type Invocation struct {
+	Service       Service
+	Dir           string // the repository directory (bare, or a .git directory)
+	Protocol      string // the validated Git-Protocol value, possibly empty
+	Version       int    // the protocol version asked for: 0, 1 or 2
+	AdvertiseRefs bool   // serve info/refs rather than a POST
+	Stdin         io.Reader
+	Stdout        io.Writer
+
+	// MaxInputSize, if positive, is the most a receive-pack may read.
+	MaxInputSize int64
+
+	// Push carries the pusher's identity for receive-pack when hooks are
+	// set; the engine fills in Updates and Env before calling the hooks.
+	Push *Push
+
+	// PreReceive, if set, is called by receive-pack after the objects
+	// arrived and before any ref moves. Refs it rejects with Push.Reject
+	// are not updated; an error rejects the whole push.
+	PreReceive func(ctx context.Context, p *Push) error
+
+	// PostReceive, if set, is called with the updates that succeeded.
+	PostReceive func(ctx context.Context, p *Push)
+}
+
+// EngineError is returned by GitEngine when the git process fails.
+type EngineError struct {
+	Service  Service
+	ExitCode int    // -1 if killed by a signal
+	Stderr   string // the tail of what git wrote to standard error
+	Killed   bool   // the process group was killed because ctx ended
+}
+
+func (e *EngineError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "gitproto: %s", strings.TrimPrefix(string(e.Service), "git-"))
+	if e.Killed {
+		b.WriteString(" killed")
+	} else {
+		fmt.Fprintf(&b, " exited with status %d", e.ExitCode)
+	}
+	if s := strings.TrimSpace(e.Stderr); s != "" {
+		b.WriteString(": ")
+		b.WriteString(s)
+	}
+	return b.String()
+}
+
+// Defaults for GitEngine.
+const (
+	DefaultWaitDelay = 5 * time.Second
+	maxStderr        = 8 << 10
+)
+
+// GitEngine runs the git binary (`git upload-pack --stateless-rpc` and
+// `git receive-pack --stateless-rpc`), which supports everything git
+// http-backend does: protocol v2, shallow and partial clones, bitmaps,
+// multi_ack_detailed, side-band-64k. Every run gets its own process group,
+// killed as a whole when the context ends, so no pack-objects, index-pack
+// or hook outlives its request.
+//
+// Push hooks are bridged back into the serving process: for a push with
+// PreReceive or PostReceive set, GitEngine writes tiny POSIX shell hooks
+// into a private temporary directory, points core.hooksPath at it for that
+// one receive-pack, and answers the hooks over a pair of named pipes. The
+// embedding application needs no setup for this, but the repository's own
+// hooks do not run for such pushes. Hooks need a Unix system with /bin/sh.
+//
+// A GitEngine is safe for concurrent use.
+type GitEngine struct {
+	// Path is the git binary. If empty, "git" is looked up on PATH.
+	Path string
+
+	// Env is added to the environment of every git process. The server's
+	// own GIT_* variables are never passed on.
+	Env []string
+
+	// WaitDelay bounds how long Run waits for the pipes of a finished or
+	// killed process to close. If zero, DefaultWaitDelay is used.
+	WaitDelay time.Duration
+
+	// NoFilter disables partial clone (uploadpack.allowFilter, and for
+	// the lazy fetches of partial clones over v0 and v1
+	// uploadpack.allowAnySHA1InWant), which is enabled by default.
+	NoFilter bool
+
+	// Logger receives git's standard error at debug level. If nil,
+	// nothing is logged.
+	Logger *slog.Logger
+}
+
+func (e *GitEngine) path() (string, error) {
+	if e.Path != "" {
+		return e.Path, nil
+	}
+	p, err := exec.LookPath("git")
+	if err != nil {
+		return "", fmt.Errorf("gitproto: git binary not found: %w", err)
+	}
+	return p, nil
+}
+
+// Run implements Engine.
+func (e *GitEngine) Run(ctx context.Context, inv *Invocation) error {
+	git, err := e.path()
+	if err != nil {
+		return err
+	}
+	var args []string
+	if inv.Service == UploadPack && !e.NoFilter {
+		// A partial clone fetches missing objects later by id. Protocol
+		// v2 allows any object id in a want anyway; v0 and v1 need
+		// allowAnySHA1InWant for those fetches to work too.
+		args = append(args, "-c", "uploadpack.allowFilter=true", "-c", "uploadpack.allowAnySHA1InWant=true")
+	}
+	env := cleanEnv(os.Environ(), e.Env)
+	if inv.Protocol != "" {
+		env = append(env, "GIT_PROTOCOL="+inv.Protocol)
+	}
+	var bridge *hookBridge
+	if inv.Service == ReceivePack {
+		if inv.MaxInputSize > 0 {
+			args = append(args, "-c", "receive.maxInputSize="+strconv.FormatInt(inv.MaxInputSize, 10))
+		}
+		if !inv.AdvertiseRefs && (inv.PreReceive != nil || inv.PostReceive != nil) {
+			bridge, err = newHookBridge(inv)
+			if err != nil {
+				return err
+			}
+			defer bridge.close()
+			args = append(args, "-c", "core.hooksPath="+bridge.hooksDir())
+			env = append(env, hookDirEnv+"="+bridge.dir)
+		}
+	}
+	args = append(args, strings.TrimPrefix(string(inv.Service), "git-"), "--stateless-rpc")
+	if inv.AdvertiseRefs {
+		args = append(args, "--advertise-refs")
+	}
+	args = append(args, inv.Dir)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, git, args...)
+	cmd.Dir = inv.Dir
+	cmd.Env = env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	var killed bool
+	cmd.Cancel = func() error {
+		killed = true
+		// The negative pid addresses the whole process group: git and the
+		// pack-objects, index-pack and hooks it started.
+		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	cmd.WaitDelay = e.WaitDelay
+	if cmd.WaitDelay == 0 {
+		cmd.WaitDelay = DefaultWaitDelay
+	}
+	if inv.Stdin != nil {
+		cmd.Stdin = inv.Stdin
+	}
+	stderr := &tailBuffer{max: maxStderr}
+	cmd.Stderr = stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return fmt.Errorf("gitproto: %w", err)
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("gitproto: starting git: %w", err)
+	}
+	if bridge != nil {
+		bridge.start(ctx)
+	}
+	buf := make([]byte, 64<<10)
+	_, copyErr := io.CopyBuffer(inv.Stdout, stdout, buf)
+	if copyErr != nil {
+		// The client went away or the response failed: stop git now
+		// rather than let it finish a pack nobody reads.
+		cancel()
+	}
+	waitErr := cmd.Wait()
+	if bridge != nil {
+		bridge.close()
+		if waitErr == nil && copyErr == nil {
+			bridge.postReceive(ctx)
+		}
+	}
+	if e.Logger != nil && stderr.Len() > 0 {
+		e.Logger.DebugContext(ctx, "git stderr", "service", inv.Service, "dir", inv.Dir, "stderr", stderr.String())
+	}
+	if copyErr != nil {
+		return fmt.Errorf("gitproto: writing response: %w", copyErr)
+	}
+	if waitErr != nil {
+		ee := &EngineError{Service: inv.Service, ExitCode: -1, Stderr: stderr.String(), Killed: killed}
+		var xe *exec.ExitError
+		if errors.As(waitErr, &xe) {
+			ee.ExitCode = xe.ExitCode()
+		}
+		if killed && ctx.Err() != nil {
+			return errors.Join(ee, context.Cause(ctx))
+		}
+		return ee
+	}
+	return nil
+}
+
+// cleanEnv returns base without any GIT_* variable (a server started from
+// inside a git hook must not leak its GIT_DIR into the repositories it
+// serves), plus extra.
+func cleanEnv(base, extra []string) []string {
+	env := make([]string, 0, len(base)+len(extra)+2)
+	for _, kv := range base {
+		if strings.HasPrefix(kv, "GIT_") || strings.HasPrefix(kv, hookDirEnv+"=") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env, extra...)
+}
+
+// tailBuffer keeps the last max bytes written to it. It is safe for
+// concurrent use, as os/exec may write from its own goroutine.
+type tailBuffer struct {
+	max int
+	mu  sync.Mutex // guards b
+	b   []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if len(t.b) > t.max {
+		t.b = append(t.b[:0], t.b[len(t.b)-t.max:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) Len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.b)
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(bytes.ToValidUTF8(t.b, []byte("?")))
+}

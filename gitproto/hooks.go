@@ -1,0 +1,309 @@
+package gitproto
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+)
+
+// RefUpdate is one ref a push asks to move. Old is all zeros for a create,
+// New is all zeros for a delete.
+type RefUpdate struct {
+	Ref string // full name, e.g. refs/heads/main
+	Old string // hex object id
+	New string // hex object id
+}
+
+// IsCreate reports whether the update creates the ref.
+func (u RefUpdate) IsCreate() bool { return zeroOID(u.Old) }
+
+// IsDelete reports whether the update deletes the ref.
+func (u RefUpdate) IsDelete() bool { return zeroOID(u.New) }
+
+func zeroOID(s string) bool { return strings.Trim(s, "0") == "" }
+
+// Push is what the push hooks see of one receive-pack request. A Push is
+// used by one goroutine at a time: the hook that received it.
+type Push struct {
+	Repo      string      // the repository name from the URL
+	Dir       string      // its directory
+	Principal string      // who is pushing, as the Authorizer said
+	Updates   []RefUpdate // in the order the client sent them
+
+	// Env, set by GitEngine during PreReceive, holds the variables that
+	// let git commands run with Dir as their working directory see the
+	// pushed objects while they are still in quarantine
+	// (GIT_OBJECT_DIRECTORY, GIT_ALTERNATE_OBJECT_DIRECTORIES,
+	// GIT_QUARANTINE_PATH).
+	Env []string
+
+	rejected map[string]string
+	ancestor func(ctx context.Context, a, b string) (bool, error)
+}
+
+// Reject refuses the update of ref with a reason the pushing user sees.
+// Other refs of the same push go ahead.
+func (p *Push) Reject(ref, reason string) {
+	if p.rejected == nil {
+		p.rejected = make(map[string]string)
+	}
+	if reason == "" {
+		reason = "rejected by policy"
+	}
+	p.rejected[ref] = reason
+}
+
+// Rejected returns the reason ref was rejected, if it was.
+func (p *Push) Rejected(ref string) (reason string, ok bool) {
+	reason, ok = p.rejected[ref]
+	return reason, ok
+}
+
+// IsAncestor reports whether commit a is an ancestor of (or equal to)
+// commit b, seeing the pushed objects. A hook uses it to tell a
+// fast-forward (IsAncestor(ctx, u.Old, u.New)) from a force-push.
+func (p *Push) IsAncestor(ctx context.Context, a, b string) (bool, error) {
+	if p.ancestor != nil {
+		return p.ancestor(ctx, a, b)
+	}
+	git, err := exec.LookPath("git")
+	if err != nil {
+		return false, fmt.Errorf("gitproto: IsAncestor needs git: %w", err)
+	}
+	cmd := exec.CommandContext(ctx, git, "merge-base", "--is-ancestor", a, b)
+	cmd.Dir = p.Dir
+	cmd.Env = append(cleanEnv(os.Environ(), nil), p.Env...)
+	err = cmd.Run()
+	if err == nil {
+		return true, nil
+	}
+	if xe, ok := err.(*exec.ExitError); ok && xe.ExitCode() == 1 {
+		return false, nil
+	}
+	return false, fmt.Errorf("gitproto: merge-base %s %s: %w", a, b, err)
+}
+
+// hookDirEnv names the per-push bridge directory in the hooks' environment.
+const hookDirEnv = "GITPROTO_HOOK_DIR"
+
+// hookScript is installed as pre-receive, update and post-receive. It
+// forwards its arguments, the quarantine variables and its standard input
+// to the serving process over the req pipe, then relays the answer from
+// the resp pipe: "msg TEXT" lines go to standard error (which git shows
+// the pusher as "remote: TEXT") and "exit N" ends it. If the server is
+// gone, resp reaches end of file and the hook fails closed.
+const hookScript = `#!/bin/sh
+# Written by github.com/forgekit/forgekit/gitproto for a single push.
+d=$GITPROTO_HOOK_DIR
+if [ -z "$d" ] || [ ! -p "$d/req" ]; then
+	echo "gitproto: hook bridge unavailable" >&2
+	exit 1
+fi
+exec 4<"$d/resp" || exit 1
+h=${0##*/}
+{
+	printf 'hook %s' "$h"
+	for a in "$@"; do printf ' %s' "$a"; done
+	printf '\n'
+	[ -n "${GIT_QUARANTINE_PATH-}" ] && printf 'env GIT_QUARANTINE_PATH=%s\n' "$GIT_QUARANTINE_PATH"
+	[ -n "${GIT_OBJECT_DIRECTORY-}" ] && printf 'env GIT_OBJECT_DIRECTORY=%s\n' "$GIT_OBJECT_DIRECTORY"
+	[ -n "${GIT_ALTERNATE_OBJECT_DIRECTORIES-}" ] && printf 'env GIT_ALTERNATE_OBJECT_DIRECTORIES=%s\n' "$GIT_ALTERNATE_OBJECT_DIRECTORIES"
+	if [ "$h" != update ]; then
+		while IFS= read -r l; do printf 'in %s\n' "$l"; done
+	fi
+	printf 'end\n'
+} >"$d/req"
+code=1
+while IFS= read -r l <&4; do
+	case $l in
+	"msg "*) printf '%s\n' "${l#msg }" >&2 ;;
+	"exit "*) code=${l#exit }; break ;;
+	esac
+done
+exit "$code"
+`
+
+// hookBridge answers the hooks of one receive-pack run.
+type hookBridge struct {
+	inv       *Invocation
+	dir       string
+	req, resp *os.File
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+
+	// Written only by the serve goroutine; read after it has exited.
+	push *Push
+	post []RefUpdate
+}
+
+func newHookBridge(inv *Invocation) (*hookBridge, error) {
+	dir, err := os.MkdirTemp("", "gitproto-push-")
+	if err != nil {
+		return nil, fmt.Errorf("gitproto: hook bridge: %w", err)
+	}
+	b := &hookBridge{inv: inv, dir: dir}
+	fail := func(err error) (*hookBridge, error) {
+		b.close()
+		return nil, fmt.Errorf("gitproto: hook bridge: %w", err)
+	}
+	hooks := b.hooksDir()
+	if err := os.Mkdir(hooks, 0o700); err != nil {
+		return fail(err)
+	}
+	for _, name := range []string{"pre-receive", "update", "post-receive"} {
+		if err := os.WriteFile(filepath.Join(hooks, name), []byte(hookScript), 0o700); err != nil {
+			return fail(err)
+		}
+	}
+	for _, name := range []string{"req", "resp"} {
+		if err := syscall.Mkfifo(filepath.Join(dir, name), 0o600); err != nil {
+			return fail(err)
+		}
+	}
+	// Opening both pipes read-write never blocks, keeps them from
+	// reporting end of file between hooks, and lets close unblock a read.
+	if b.req, err = os.OpenFile(filepath.Join(dir, "req"), os.O_RDWR, 0); err != nil {
+		return fail(err)
+	}
+	if b.resp, err = os.OpenFile(filepath.Join(dir, "resp"), os.O_RDWR, 0); err != nil {
+		return fail(err)
+	}
+	return b, nil
+}
+
+func (b *hookBridge) hooksDir() string { return filepath.Join(b.dir, "hooks") }
+
+func (b *hookBridge) start(ctx context.Context) {
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		b.serve(ctx)
+	}()
+}
+
+// close stops the bridge and removes its files. It is idempotent.
+func (b *hookBridge) close() {
+	b.closeOnce.Do(func() {
+		if b.req != nil {
+			b.req.Close()
+		}
+		if b.resp != nil {
+			b.resp.Close()
+		}
+		b.wg.Wait()
+		os.RemoveAll(b.dir)
+	})
+}
+
+type hookCall struct {
+	name string
+	args []string
+	env  []string
+	in   []RefUpdate
+}
+
+func (b *hookBridge) serve(ctx context.Context) {
+	r := bufio.NewReader(b.req)
+	for {
+		call, err := readHookCall(r)
+		if err != nil {
+			return // closed, or garbage from a broken hook: the hook fails closed
+		}
+		code, msg := b.answer(ctx, call)
+		var out strings.Builder
+		for _, line := range strings.Split(strings.TrimRight(msg, "\n"), "\n") {
+			if line != "" {
+				fmt.Fprintf(&out, "msg %s\n", truncate(line, 4096))
+			}
+		}
+		fmt.Fprintf(&out, "exit %d\n", code)
+		if _, err := b.resp.WriteString(out.String()); err != nil {
+			return
+		}
+	}
+}
+
+func readHookCall(r *bufio.Reader) (*hookCall, error) {
+	c := &hookCall{}
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return nil, err
+		}
+		line = strings.TrimSuffix(line, "\n")
+		kw, rest, _ := strings.Cut(line, " ")
+		switch kw {
+		case "hook":
+			f := strings.Fields(rest)
+			if len(f) == 0 {
+				return nil, fmt.Errorf("gitproto: bad hook call")
+			}
+			c.name, c.args = f[0], f[1:]
+		case "env":
+			c.env = append(c.env, rest)
+		case "in":
+			f := strings.Fields(rest)
+			if len(f) == 3 {
+				c.in = append(c.in, RefUpdate{Old: f[0], New: f[1], Ref: f[2]})
+			}
+		case "end":
+			if c.name == "" {
+				return nil, fmt.Errorf("gitproto: hook call without name")
+			}
+			return c, nil
+		}
+	}
+}
+
+func (b *hookBridge) answer(ctx context.Context, c *hookCall) (int, string) {
+	switch c.name {
+	case "pre-receive":
+		p := b.newPush(c.in)
+		p.Env = c.env
+		b.push = p
+		if b.inv.PreReceive == nil {
+			return 0, ""
+		}
+		if err := b.inv.PreReceive(ctx, p); err != nil {
+			return 1, strings.TrimPrefix(err.Error(), "gitproto: ")
+		}
+		return 0, ""
+	case "update":
+		if len(c.args) != 3 || b.push == nil {
+			return 0, ""
+		}
+		if reason, ok := b.push.Rejected(c.args[0]); ok {
+			return 1, c.args[0] + ": " + reason
+		}
+		return 0, ""
+	case "post-receive":
+		b.post = c.in
+		return 0, ""
+	}
+	return 0, ""
+}
+
+func (b *hookBridge) newPush(u []RefUpdate) *Push {
+	p := &Push{Updates: u}
+	if t := b.inv.Push; t != nil {
+		p.Repo, p.Dir, p.Principal = t.Repo, t.Dir, t.Principal
+	}
+	if p.Dir == "" {
+		p.Dir = b.inv.Dir
+	}
+	return p
+}
+
+// postReceive runs the PostReceive hook for what succeeded; call it only
+// after close.
+func (b *hookBridge) postReceive(ctx context.Context) {
+	if b.inv.PostReceive != nil && len(b.post) > 0 {
+		b.inv.PostReceive(ctx, b.newPush(b.post))
+	}
+}
