@@ -21,7 +21,12 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	// Idle keep-alive connections of HTTP clients (ours and go-git's)
+	// are not leaks of the code under test; server goroutines are.
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+	)
 }
 
 // users of the test forge: alice owns alice/*, bob may only read.

@@ -181,6 +181,9 @@ func BareRepo(tb testing.TB, dir string, o RepoOptions) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		tb.Fatalf("git fast-import: %v: %s", err, out)
 	}
+	// Small imports end up as loose objects; repack as a served
+	// repository would be.
+	Run(tb, dir, "repack", "-a", "-d", "-q")
 }
 
 func fileContent(i, f, size int) string {
