@@ -30,7 +30,8 @@ const (
 type pktReader struct {
 	r   *bufio.Reader
 	buf [maxPktPayload]byte
-	n   int64 // bytes consumed so far, for error messages
+	hdr [4]byte // the length header of the last packet, as sent
+	n   int64   // bytes consumed so far, for error messages
 }
 
 func newPktReader(r io.Reader) *pktReader {
@@ -53,6 +54,7 @@ func (p *pktReader) next() (pktKind, []byte, error) {
 	if err != nil {
 		return 0, nil, &PktError{Offset: p.n, Reason: "truncated length", Err: io.ErrUnexpectedEOF}
 	}
+	p.hdr = hdr
 	l, ok := parseHex4(hdr)
 	if !ok {
 		return 0, nil, &PktError{Offset: p.n, Reason: fmt.Sprintf("bad length %q", hdr[:n])}

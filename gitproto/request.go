@@ -244,14 +244,14 @@ func readReceiveCommands(r io.Reader) (*receiveRequest, error) {
 			return nil, err
 		}
 		if kind == pktFlush {
-			rr.head = append(head, "0000"...)
+			rr.head = append(head, p.hdr[:]...)
 			rr.rest = p.r
 			return rr, nil
 		}
 		if kind != pktData {
 			return nil, &PktError{Offset: start, Reason: "unexpected special packet in commands"}
 		}
-		head = appendPkt(head, string(line))
+		head = append(append(head, p.hdr[:]...), line...)
 		if len(head) > maxReceiveCommands {
 			return nil, fmt.Errorf("%w: too many ref updates", ErrTooLarge)
 		}
