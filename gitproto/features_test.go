@@ -444,3 +444,40 @@ func TestHeadAndStats(t *testing.T) {
 	assert.Positive(t, s.BytesOut)
 	http.DefaultClient.CloseIdleConnections()
 }
+
+// A response that takes longer than ReadTimeout must not be cut: the
+// timeout is for a client that stops sending, not for the pack.
+func TestReadTimeoutSparesSlowResponses(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, testenv.RepoOptions{}, func(h *gitproto.Handler) {
+		h.ReadTimeout = 100 * time.Millisecond
+		git := &gitproto.GitEngine{}
+		h.Engine = engineFunc(func(ctx context.Context, inv *gitproto.Invocation) error {
+			if !inv.AdvertiseRefs {
+				select {
+				case <-time.After(500 * time.Millisecond):
+				case <-ctx.Done():
+					return context.Cause(ctx)
+				}
+			}
+			return git.Run(ctx, inv)
+		})
+	})
+	f.mustGit("", "-c", "protocol.version=0", "clone", "-q", f.url("", "alice/proj.git"), filepath.Join(f.work, "slow"))
+}
+
+// A client that stops sending its body gets 408 after ReadTimeout.
+func TestReadTimeoutSlowClient(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, testenv.RepoOptions{}, func(h *gitproto.Handler) { h.ReadTimeout = 200 * time.Millisecond })
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	req, _ := http.NewRequest("POST", f.srv.URL+"/alice/proj.git/git-upload-pack", pr)
+	req.Header.Set("Content-Type", "application/x-git-upload-pack-request")
+	go pw.Write([]byte("0032want ")) // and then nothing
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusRequestTimeout, resp.StatusCode)
+	http.DefaultClient.CloseIdleConnections()
+}

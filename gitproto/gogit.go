@@ -43,22 +43,25 @@ import (
 // A GoGitEngine is safe for concurrent use.
 type GoGitEngine struct {
 	mu    sync.Mutex // guards locks
-	locks map[string]*sync.Mutex
+	locks map[string]*sync.RWMutex
 }
 
 // MaxVersion reports the highest protocol version the engine speaks;
 // Handler answers newer requests in this version.
 func (e *GoGitEngine) MaxVersion() int { return 0 }
 
-func (e *GoGitEngine) repoLock(dir string) *sync.Mutex {
+// repoLock returns the lock that orders ref reads and updates of one
+// repository: go-git rewrites ref files in place, so a reader racing a
+// writer could see an empty file.
+func (e *GoGitEngine) repoLock(dir string) *sync.RWMutex {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.locks == nil {
-		e.locks = make(map[string]*sync.Mutex)
+		e.locks = make(map[string]*sync.RWMutex)
 	}
 	l := e.locks[dir]
 	if l == nil {
-		l = new(sync.Mutex)
+		l = new(sync.RWMutex)
 		e.locks[dir] = l
 	}
 	return l
@@ -74,6 +77,11 @@ func (e *GoGitEngine) Run(ctx context.Context, inv *Invocation) error {
 	defer st.Close()
 	srv := server.NewServer(storageLoader{st})
 	ep, _ := transport.NewEndpoint("/")
+	if inv.AdvertiseRefs {
+		l := e.repoLock(inv.Dir)
+		l.RLock()
+		defer l.RUnlock()
+	}
 	switch {
 	case inv.Service == UploadPack && inv.AdvertiseRefs:
 		s, err := srv.NewUploadPackSession(ep, nil)

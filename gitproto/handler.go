@@ -35,6 +35,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -543,10 +544,12 @@ func (h *Handler) body(r *http.Request, rc *http.ResponseController, limit int64
 		return nil, nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, r.ContentLength, limit)
 	}
 	var src io.Reader = r.Body
-	if d := h.readTimeout(); d > 0 {
-		src = &idleReader{r: r.Body, rc: rc, d: d}
-	}
 	closer := func() {}
+	if d := h.readTimeout(); d > 0 {
+		ir := &idleReader{r: r.Body, rc: rc, d: d}
+		src = ir
+		closer = ir.done
+	}
 	switch enc := strings.ToLower(r.Header.Get("Content-Encoding")); enc {
 	case "", "identity":
 	case "gzip", "x-gzip":
@@ -555,7 +558,8 @@ func (h *Handler) body(r *http.Request, rc *http.ResponseController, limit int64
 			return nil, nil, fmt.Errorf("%w: bad gzip body: %v", ErrMalformed, err)
 		}
 		src = zr
-		closer = func() { zr.Close() }
+		idleDone := closer
+		closer = func() { zr.Close(); idleDone() }
 	default:
 		return nil, nil, fmt.Errorf("%w: %q", errContentEncoding, truncate(enc, 40))
 	}
@@ -582,7 +586,21 @@ func (ir *idleReader) Read(p []byte) (int, error) {
 			ir.last = now
 		}
 	}
-	return ir.r.Read(p)
+	n, err := ir.r.Read(p)
+	if err != nil {
+		ir.done()
+	}
+	return n, err
+}
+
+// done clears the deadline once the body is consumed, or net/http's
+// background read (which watches for the client going away while the
+// response streams) would hit it and cancel a long clone.
+func (ir *idleReader) done() {
+	if !ir.off {
+		ir.rc.SetReadDeadline(time.Time{})
+		ir.off = true
+	}
 }
 
 // limitReader fails with ErrTooLarge, rather than a quiet EOF, when the
@@ -705,9 +723,13 @@ func (h *Handler) serveUploadPack(rw *responseWriter, r *http.Request, dir, prot
 	if !req.packResponse() {
 		return h.engine.Run(ctx, newInv(rw))
 	}
+	// With the pack cache, generate may run on after this request has
+	// left; the queue wait reaches info through an atomic.
+	var queueWait atomic.Int64
+	defer func() { info.QueueWait = time.Duration(queueWait.Load()) }()
 	generate := func(ctx context.Context, w io.Writer) error {
 		release, wait, err := h.Admission.acquire(ctx, dir, req.fullClone())
-		info.QueueWait += wait
+		queueWait.Store(int64(wait))
 		if err != nil {
 			return err
 		}

@@ -369,6 +369,8 @@ func TestConcurrentPushesCompareAndSwap(t *testing.T) {
 					if _, err := f.git(dirs[i], "push", "-q", "origin", "main", fmt.Sprintf("main:refs/heads/own%d", i)); err == nil {
 						ok.Add(1)
 						won[i] = true
+					} else {
+						t.Logf("pusher %d: %v", i, err)
 					}
 				}()
 			}

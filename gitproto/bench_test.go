@@ -1,0 +1,394 @@
+package gitproto_test
+
+// Benchmarks against the tools people use today, measured in the same run
+// and reported as ratios. They need the generated repository of
+// ../shared/bench/mkrepo (20k commits, ~170k objects); set
+// FORGEKIT_BENCH_REPO to an existing copy to skip the generation. Servers
+// run as subprocesses (this test binary re-executed), so that their CPU
+// time and peak RSS, children included, can be read from wait4:
+//
+//	go test ./gitproto -run '^$' -bench . -benchtime 1x -timeout 60m
+//
+// The figures measured on the project's 2-core machine are in README.md.
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cgi"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/forgekit/forgekit/gitproto"
+	"github.com/forgekit/forgekit/internal/testenv"
+)
+
+const benchServerEnv = "GITPROTO_BENCH_SERVER"
+
+func init() {
+	// Server mode: this test binary re-executed by a benchmark.
+	if mode := os.Getenv(benchServerEnv); mode != "" {
+		if err := benchServer(mode, os.Getenv("GITPROTO_BENCH_ROOT")); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+}
+
+// benchServer serves root on a loopback port, prints the URL and runs
+// until SIGTERM. Modes: git, gogit, git+cache (pack and advertisement
+// caches), backend (git http-backend through net/http/cgi).
+func benchServer(mode, root string) error {
+	var h http.Handler
+	switch mode {
+	case "backend":
+		h = &cgi.Handler{
+			Path: "/usr/lib/git-core/git-http-backend",
+			Env:  []string{"GIT_PROJECT_ROOT=" + root, "GIT_HTTP_EXPORT_ALL=1"},
+		}
+	case "git", "gogit", "git+cache":
+		gh := &gitproto.Handler{Resolver: gitproto.DirResolver{Root: root}}
+		if mode == "gogit" {
+			gh.Engine = &gitproto.GoGitEngine{}
+		}
+		if mode == "git+cache" {
+			pc, err := gitproto.NewPackCache(filepath.Join(os.TempDir(), fmt.Sprintf("gitproto-bench-packs-%d", os.Getpid())), 0)
+			if err != nil {
+				return err
+			}
+			gh.PackCache = pc
+			gh.AdvertCache = &gitproto.AdvertCache{}
+			defer os.RemoveAll(filepath.Join(os.TempDir(), fmt.Sprintf("gitproto-bench-packs-%d", os.Getpid())))
+		}
+		h = gh
+	default:
+		return fmt.Errorf("unknown mode %q", mode)
+	}
+	srv := httptest.NewServer(h)
+	fmt.Println(srv.URL)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM)
+	<-sig
+	srv.Close()
+	return nil
+}
+
+// server is a benchmark server subprocess.
+type server struct {
+	url string
+	cmd *exec.Cmd
+}
+
+func startServer(b *testing.B, mode, root string) *server {
+	b.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), benchServerEnv+"="+mode, "GITPROTO_BENCH_ROOT="+root)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cmd.Process.Kill() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		b.Fatalf("bench server %s: %v", mode, err)
+	}
+	return &server{url: strings.TrimSpace(line), cmd: cmd}
+}
+
+// stop ends the server and returns its CPU time (user+system, its git
+// children included) and peak RSS in MiB.
+func (s *server) stop() (cpu time.Duration, rssMiB float64) {
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	s.cmd.Wait()
+	ru := s.cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return cpu, float64(ru.Maxrss) / 1024
+}
+
+var (
+	benchRepoOnce sync.Once
+	benchRepoRoot string // the resolver root
+	benchRepoName string // the repository's path under it
+	benchRepoErr  error
+)
+
+// benchRepo returns the root directory and the repository name of the
+// generated repository.
+func benchRepo(b *testing.B) (root, name string) {
+	b.Helper()
+	testenv.Git(b)
+	benchRepoOnce.Do(func() {
+		if p := os.Getenv("FORGEKIT_BENCH_REPO"); p != "" {
+			p, benchRepoErr = filepath.Abs(p)
+			benchRepoRoot, benchRepoName = filepath.Dir(p), filepath.Base(p)
+			return
+		}
+		script, _ := filepath.Abs("../../shared/bench/mkrepo")
+		if _, err := os.Stat(script); err != nil {
+			benchRepoErr = fmt.Errorf("no FORGEKIT_BENCH_REPO and no %s", script)
+			return
+		}
+		root := filepath.Join(os.TempDir(), "forgekit-bench-root")
+		dst := filepath.Join(root, "repo.git")
+		if _, err := os.Stat(filepath.Join(dst, "HEAD")); err != nil {
+			os.RemoveAll(dst)
+			if out, err := exec.Command(script, dst).CombinedOutput(); err != nil {
+				benchRepoErr = fmt.Errorf("mkrepo: %v: %s", err, out)
+				return
+			}
+		}
+		benchRepoRoot, benchRepoName = root, "repo.git"
+	})
+	if benchRepoErr != nil {
+		b.Skip(benchRepoErr)
+	}
+	return benchRepoRoot, benchRepoName
+}
+
+// withoutBitmaps returns a root with a copy of the generated repository
+// whose bitmap index is removed.
+func withoutBitmaps(b *testing.B, root, name string) string {
+	b.Helper()
+	dst := filepath.Join(os.TempDir(), "forgekit-bench-root-nobitmap")
+	repo := filepath.Join(dst, name)
+	if _, err := os.Stat(filepath.Join(repo, "HEAD")); err != nil {
+		os.RemoveAll(dst)
+		os.MkdirAll(filepath.Dir(repo), 0o755)
+		if out, err := exec.Command("cp", "-a", filepath.Join(root, name), repo).CombinedOutput(); err != nil {
+			b.Fatalf("cp: %v: %s", err, out)
+		}
+		bitmaps, _ := filepath.Glob(filepath.Join(repo, "objects", "pack", "*.bitmap"))
+		for _, f := range bitmaps {
+			os.Remove(f)
+		}
+	}
+	return dst
+}
+
+func cloneBare(b *testing.B, url, dst string, extra ...string) time.Duration {
+	b.Helper()
+	start := time.Now()
+	args := append([]string{"clone", "-q", "--bare"}, extra...)
+	args = append(args, url, dst)
+	if _, err := testenv.RunErr(b, testenv.Cmd{Args: args}); err != nil {
+		b.Fatal(err)
+	}
+	d := time.Since(start)
+	os.RemoveAll(dst)
+	return d
+}
+
+// BenchmarkFullClone: one full clone through gitproto (git engine), git
+// http-backend and a local git clone --no-local, in turn, each iteration.
+// Target: gitproto ≤ 1.05x http-backend.
+func BenchmarkFullClone(b *testing.B) {
+	root, name := benchRepo(b)
+	ours := startServer(b, "git", root)
+	backend := startServer(b, "backend", root)
+	tmp := b.TempDir()
+	var tOurs, tBackend, tLocal time.Duration
+	b.ReportAllocs()
+	for b.Loop() {
+		tOurs += cloneBare(b, ours.url+"/"+name, filepath.Join(tmp, "ours"))
+		tBackend += cloneBare(b, backend.url+"/"+name, filepath.Join(tmp, "backend"))
+		tLocal += cloneBare(b, filepath.Join(root, name), filepath.Join(tmp, "local"), "--no-local")
+	}
+	cpuOurs, rssOurs := ours.stop()
+	cpuBackend, rssBackend := backend.stop()
+	n := float64(b.N)
+	b.ReportMetric(tOurs.Seconds()/n, "gitproto-s/op")
+	b.ReportMetric(tBackend.Seconds()/n, "backend-s/op")
+	b.ReportMetric(tLocal.Seconds()/n, "local-s/op")
+	b.ReportMetric(tOurs.Seconds()/tBackend.Seconds(), "x-backend")
+	b.ReportMetric(tOurs.Seconds()/tLocal.Seconds(), "x-local")
+	b.ReportMetric(rssOurs, "gitproto-maxrss-MiB")
+	b.ReportMetric(rssBackend, "backend-maxrss-MiB")
+	b.ReportMetric(cpuOurs.Seconds()/n, "gitproto-cpu-s/op")
+	b.ReportMetric(cpuBackend.Seconds()/n, "backend-cpu-s/op")
+}
+
+// BenchmarkCloneStorm: 8 concurrent identical full clones, gitproto with
+// the pack cache vs git http-backend. Target: ≤ 0.3x server CPU time.
+func BenchmarkCloneStorm(b *testing.B) {
+	root, name := benchRepo(b)
+	for _, tc := range []struct {
+		name string
+		root func() string
+	}{
+		{name: "bitmaps", root: func() string { return root }},
+		{name: "no-bitmaps", root: func() string { return withoutBitmaps(b, root, name) }},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			r := tc.root()
+			ours := startServer(b, "git+cache", r)
+			backend := startServer(b, "backend", r)
+			tmp := b.TempDir()
+			storm := func(url, label string) time.Duration {
+				start := time.Now()
+				var wg sync.WaitGroup
+				for i := range 8 {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						cloneBare(b, url+"/"+name, filepath.Join(tmp, fmt.Sprint(label, i)))
+					}()
+				}
+				wg.Wait()
+				return time.Since(start)
+			}
+			var tOurs, tBackend time.Duration
+			b.ReportAllocs()
+			for b.Loop() {
+				tOurs += storm(ours.url, "ours")
+				tBackend += storm(backend.url, "backend")
+			}
+			cpuOurs, rssOurs := ours.stop()
+			cpuBackend, rssBackend := backend.stop()
+			n := float64(b.N)
+			b.ReportMetric(cpuOurs.Seconds()/n, "gitproto-cpu-s/op")
+			b.ReportMetric(cpuBackend.Seconds()/n, "backend-cpu-s/op")
+			b.ReportMetric(cpuOurs.Seconds()/cpuBackend.Seconds(), "x-backend-cpu")
+			b.ReportMetric(tOurs.Seconds()/n, "gitproto-wall-s/op")
+			b.ReportMetric(tBackend.Seconds()/n, "backend-wall-s/op")
+			b.ReportMetric(rssOurs, "gitproto-maxrss-MiB")
+			b.ReportMetric(rssBackend, "backend-maxrss-MiB")
+		})
+	}
+}
+
+// BenchmarkAdvertPoll: what CI and IDEs do every few seconds: info/refs
+// (protocol v0) and, for v2, info/refs plus an ls-refs POST; gitproto with
+// the advertisement cache vs git http-backend. Target: ≥ 5x requests per
+// second.
+func BenchmarkAdvertPoll(b *testing.B) {
+	root, name := benchRepo(b)
+	for _, v := range []string{"v0", "v2"} {
+		b.Run(v, func(b *testing.B) {
+			ours := startServer(b, "git+cache", root)
+			backend := startServer(b, "backend", root)
+			client := &http.Client{}
+			defer client.CloseIdleConnections()
+			poll := func(base string) time.Duration {
+				start := time.Now()
+				req, _ := http.NewRequest("GET", base+"/"+name+"/info/refs?service=git-upload-pack", nil)
+				if v == "v2" {
+					req.Header.Set("Git-Protocol", "version=2")
+				}
+				resp, err := client.Do(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if v == "v2" {
+					body := pkt("command=ls-refs\n") + pkt("agent=git/2.39.5\n") + "0001" + pkt("peel\n") + pkt("symrefs\n") +
+						pkt("unborn\n") + pkt("ref-prefix HEAD\n") + pkt("ref-prefix refs/heads/\n") + pkt("ref-prefix refs/tags/\n") + "0000"
+					req, _ := http.NewRequest("POST", base+"/"+name+"/git-upload-pack", strings.NewReader(body))
+					req.Header.Set("Git-Protocol", "version=2")
+					req.Header.Set("Content-Type", "application/x-git-upload-pack-request")
+					resp, err := client.Do(req)
+					if err != nil {
+						b.Fatal(err)
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 {
+						b.Fatalf("ls-refs: %s", resp.Status)
+					}
+				}
+				return time.Since(start)
+			}
+			// Let the refs settle (the caches distrust a change within
+			// the last second) and warm up.
+			time.Sleep(1100 * time.Millisecond)
+			poll(ours.url)
+			var tOurs, tBackend time.Duration
+			b.ReportAllocs()
+			for b.Loop() {
+				tOurs += poll(ours.url)
+				tBackend += poll(backend.url)
+			}
+			ours.stop()
+			backend.stop()
+			n := float64(b.N)
+			b.ReportMetric(n/tOurs.Seconds(), "gitproto-polls/s")
+			b.ReportMetric(n/tBackend.Seconds(), "backend-polls/s")
+			b.ReportMetric(tBackend.Seconds()/tOurs.Seconds(), "x-backend-rate")
+		})
+	}
+}
+
+// BenchmarkEngines: a full clone through the gogit engine vs the git
+// engine on the same repository. No target; the ratio is documented.
+func BenchmarkEngines(b *testing.B) {
+	root, name := benchRepo(b)
+	gitSrv := startServer(b, "git", root)
+	gogitSrv := startServer(b, "gogit", root)
+	tmp := b.TempDir()
+	var tGit, tGogit time.Duration
+	for b.Loop() {
+		tGit += cloneBare(b, gitSrv.url+"/"+name, filepath.Join(tmp, "git"))
+		tGogit += cloneBare(b, gogitSrv.url+"/"+name, filepath.Join(tmp, "gogit"))
+	}
+	cpuGit, rssGit := gitSrv.stop()
+	cpuGogit, rssGogit := gogitSrv.stop()
+	n := float64(b.N)
+	b.ReportMetric(tGit.Seconds()/n, "git-s/op")
+	b.ReportMetric(tGogit.Seconds()/n, "gogit-s/op")
+	b.ReportMetric(tGogit.Seconds()/tGit.Seconds(), "x-gogit-vs-git")
+	b.ReportMetric(cpuGit.Seconds()/n, "git-cpu-s/op")
+	b.ReportMetric(cpuGogit.Seconds()/n, "gogit-cpu-s/op")
+	b.ReportMetric(rssGit, "git-maxrss-MiB")
+	b.ReportMetric(rssGogit, "gogit-maxrss-MiB")
+}
+
+// BenchmarkAdvertCacheHit measures the in-process cost of an info/refs
+// answered from the advertisement cache, with allocations, against the
+// same request generated by the git engine.
+func BenchmarkAdvertCacheHit(b *testing.B) {
+	testenv.Git(b)
+	root := b.TempDir()
+	testenv.BareRepo(b, filepath.Join(root, "a", "r.git"), testenv.RepoOptions{Commits: 20, Branches: 20, Tags: 20})
+	time.Sleep(1100 * time.Millisecond)
+	cached := &gitproto.Handler{Resolver: gitproto.DirResolver{Root: root}, AdvertCache: &gitproto.AdvertCache{}}
+	plain := &gitproto.Handler{Resolver: gitproto.DirResolver{Root: root}}
+	do := func(h http.Handler) {
+		r := httptest.NewRequest("GET", "/a/r.git/info/refs?service=git-upload-pack", nil)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != 200 {
+			b.Fatal(w.Code)
+		}
+	}
+	do(cached)
+	b.Run("cached", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			do(cached)
+		}
+	})
+	b.Run("git", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			do(plain)
+		}
+	})
+}
+
+
+// pkt frames s as one pkt-line.
+func pkt(s string) string { return fmt.Sprintf("%04x%s", len(s)+4, s) }
