@@ -389,6 +389,5 @@ func BenchmarkAdvertCacheHit(b *testing.B) {
 	})
 }
 
-
 // pkt frames s as one pkt-line.
 func pkt(s string) string { return fmt.Sprintf("%04x%s", len(s)+4, s) }
