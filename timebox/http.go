@@ -404,4 +404,3 @@ func (tw *timeoutWriter) detach() {
 	tw.inflight.Lock()
 	tw.inflight.Unlock()
 }
-
