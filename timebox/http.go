@@ -32,11 +32,11 @@ var ErrHandlerTimeout = errors.New("timebox: handler time limit expired")
 // escalates in stages for handlers that ignore their context:
 //
 //  1. At the limit, OnExpire is called (before the context is cancelled,
-//     so that a stack snapshot still shows where the handler was), the
-//     context is cancelled with an *Expired cause, and the client gets
-//     503 with Retry-After and the request id if nothing was written
-//     yet; if the response had started, its write deadline is set to
-//     now, which ends the stream.
+//     so that a stack snapshot still shows where the handler was); the
+//     client gets 503 with Retry-After and the request id if nothing was
+//     written yet, or, if the response had started, its write deadline
+//     is set to the past, which ends the stream; then the context is
+//     cancelled with an *Expired cause.
 //  2. After Grace, the connection's read and write deadlines are set to
 //     the past, forcing the handler out of blocked I/O on the request or
 //     response, and everything registered with Unblock is forced too.
@@ -177,11 +177,9 @@ func (h *Handler) grace() time.Duration {
 
 // expire runs stage 1 and schedules stage 2.
 func (h *Handler) expire(r *http.Request, tw *timeoutWriter, exp *Expired, cancel context.CancelCauseFunc) {
-	h.expired.Add(1)
 	if h.OnExpire != nil {
 		h.OnExpire(r, exp)
 	}
-	cancel(exp)
 	id := r.Header.Get("X-Request-Id")
 	if h.RequestID != nil {
 		id = h.RequestID(r)
@@ -190,12 +188,20 @@ func (h *Handler) expire(r *http.Request, tw *timeoutWriter, exp *Expired, cance
 	if retry <= 0 {
 		retry = DefaultRetryAfter
 	}
-	refused := tw.expire(retry, id)
-	if refused {
-		h.refused.Add(1)
-	} else {
-		h.aborted.Add(1)
-	}
+	// The cancellation happens under the writer's lock, so that a handler
+	// returning as soon as its context ends cannot beat the 503 with an
+	// empty 200, and before the 503 is written, so that the client's
+	// reaction (closing the connection) cannot replace the cause. The
+	// counters move before the client sees the outcome.
+	h.expired.Add(1)
+	refused := tw.expire(retry, id, func(refused bool) {
+		if refused {
+			h.refused.Add(1)
+		} else {
+			h.aborted.Add(1)
+		}
+		cancel(exp)
+	})
 	if h.Logger != nil {
 		h.Logger.Warn("timebox: request expired", "route", exp.Name, "limit", exp.Limit, "request_id", id, "refused", refused)
 	}
@@ -341,13 +347,14 @@ func (tw *timeoutWriter) Unwrap() http.ResponseWriter { return tw.w }
 
 // expire answers 503 if the handler has written nothing, else cuts the
 // stream; it reports whether it answered.
-func (tw *timeoutWriter) expire(retry time.Duration, id string) (refused bool) {
+func (tw *timeoutWriter) expire(retry time.Duration, id string, cancel func(refused bool)) (refused bool) {
 	tw.mu.Lock()
 	defer tw.mu.Unlock()
 	if tw.finished {
 		return false
 	}
 	tw.expired = true
+	cancel(!tw.wrote)
 	if tw.wrote {
 		tw.rc.SetWriteDeadline(time.Unix(1, 0))
 		return false

@@ -21,6 +21,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -48,15 +49,21 @@ type Expired struct {
 	Opened time.Time     // when the box opened
 	Budget string        // the name of the Budget it drew on, if any
 	spent  bool          // the budget was spent before the box could open
-	pc     [1]uintptr    // where the box was opened
+
+	// pc is where the box was opened. Do records it when the box has
+	// expired, on the opener's own stack (the call site of Do is still
+	// there), rather than on every call: runtime.Callers would otherwise
+	// be a third of a box's cost. Until then Where is empty.
+	pc atomic.Uintptr
 }
 
 // Where returns "file:line" of the code that opened the box.
 func (e *Expired) Where() string {
-	if e.pc[0] == 0 {
+	pc := e.pc.Load()
+	if pc == 0 {
 		return ""
 	}
-	f, _ := runtime.CallersFrames(e.pc[:]).Next()
+	f, _ := runtime.CallersFrames([]uintptr{pc}).Next()
 	return fmt.Sprintf("%s:%d", f.File, f.Line)
 }
 
@@ -81,8 +88,8 @@ func (e *Expired) name() string {
 	if e.Name != "" {
 		return e.Name
 	}
-	if e.pc[0] != 0 {
-		f, _ := runtime.CallersFrames(e.pc[:]).Next()
+	if pc := e.pc.Load(); pc != 0 {
+		f, _ := runtime.CallersFrames([]uintptr{pc}).Next()
 		if f.Function != "" {
 			return f.Function
 		}
@@ -154,19 +161,19 @@ func (o *open) Value(key any) any {
 }
 
 // do is Do's body; it is called directly by Do and Box.Do so that the
-// caller's pc is found at a fixed depth.
+// caller's pc is found at a fixed depth (callerSkip).
 func (b *Box) do(ctx context.Context, f func(ctx context.Context) error) error {
-	now := time.Now()
 	o := &open{grace: b.Grace}
 	o.exp.Name = b.Name
-	o.exp.Opened = now
-	runtime.Callers(3, o.exp.pc[:])
 	limit := b.Limit
 	if b.Budget != nil {
+		now := time.Now()
+		o.exp.Opened = now
 		o.exp.Budget = b.Budget.Name
 		left, err := b.Budget.open(now)
 		if err != nil {
 			o.exp.spent = true
+			o.exp.setCaller(skipFromDo)
 			return &o.exp
 		}
 		defer b.Budget.close()
@@ -174,22 +181,47 @@ func (b *Box) do(ctx context.Context, f func(ctx context.Context) error) error {
 			limit = left
 		}
 	}
-	if limit <= 0 {
-		if limit < 0 || b.Budget != nil {
-			o.exp.Limit = 0
-			return &o.exp
-		}
-		// No limit of its own: still a box, for nesting and hooks.
-		var cancel context.CancelFunc
-		o.Context, cancel = context.WithCancel(ctx)
-		defer cancel()
-		return o.result(f(o))
+	if limit < 0 {
+		o.exp.setCaller(skipFromDo)
+		return &o.exp
 	}
-	o.exp.Limit = limit
 	var cancel context.CancelFunc
-	o.Context, cancel = context.WithDeadlineCause(ctx, now.Add(limit), &o.exp)
+	if limit == 0 {
+		// No limit of its own: still a box, for nesting and hooks.
+		o.Context, cancel = context.WithCancel(ctx)
+	} else {
+		o.exp.Limit = limit
+		o.Context, cancel = context.WithTimeoutCause(ctx, limit, &o.exp)
+		if o.exp.Opened.IsZero() {
+			// WithTimeoutCause read the clock; reuse its reading unless
+			// the parent's earlier deadline replaced ours.
+			if dl, ok := o.Context.Deadline(); ok {
+				if pdl, pok := ctx.Deadline(); !pok || !pdl.Equal(dl) {
+					o.exp.Opened = dl.Add(-limit)
+				}
+			}
+			if o.exp.Opened.IsZero() {
+				o.exp.Opened = time.Now()
+			}
+		}
+	}
 	defer cancel()
 	return o.result(f(o))
+}
+
+// Frames between runtime.Callers in setCaller and the caller of Do or
+// Box.Do: Callers, setCaller, [result,] do, Do.
+const (
+	skipFromDo     = 4
+	skipFromResult = 5
+)
+
+// setCaller records the pc of the code that called Do or Box.Do.
+func (e *Expired) setCaller(skip int) {
+	var pc [1]uintptr
+	if runtime.Callers(skip, pc[:]) == 1 {
+		e.pc.Store(pc[0])
+	}
 }
 
 func (o *open) result(err error) error {
@@ -200,6 +232,10 @@ func (o *open) result(err error) error {
 	if !errors.As(context.Cause(o.Context), &exp) {
 		return err // cancelled for another reason, such as the client leaving
 	}
+	// Record where this box was opened, and the enclosing one if it was
+	// the one that fired; both are called from the opener's goroutine,
+	// whose stack still holds the call.
+	o.exp.setCaller(skipFromResult)
 	if errors.Is(err, ErrExpired) {
 		return err // already says so, perhaps with more (Cmd.Wait)
 	}
