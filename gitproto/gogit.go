@@ -36,9 +36,10 @@ import (
 //   - no side-band (no progress output), no multi_ack, no thin packs;
 //   - pushes write objects straight into the repository, without the
 //     quarantine GitEngine has, so objects of a rejected push stay until
-//     the next gc; ref updates are compare-and-swap among the pushes this
-//     process serves, but not against other processes writing the same
-//     repository.
+//     the next gc; the pushes to one repository run one at a time, and
+//     fetches wait while one does, so ref updates are compare-and-swap
+//     among the requests this process serves, but not against other
+//     processes writing the same repository.
 //
 // A GoGitEngine is safe for concurrent use.
 type GoGitEngine struct {
@@ -109,6 +110,9 @@ func (e *GoGitEngine) Run(ctx context.Context, inv *Invocation) error {
 		}
 		return encodeAdv(ar, inv.Stdout)
 	case inv.Service == UploadPack:
+		l := e.repoLock(inv.Dir)
+		l.RLock()
+		defer l.RUnlock()
 		return e.uploadPack(ctx, srv, ep, inv)
 	case inv.Service == ReceivePack:
 		return e.receivePack(ctx, st, inv)
@@ -183,6 +187,14 @@ func (e *GoGitEngine) receivePack(ctx context.Context, st *filesystem.Storage, i
 			return fmt.Errorf("%w: capability %s with the gogit engine", ErrUnsupported, c)
 		}
 	}
+	// One push of a repository at a time, and no fetch while it runs:
+	// go-git's readers fail on a pack whose index is still being written,
+	// and the hook and the compare-and-swap must see the same refs.
+	lock := e.repoLock(inv.Dir)
+	lock.Lock()
+	defer lock.Unlock()
+	st = openStorage(inv.Dir) // knows every pack written before the lock
+	defer st.Close()
 	status := &packp.ReportStatus{UnpackStatus: "ok"}
 	if req.Packfile != nil {
 		if err := packfile.UpdateObjectStorage(st, readerCtx{ctx, req.Packfile}); err != nil && !errors.Is(err, packfile.ErrEmptyPackfile) {
@@ -197,16 +209,14 @@ func (e *GoGitEngine) receivePack(ctx context.Context, st *filesystem.Storage, i
 	if p.Dir == "" {
 		p.Dir = inv.Dir
 	}
-	p.ancestor = func(ctx context.Context, a, b string) (bool, error) { return goGitIsAncestor(st, a, b) }
 	for _, c := range req.Commands {
 		p.Updates = append(p.Updates, RefUpdate{Ref: c.Name.String(), Old: c.Old.String(), New: c.New.String()})
 	}
+	p.ancestor = func(ctx context.Context, a, b string) (bool, error) { return goGitIsAncestor(st, a, b) }
 	var pushErr error
 	if status.UnpackStatus == "ok" && inv.PreReceive != nil {
 		pushErr = inv.PreReceive(ctx, p)
 	}
-	lock := e.repoLock(inv.Dir)
-	lock.Lock()
 	var done []RefUpdate
 	for i, c := range req.Commands {
 		cs := &packp.CommandStatus{ReferenceName: c.Name, Status: "ok"}
@@ -226,7 +236,6 @@ func (e *GoGitEngine) receivePack(ctx context.Context, st *filesystem.Storage, i
 		}
 		status.CommandStatuses = append(status.CommandStatuses, cs)
 	}
-	lock.Unlock()
 	var b bytes.Buffer
 	if pushErr != nil {
 		// Without side-band there is no channel for messages; the
