@@ -38,7 +38,8 @@ type Engine interface {
 	Run(ctx context.Context, inv *Invocation) error
 }
 
-// Invocation describes one run of a service.
+// Invocation describes one run of a service. It belongs to that run: the
+// engine may read and change it, and nothing else uses it concurrently.
 type Invocation struct {
 	Service       Service
 	Dir           string // the repository directory (bare, or a .git directory)

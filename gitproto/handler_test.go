@@ -380,7 +380,7 @@ func TestConcurrentPushesCompareAndSwap(t *testing.T) {
 			for i := range dirs {
 				if final == commits[i] {
 					winners++
-					assert.True(t, won[i] || true)
+					assert.True(t, won[i], "pusher %d landed on main but was told it failed", i)
 				}
 				assert.Equal(t, commits[i], f.serverRef("alice/proj.git", fmt.Sprintf("refs/heads/own%d", i)), "own branch of pusher %d lost", i)
 			}
