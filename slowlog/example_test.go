@@ -1,0 +1,60 @@
+package slowlog_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/forgekit/forgekit/slowlog"
+)
+
+// The middleware watches every request; a report is taken at 5 s, 10 s
+// and 20 s of a request still running, and a final line when it ends.
+func ExampleWatchdog_Handler() {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{owner}/{repo}", func(w http.ResponseWriter, r *http.Request) {
+		slowlog.Annotate(r.Context(), "repo", r.PathValue("repo"))
+		fmt.Fprintln(w, "ok")
+	})
+	wd := &slowlog.Watchdog{
+		Threshold: 5 * time.Second,
+		Sink:      &slowlog.DirSink{Dir: "/var/log/forge/slow", MaxFiles: 500},
+		Route:     func(r *http.Request) string { _, p := mux.Handler(r); return p },
+	}
+	defer wd.Close()
+	srv := &http.Server{Addr: "127.0.0.1:8080", Handler: wd.Handler(mux)}
+	_ = srv // srv.ListenAndServe()
+	fmt.Println("watching")
+	// Output:
+	// watching
+}
+
+// Capture takes a report on demand; timebox's expiry hook uses it to
+// record the stacks right before cancellation unwinds them.
+func ExampleCapture() {
+	reports := make(chan *slowlog.Report, 2)
+	wd := &slowlog.Watchdog{Sink: slowlog.SinkFunc(func(ctx context.Context, r *slowlog.Report) error {
+		reports <- r
+		return nil
+	})}
+	wd.Do(context.Background(), "reindex", func(ctx context.Context) {
+		slowlog.Capture(ctx, "time box expired")
+	})
+	wd.Close()
+	r := <-reports
+	fmt.Println(r.Kind, r.Route, r.Reason, strings.Contains(r.String(), "ExampleCapture"))
+	fmt.Println((<-reports).Final)
+	// Output:
+	// job reindex time box expired true
+	// true
+}
+
+func ExampleRedactURL() {
+	u, _ := url.Parse("https://alice:pw@forge.example/search?q=secret&page=2")
+	fmt.Println(slowlog.RedactURL(u))
+	// Output:
+	// https://forge.example/search?page=REDACTED&q=REDACTED
+}

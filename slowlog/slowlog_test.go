@@ -1,0 +1,356 @@
+package slowlog_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/forgekit/forgekit/slowlog"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+	)
+}
+
+// chanSink collects reports.
+type chanSink chan *slowlog.Report
+
+func (c chanSink) Send(ctx context.Context, r *slowlog.Report) error {
+	c <- r
+	return nil
+}
+
+func next(t *testing.T, c chanSink) *slowlog.Report {
+	t.Helper()
+	select {
+	case r := <-c:
+		return r
+	case <-time.After(20 * time.Second):
+		t.Fatal("no report")
+		return nil
+	}
+}
+
+//go:noinline
+func blockInHandler(release <-chan struct{}) { <-release }
+
+//go:noinline
+func childWorker(release <-chan struct{}) { <-release }
+
+func TestSlowRequestReport(t *testing.T) {
+	t.Parallel()
+	sink := make(chanSink, 16)
+	wd := &slowlog.Watchdog{
+		Thresholds: []time.Duration{30 * time.Millisecond, 60 * time.Millisecond},
+		Tick:       5 * time.Millisecond,
+		Sink:       sink,
+		Principal:  func(r *http.Request) string { return "alice" },
+	}
+	defer wd.Close()
+	release := make(chan struct{})
+	mux := http.NewServeMux()
+	wd.Route = func(r *http.Request) string { _, p := mux.Handler(r); return p }
+	mux.HandleFunc("GET /repos/{name}", func(w http.ResponseWriter, r *http.Request) {
+		slowlog.Annotate(r.Context(), "step", "loading tree")
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() { defer wg.Done(); childWorker(release) }()
+		blockInHandler(release)
+		wg.Wait()
+		w.WriteHeader(http.StatusTeapot)
+	})
+	srv := httptest.NewServer(wd.Handler(mux))
+	defer srv.Close()
+	done := make(chan *http.Response, 1)
+	go func() {
+		resp, err := http.Get(srv.URL + "/repos/proj?token=s3cret&page=2")
+		if err == nil {
+			resp.Body.Close()
+		}
+		done <- resp
+	}()
+
+	first := next(t, sink)
+	second := next(t, sink)
+	// Both arrived while the request was still running.
+	select {
+	case <-done:
+		t.Fatal("the request ended before its reports")
+	default:
+	}
+	assert.Equal(t, 30*time.Millisecond, first.Threshold)
+	assert.Equal(t, 60*time.Millisecond, second.Threshold)
+	for _, r := range []*slowlog.Report{first, second} {
+		assert.Equal(t, "GET /repos/{name}", r.Route)
+		assert.Equal(t, "GET", r.Method)
+		assert.Equal(t, "alice", r.Principal)
+		assert.NotContains(t, r.URL, "s3cret")
+		assert.Contains(t, r.URL, "token=REDACTED")
+		text := r.String()
+		assert.Contains(t, text, "slowlog_test.blockInHandler")
+		assert.Contains(t, text, "slowlog_test.childWorker", "goroutines started by the handler are in the report")
+		assert.Contains(t, text, "[chan receive]")
+		assert.Contains(t, text, "step = loading tree")
+		assert.Positive(t, r.Goroutines)
+		assert.Positive(t, r.PID)
+	}
+	close(release)
+	final := next(t, sink)
+	assert.True(t, final.Final)
+	assert.Equal(t, http.StatusTeapot, final.Status)
+	assert.GreaterOrEqual(t, final.Elapsed, 60*time.Millisecond)
+	<-done
+	s := wd.Stats()
+	assert.Equal(t, int64(2), s.Reports)
+	assert.Equal(t, int64(1), s.Finals)
+	assert.Zero(t, s.InFlight)
+	http.DefaultClient.CloseIdleConnections()
+}
+
+func TestFastRequestsAreQuiet(t *testing.T) {
+	t.Parallel()
+	sink := make(chanSink, 16)
+	wd := &slowlog.Watchdog{Threshold: time.Minute, Sink: sink}
+	defer wd.Close()
+	h := wd.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	for range 100 {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+		assert.Equal(t, "ok", rec.Body.String())
+	}
+	assert.Empty(t, sink)
+	assert.Equal(t, int64(100), wd.Stats().Requests)
+	assert.Zero(t, wd.Stats().InFlight)
+}
+
+func TestDedupAndDrops(t *testing.T) {
+	t.Parallel()
+	block := make(chan struct{})
+	delivered := make(chan *slowlog.Report, 100)
+	wd := &slowlog.Watchdog{
+		Thresholds: []time.Duration{20 * time.Millisecond},
+		Tick:       5 * time.Millisecond,
+		Sink: slowlog.SinkFunc(func(ctx context.Context, r *slowlog.Report) error {
+			delivered <- r
+			return nil
+		}),
+	}
+	defer wd.Close()
+	h := wd.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-block }))
+	var wg sync.WaitGroup
+	for range 5 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/same", nil))
+		}()
+	}
+	require.Eventually(t, func() bool { s := wd.Stats(); return s.Reports+s.Suppressed == 5 }, 20*time.Second, 5*time.Millisecond)
+	s := wd.Stats()
+	assert.Equal(t, int64(1), s.Reports, "one full report per route per interval")
+	assert.Equal(t, int64(4), s.Suppressed)
+	close(block)
+	wg.Wait()
+}
+
+func TestQueueFullDrops(t *testing.T) {
+	t.Parallel()
+	stuck := make(chan struct{})
+	wd := &slowlog.Watchdog{
+		Thresholds:    []time.Duration{10 * time.Millisecond},
+		Tick:          2 * time.Millisecond,
+		QueueSize:     1,
+		DedupInterval: -1,
+		Sink:          slowlog.SinkFunc(func(ctx context.Context, r *slowlog.Report) error { <-stuck; return nil }),
+	}
+	block := make(chan struct{})
+	h := wd.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-block }))
+	var wg sync.WaitGroup
+	for range 6 {
+		wg.Add(1)
+		go func() { defer wg.Done(); h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/x", nil)) }()
+	}
+	require.Eventually(t, func() bool { return wd.Stats().Dropped > 0 }, 20*time.Second, 5*time.Millisecond)
+	close(block)
+	wg.Wait()
+	close(stuck)
+	wd.Close()
+}
+
+func TestGoroutineCeiling(t *testing.T) {
+	t.Parallel()
+	sink := make(chanSink, 4)
+	wd := &slowlog.Watchdog{Thresholds: []time.Duration{10 * time.Millisecond}, Tick: 2 * time.Millisecond, MaxGoroutines: 1, Sink: sink}
+	defer wd.Close()
+	wd.Do(context.Background(), "nightly gc", func(ctx context.Context) { next(t, sink) })
+	// The report came without stacks, saying why.
+	assert.Equal(t, int64(1), wd.Stats().Skipped)
+	final := next(t, sink)
+	assert.True(t, final.Final)
+	assert.Equal(t, "job", final.Kind)
+}
+
+func TestCaptureAndJobs(t *testing.T) {
+	t.Parallel()
+	sink := make(chanSink, 4)
+	wd := &slowlog.Watchdog{Threshold: time.Hour, Sink: sink}
+	defer wd.Close()
+	assert.False(t, slowlog.Capture(context.Background(), "nothing"))
+	wd.Do(context.Background(), "reindex", func(ctx context.Context) {
+		slowlog.Annotate(ctx, "repo", "alice/proj")
+		require.True(t, slowlog.Capture(ctx, "time box expired"))
+	})
+	r := next(t, sink)
+	assert.Equal(t, "reindex", r.Route)
+	assert.Equal(t, "time box expired", r.Reason)
+	assert.Contains(t, r.String(), "TestCaptureAndJobs")
+	assert.Contains(t, r.String(), "repo = alice/proj")
+	final := next(t, sink)
+	assert.True(t, final.Final)
+}
+
+func TestRedactURL(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ name, in, want string }{
+		{name: "plain", in: "https://forge.example/a/b", want: "https://forge.example/a/b"},
+		{name: "credentials", in: "https://user:pw@forge.example/a", want: "https://forge.example/a"},
+		{name: "query", in: "/search?q=secret&token=t", want: "/search?q=REDACTED&token=REDACTED"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u, err := url.Parse(tc.in)
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, slowlog.RedactURL(u))
+		})
+	}
+}
+
+func sampleReport() *slowlog.Report {
+	return &slowlog.Report{ID: "7", Kind: "request", Method: "GET", Route: "/x", Start: time.Now(), Elapsed: time.Second,
+		Stacks: []slowlog.Stack{{Count: 1, State: "sleep", Frames: []slowlog.Frame{{Func: "main.f", File: "main.go", Line: 3}}}}}
+}
+
+func TestDirSink(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := &slowlog.DirSink{Dir: dir, MaxFiles: 3}
+	for i := range 5 {
+		r := sampleReport()
+		r.Seq = i
+		require.NoError(t, s.Send(context.Background(), r))
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*.txt"))
+	assert.Len(t, files, 3)
+	b, _ := os.ReadFile(files[len(files)-1])
+	assert.Contains(t, string(b), "main.f")
+}
+
+func TestWebhookSink(t *testing.T) {
+	t.Parallel()
+	got := make(chan slowlog.Report, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var rep slowlog.Report
+		json.NewDecoder(r.Body).Decode(&rep)
+		got <- rep
+	}))
+	defer srv.Close()
+	require.NoError(t, slowlog.WebhookSink{URL: srv.URL, Client: srv.Client()}.Send(context.Background(), sampleReport()))
+	rep := <-got
+	assert.Equal(t, "7", rep.ID)
+	assert.Equal(t, "main.f", rep.Stacks[0].Frames[0].Func)
+	srv.Client().CloseIdleConnections()
+}
+
+// smtpServer is a tiny SMTP listener that accepts one message.
+func smtpServer(t *testing.T) (addr string, msgs <-chan string) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	out := make(chan string, 1)
+	go func() {
+		defer ln.Close()
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		say := func(s string) { io.WriteString(c, s+"\r\n") }
+		say("220 test")
+		var data strings.Builder
+		inData := false
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if inData {
+				if line == ".\r\n" {
+					inData = false
+					out <- data.String()
+					say("250 ok")
+					continue
+				}
+				data.WriteString(line)
+				continue
+			}
+			switch cmd := strings.ToUpper(strings.Fields(line + " x")[0]); cmd {
+			case "EHLO", "HELO":
+				say("250 test")
+			case "DATA":
+				inData = true
+				say("354 go on")
+			case "QUIT":
+				say("221 bye")
+				return
+			default:
+				say("250 ok")
+			}
+		}
+	}()
+	return ln.Addr().String(), out
+}
+
+func TestEmailSink(t *testing.T) {
+	t.Parallel()
+	addr, msgs := smtpServer(t)
+	s := slowlog.EmailSink{Addr: addr, From: "forge@example.com", To: []string{"ops@example.com"}}
+	require.NoError(t, s.Send(context.Background(), sampleReport()))
+	msg := <-msgs
+	assert.Contains(t, msg, "Subject: slow request: GET /x")
+	assert.Contains(t, msg, "main.f")
+}
+
+func TestReportsHandler(t *testing.T) {
+	t.Parallel()
+	sink := make(chanSink, 4)
+	wd := &slowlog.Watchdog{Threshold: time.Hour, Sink: sink}
+	defer wd.Close()
+	wd.Do(context.Background(), "job-a", func(ctx context.Context) { slowlog.Capture(ctx, "manual") })
+	h := wd.ReportsHandler()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+	assert.Contains(t, rec.Body.String(), "job-a")
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/?seq=1", nil))
+	assert.Contains(t, rec.Body.String(), "Reason: manual")
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/?seq=99", nil))
+	assert.Equal(t, 404, rec.Code)
+}
