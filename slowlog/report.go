@@ -28,7 +28,8 @@ type Report struct {
 	Version     string
 	Stacks      []Stack // the request's goroutines, most numerous first
 	Annotations []Annotation
-	Suppressed  int // similar reports not sent since the group's last one
+	Suppressed  int    // similar reports not sent since the group's last one
+	Trace       string // file with an execution-trace snapshot, if one was taken
 
 	Final  bool   // the request ended; Elapsed is its duration
 	Status int    // its HTTP status, when Final
@@ -82,6 +83,9 @@ func (r *Report) String() string {
 	fmt.Fprintf(&b, "Host: %s pid %d version %s goroutines %d\n", r.Host, r.PID, r.Version, r.Goroutines)
 	if r.Suppressed > 0 {
 		fmt.Fprintf(&b, "Similar reports not sent: %d\n", r.Suppressed)
+	}
+	if r.Trace != "" {
+		fmt.Fprintf(&b, "Execution trace: %s (go tool trace)\n", r.Trace)
 	}
 	for _, a := range r.Annotations {
 		fmt.Fprintf(&b, "Note %s: %s = %s\n", a.Time.Format("15:04:05.000"), a.Key, a.Value)

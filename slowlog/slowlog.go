@@ -27,7 +27,9 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"path/filepath"
 	"runtime/pprof"
+	"runtime/trace"
 	"sort"
 	"strconv"
 	"strings"
@@ -100,6 +102,17 @@ type Watchdog struct {
 	// flight. If nil, ids are generated.
 	RequestID func(r *http.Request) string
 
+	// FlightRecorder, if set and running, gives execution-trace
+	// snapshots: the first slow report of each route per DedupInterval
+	// comes with a snapshot of the recorder's window, written to
+	// TraceDir, and every request runs in a trace task named after its
+	// route, so that it can be found in `go tool trace`. The application
+	// owns the recorder (there is one per process) and starts it.
+	FlightRecorder *trace.FlightRecorder
+
+	// TraceDir is where trace snapshots go. If empty, os.TempDir().
+	TraceDir string
+
 	// Route, if set, names a request's route for reports and for
 	// deduplication, for example with the application's ServeMux:
 	//
@@ -119,6 +132,8 @@ type Watchdog struct {
 	seq       atomic.Uint64
 
 	shards [16]shard
+
+	traceMu sync.Mutex // serializes FlightRecorder.WriteTo
 
 	dmu   sync.Mutex // guards dedup
 	dedup map[string]*dedupGroup
@@ -352,6 +367,11 @@ func (wd *Watchdog) Handler(next http.Handler) http.Handler {
 			w.principal = wd.Principal(r)
 		}
 		w.ResponseWriter = rw
+		if wd.FlightRecorder != nil {
+			var task *trace.Task
+			w.Context, task = trace.NewTask(w.Context, "slowlog "+w.method+" "+w.route)
+			defer task.End()
+		}
 		wd.register(w)
 		defer func() {
 			p := recover()
@@ -522,6 +542,7 @@ func (wd *Watchdog) fill(reports []*Report, due []*watched) {
 // thresholds, so that it shows progress); the others are counted, and the
 // count travels with the group's next sent report.
 func (wd *Watchdog) enqueue(r *Report, dedup bool) {
+	first := !dedup || wd.DedupInterval < 0
 	if dedup && wd.DedupInterval >= 0 {
 		interval := wd.DedupInterval
 		if interval == 0 {
@@ -538,6 +559,7 @@ func (wd *Watchdog) enqueue(r *Report, dedup bool) {
 			return
 		}
 		if g == nil || now.Sub(g.since) >= interval {
+			first = true
 			if g != nil {
 				r.Suppressed = g.suppressed
 			}
@@ -554,6 +576,9 @@ func (wd *Watchdog) enqueue(r *Report, dedup bool) {
 	}
 	if !r.Final {
 		wd.reports.Add(1)
+		if first && dedup {
+			wd.snapshot(r)
+		}
 	}
 	wd.keep(r)
 	select {
@@ -561,6 +586,38 @@ func (wd *Watchdog) enqueue(r *Report, dedup bool) {
 	default:
 		wd.dropped.Add(1)
 	}
+}
+
+// snapshot writes the flight recorder's window for r, if there is a
+// recorder. It runs on the watchdog goroutine (or a Capture's), one at a
+// time, as FlightRecorder.WriteTo requires.
+func (wd *Watchdog) snapshot(r *Report) {
+	fr := wd.FlightRecorder
+	if fr == nil || !fr.Enabled() {
+		return
+	}
+	wd.traceMu.Lock()
+	defer wd.traceMu.Unlock()
+	dir := wd.TraceDir
+	if dir == "" {
+		dir = os.TempDir()
+	}
+	name := filepath.Join(dir, fmt.Sprintf("slowlog-%s-%s.trace", time.Now().UTC().Format("20060102T150405.000"), safeName(r.ID)))
+	f, err := os.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640)
+	if err == nil {
+		_, err = fr.WriteTo(f)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		os.Remove(name)
+		if wd.Logger != nil {
+			wd.Logger.Error("slowlog: trace snapshot", "err", err)
+		}
+		return
+	}
+	r.Trace = name
 }
 
 // maxDedupGroups bounds the dedup table; beyond it, expired groups are

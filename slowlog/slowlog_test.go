@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime/trace"
 	"strings"
 	"sync"
 	"testing"
@@ -353,4 +354,29 @@ func TestReportsHandler(t *testing.T) {
 	rec = httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest("GET", "/?seq=99", nil))
 	assert.Equal(t, 404, rec.Code)
+}
+
+// The flight recorder is one per process: this is the only test that
+// starts one.
+func TestFlightRecorderSnapshot(t *testing.T) {
+	fr := trace.NewFlightRecorder(trace.FlightRecorderConfig{MaxBytes: 4 << 20})
+	require.NoError(t, fr.Start())
+	defer fr.Stop()
+	sink := make(chanSink, 8)
+	dir := t.TempDir()
+	wd := &slowlog.Watchdog{Thresholds: []time.Duration{20 * time.Millisecond}, Tick: 5 * time.Millisecond, Sink: sink,
+		FlightRecorder: fr, TraceDir: dir}
+	defer wd.Close()
+	release := make(chan struct{})
+	h := wd.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { blockInHandler(release) }))
+	done := make(chan struct{})
+	go func() { defer close(done); h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/t", nil)) }()
+	r := next(t, sink)
+	close(release)
+	<-done
+	require.NotEmpty(t, r.Trace)
+	b, err := os.ReadFile(r.Trace)
+	require.NoError(t, err)
+	assert.True(t, strings.HasPrefix(string(b), "go 1."), "a Go execution trace")
+	assert.Contains(t, r.String(), "go tool trace")
 }
