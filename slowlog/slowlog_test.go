@@ -11,12 +11,14 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"runtime/trace"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/pprof/profile"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -379,4 +381,129 @@ func TestFlightRecorderSnapshot(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, strings.HasPrefix(string(b), "go 1."), "a Go execution trace")
 	assert.Contains(t, r.String(), "go tool trace")
+}
+
+// spin burns CPU for d so that the CPU profile has samples.
+//
+//go:noinline
+func spin(d time.Duration) int {
+	n := 0
+	for start := time.Now(); time.Since(start) < d; n++ {
+	}
+	return n
+}
+
+// Not parallel: the CPU profiler is one per process.
+func TestProfiler(t *testing.T) {
+	key := []byte(strings.Repeat("k", 32))
+	p := slowlog.NewProfiler(key)
+	p.Dir = t.TempDir()
+	p.URLPrefix = "/admin/profiles/"
+	var audit []string
+	var amu sync.Mutex
+	p.Audit = func(r *http.Request, subject, outcome string) {
+		amu.Lock()
+		defer amu.Unlock()
+		audit = append(audit, subject+": "+outcome)
+	}
+	app := p.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		spin(300 * time.Millisecond)
+		io.WriteString(w, "page")
+	}))
+
+	t.Run("tokens", func(t *testing.T) {
+		tok := p.Token("admin", time.Minute)
+		sub, err := p.Verify(tok, time.Now())
+		require.NoError(t, err)
+		assert.Equal(t, "admin", sub)
+		_, err = p.Verify(tok, time.Now().Add(2*time.Minute))
+		assert.ErrorIs(t, err, slowlog.ErrBadToken, "expired")
+		_, err = p.Verify(tok[:len(tok)-2]+"xx", time.Now())
+		assert.ErrorIs(t, err, slowlog.ErrBadToken, "forged")
+		_, err = slowlog.NewProfiler([]byte(strings.Repeat("x", 32))).Verify(tok, time.Now())
+		assert.ErrorIs(t, err, slowlog.ErrBadToken, "another key")
+	})
+	t.Run("refused without a valid token", func(t *testing.T) {
+		rec := httptest.NewRecorder()
+		app.ServeHTTP(rec, httptest.NewRequest("GET", "/page?__profile__=nonsense", nil))
+		assert.Equal(t, http.StatusForbidden, rec.Code)
+		rec = httptest.NewRecorder()
+		app.ServeHTTP(rec, httptest.NewRequest("GET", "/page", nil))
+		assert.Equal(t, "page", rec.Body.String())
+		assert.Empty(t, rec.Header().Get("X-Profile-URL"))
+	})
+	for _, tc := range []struct {
+		name    string
+		busyCPU bool
+	}{
+		{name: "cpu profile"},
+		{name: "goroutine sampling when the CPU profiler is taken", busyCPU: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.busyCPU {
+				require.NoError(t, pprof.StartCPUProfile(io.Discard))
+				defer pprof.StopCPUProfile()
+			}
+			req := httptest.NewRequest("GET", "/page", nil)
+			req.Header.Set("X-Profile-Token", p.Token("admin", time.Minute))
+			rec := httptest.NewRecorder()
+			app.ServeHTTP(rec, req)
+			assert.Equal(t, "page", rec.Body.String())
+			u := rec.Header().Get("X-Profile-URL")
+			require.True(t, strings.HasPrefix(u, "/admin/profiles/profile-"), u)
+			dl := httptest.NewRecorder()
+			p.Handler().ServeHTTP(dl, httptest.NewRequest("GET", u, nil))
+			require.Equal(t, 200, dl.Code)
+			prof, err := profile.Parse(dl.Body)
+			require.NoError(t, err)
+			require.NotEmpty(t, prof.Sample, "samples of the request")
+			found := false
+			for _, s := range prof.Sample {
+				for _, l := range s.Location {
+					for _, ln := range l.Line {
+						if strings.Contains(ln.Function.Name, "slowlog_test.spin") || strings.Contains(ln.Function.Name, "TestProfiler") {
+							found = true
+						}
+					}
+				}
+			}
+			assert.True(t, found, "the request's own code is in its profile")
+		})
+	}
+	t.Run("one at a time", func(t *testing.T) {
+		q := slowlog.NewProfiler(key)
+		q.Dir = t.TempDir()
+		inside, release := make(chan struct{}), make(chan struct{})
+		h := q.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/first" {
+				close(inside)
+				<-release
+			}
+		}))
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			req := httptest.NewRequest("GET", "/first", nil)
+			req.Header.Set("X-Profile-Token", q.Token("a", time.Minute))
+			h.ServeHTTP(httptest.NewRecorder(), req)
+		}()
+		<-inside
+		req := httptest.NewRequest("GET", "/second", nil)
+		req.Header.Set("X-Profile-Token", q.Token("b", time.Minute))
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		assert.Equal(t, "busy", rec.Header().Get("X-Profile"))
+		assert.Empty(t, rec.Header().Get("X-Profile-URL"))
+		close(release)
+		<-done
+	})
+	dl := httptest.NewRecorder()
+	p.Handler().ServeHTTP(dl, httptest.NewRequest("GET", "/admin/profiles/../../etc/passwd", nil))
+	assert.Equal(t, 404, dl.Code)
+	amu.Lock()
+	defer amu.Unlock()
+	assert.Len(t, audit, 3)
+	assert.Contains(t, audit[0], "refused")
+	assert.Contains(t, audit[1], "profiled (cpu)")
+	assert.Contains(t, audit[2], "profiled (goroutine)")
 }
