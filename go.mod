@@ -3,6 +3,7 @@ module github.com/forgekit/forgekit
 go 1.25
 
 require (
+	github.com/bradfitz/gomemcache v0.0.0-20260422231931-4d751bb6e37c
 	github.com/go-git/go-billy/v5 v5.6.2
 	github.com/go-git/go-git/v5 v5.16.5
 	github.com/google/pprof v0.0.0-20250403155104-27863c87afa6

@@ -1,0 +1,546 @@
+// Package viewcache provides a cache of rendered page fragments
+// ("viewlets"): a byte-bounded in-process LRU (L1) over memcached (L2),
+// with dependency invalidation, stampede control and stale-while-
+// revalidate.
+//
+// GetOrRender returns the cached bytes of a fragment or runs its render
+// function once, stores and returns the result. Every fragment names the
+// things it depends on ("repo:alice/proj", "user:42"); each dependency has
+// a generation counter (in memcached when there is one, so that every
+// process sees it, in process memory otherwise), and an entry records the
+// generations it was rendered under. Invalidate bumps the counters, one
+// atomic incr each, so no tag list can race. A lookup fetches the entry and
+// the current generations of its dependencies in one multi-get round trip.
+//
+// Stampedes are contained twice: concurrent misses of one key in a process
+// share one render (a caller that gives up does not fail the others), and
+// across processes a short memcached "add" lock lets one process render
+// while the others serve the stale entry or wait briefly. After SoftTTL an
+// entry is served stale while one background render refreshes it; after
+// TTL it is gone. memcached being down, slow or returning garbage is a
+// miss, never an error: a circuit breaker stops calling a dead server and
+// probes it again later.
+//
+// With memcached, an L1 entry is trusted for at most L1TTL without asking
+// memcached for its generations again: that is the bound on how long
+// another process's invalidation may take to be seen here (this process's
+// own invalidations are seen at once).
+package viewcache
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/bradfitz/gomemcache/memcache"
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+	"golang.org/x/sync/singleflight"
+)
+
+// Defaults for Cache.
+const (
+	DefaultMaxBytes = 64 << 20
+	DefaultTTL      = 10 * time.Minute
+	DefaultL1TTL    = time.Second
+	DefaultLockTTL  = 10 * time.Second
+	DefaultLockWait = 500 * time.Millisecond
+	maxKeyLen       = 250 // memcached's limit
+)
+
+// Cache is a two-tier fragment cache. Configure it before first use; it is
+// then safe for concurrent use. Close waits for background refreshes.
+type Cache struct {
+	// Memcache is the shared tier. If nil, the cache is in-process only.
+	Memcache *memcache.Client
+
+	// MaxBytes bounds the in-process tier by the bytes of its entries. If
+	// zero, DefaultMaxBytes; if negative, there is no in-process tier.
+	MaxBytes int64
+
+	// TTL is how long an entry may be served at all. If zero, DefaultTTL.
+	TTL time.Duration
+
+	// SoftTTL, if positive, is the age after which an entry is served
+	// stale while one background render refreshes it.
+	SoftTTL time.Duration
+
+	// Jitter, between 0 and 1, spreads TTL and SoftTTL by up to that
+	// fraction, so that entries rendered together do not expire together.
+	Jitter float64
+
+	// Beta, if positive, enables probabilistic early refresh (XFetch):
+	// an entry is refreshed before its soft expiry with a probability
+	// that grows as it approaches, in proportion to how long it took to
+	// render. 1 is the usual value.
+	Beta float64
+
+	// MinAge, if positive, keeps an invalidated entry in service until it
+	// is this old, which bounds how often a hot fragment is rebuilt.
+	MinAge time.Duration
+
+	// L1TTL bounds how long an in-process entry is served without
+	// checking the shared generations, when Memcache is set. If zero,
+	// DefaultL1TTL.
+	L1TTL time.Duration
+
+	// LockWait is how long a process waits for another that holds the
+	// render lock of a key it has no stale entry for. If zero,
+	// DefaultLockWait.
+	LockWait time.Duration
+
+	// Logger receives memcached errors at debug level. If nil, nothing
+	// is logged.
+	Logger *slog.Logger
+
+	prefix string
+
+	once    sync.Once
+	l2      *l2
+	mu      sync.Mutex // guards lru, bytes and gens
+	lru     *simplelru.LRU[string, *l1Entry]
+	bytes   int64
+	gens    map[string]uint64 // this process's view of generations
+	flight  singleflight.Group
+	refresh sync.WaitGroup // background refreshes, for Close
+
+	l1Hits, l2Hits, staleHits, misses, renders, coalesced, evictions, l2Errors, invalidations atomic.Int64
+}
+
+// Stats are the counters of a Cache.
+type Stats struct {
+	L1Hits        int64 // fresh hits in process memory
+	L2Hits        int64 // fresh hits in memcached
+	StaleHits     int64 // stale entries served (soft-expired, invalidated within MinAge, or while another process renders); not counted as hits, since they can hide a dead origin
+	Misses        int64 // lookups that found nothing servable
+	Renders       int64 // render calls
+	Coalesced     int64 // callers that waited for another's render
+	Evictions     int64 // in-process entries evicted for space
+	L2Errors      int64 // memcached failures (each a miss)
+	Invalidations int64 // dependencies invalidated
+	Entries       int   // in-process entries
+	Bytes         int64 // in-process bytes
+}
+
+type l1Entry struct {
+	e       *entry
+	deps    []string
+	checked time.Time // when its generations were last confirmed with memcached
+}
+
+// New returns a cache whose keys live under namespace and version: bump
+// version when templates change, so that no old HTML is served.
+func New(namespace, version string) *Cache {
+	return &Cache{prefix: namespace + ":" + version + ":"}
+}
+
+func (c *Cache) init() {
+	c.once.Do(func() {
+		c.gens = make(map[string]uint64)
+		c.lru, _ = simplelru.NewLRU[string, *l1Entry](math.MaxInt32, func(k string, v *l1Entry) {
+			c.bytes -= v.e.size() + int64(len(k))
+		})
+		if c.Memcache != nil {
+			c.l2 = &l2{mc: c.Memcache, threshold: DefaultBreakerThreshold, cooldown: DefaultBreakerCooldown}
+		}
+	})
+}
+
+// Close waits for background refreshes to finish.
+func (c *Cache) Close() error {
+	c.refresh.Wait()
+	return nil
+}
+
+// Stats returns the cache's counters.
+func (c *Cache) Stats() Stats {
+	c.init()
+	c.mu.Lock()
+	entries, bytes := c.lru.Len(), c.bytes
+	c.mu.Unlock()
+	return Stats{
+		L1Hits: c.l1Hits.Load(), L2Hits: c.l2Hits.Load(), StaleHits: c.staleHits.Load(),
+		Misses: c.misses.Load(), Renders: c.renders.Load(), Coalesced: c.coalesced.Load(),
+		Evictions: c.evictions.Load(), L2Errors: c.l2Errors.Load(), Invalidations: c.invalidations.Load(),
+		Entries: entries, Bytes: bytes,
+	}
+}
+
+// memKey makes a memcached-safe key: namespaced, and hashed when it is too
+// long or has characters memcached does not allow.
+func (c *Cache) memKey(kind, key string) string {
+	k := c.prefix + kind + key
+	if len(k) <= maxKeyLen && safeKey(k) {
+		return k
+	}
+	sum := sha256.Sum256([]byte(k))
+	return c.prefix + kind + "#" + hex.EncodeToString(sum[:])
+}
+
+func safeKey(k string) bool {
+	for i := 0; i < len(k); i++ {
+		if k[i] <= ' ' || k[i] == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// genKey is not versioned: an invalidation holds for every renderer
+// version.
+func (c *Cache) genKey(dep string) string {
+	k := c.prefix[:strings.IndexByte(c.prefix, ':')+1] + "gen:" + dep
+	if len(k) <= maxKeyLen && safeKey(k) {
+		return k
+	}
+	sum := sha256.Sum256([]byte(k))
+	return "gen#" + hex.EncodeToString(sum[:])
+}
+
+// Render produces a fragment.
+type Render func(ctx context.Context) ([]byte, error)
+
+// GetOrRender returns the fragment for key, which depends on deps, from
+// the cache or from render. Only render's own error is ever returned.
+func (c *Cache) GetOrRender(ctx context.Context, key string, deps []string, render Render) ([]byte, error) {
+	c.init()
+	now := time.Now()
+
+	// L1.
+	var local *entry // valid by this process's view, but due for a check
+	if c.MaxBytes >= 0 {
+		c.mu.Lock()
+		le, ok := c.lru.Get(key)
+		if ok {
+			fresh, valid := c.judge(le.e, c.localGens(le.deps), now)
+			trusted := c.l2 == nil || now.Sub(le.checked) < c.l1TTL()
+			c.mu.Unlock()
+			if valid && !trusted && fresh {
+				local = le.e
+			}
+			if valid && trusted {
+				if fresh {
+					c.l1Hits.Add(1)
+					return le.e.value, nil
+				}
+				c.staleHits.Add(1)
+				c.refreshAsync(ctx, key, deps, render)
+				return le.e.value, nil
+			}
+		} else {
+			c.mu.Unlock()
+		}
+	}
+
+	// L2: the entry and its dependencies' generations in one round trip.
+	var stale *entry
+	if c.l2 != nil {
+		e, gens, err := c.fetch(key, deps)
+		if err != nil && local != nil {
+			// memcached is unreachable: what this process has is the
+			// best there is.
+			c.l1Hits.Add(1)
+			return local.value, nil
+		}
+		if err == nil && e != nil {
+			fresh, valid := c.judge(e, gens, now)
+			if valid {
+				c.storeL1(key, deps, e, now)
+				if fresh {
+					c.l2Hits.Add(1)
+					return e.value, nil
+				}
+				c.staleHits.Add(1)
+				c.refreshAsync(ctx, key, deps, render)
+				return e.value, nil
+			}
+			if now.Before(e.hard) {
+				stale = e // invalidated: servable only while another renders
+			}
+		}
+	}
+	c.misses.Add(1)
+	return c.renderShared(ctx, key, deps, render, stale)
+}
+
+// judge says whether e is fresh, and whether it may be served at all,
+// given the current generations of its dependencies. c.mu need not be
+// held except for gens passed from localGens.
+func (c *Cache) judge(e *entry, gens []uint64, now time.Time) (fresh, valid bool) {
+	if !now.Before(e.hard) {
+		return false, false
+	}
+	same := len(gens) == len(e.gens)
+	for i := 0; same && i < len(gens); i++ {
+		same = gens[i] == e.gens[i]
+	}
+	if !same {
+		// Invalidated; MinAge keeps a young entry in service.
+		return false, c.MinAge > 0 && now.Sub(e.created) < c.MinAge
+	}
+	if c.SoftTTL > 0 && !now.Before(e.soft) {
+		return false, true
+	}
+	if c.Beta > 0 && c.SoftTTL > 0 && e.render > 0 {
+		// XFetch: refresh early with a probability growing towards soft.
+		early := time.Duration(float64(e.render) * c.Beta * -math.Log(rand.Float64()))
+		if !now.Add(early).Before(e.soft) {
+			return false, true
+		}
+	}
+	return true, true
+}
+
+// localGens returns this process's view of the generations; c.mu held.
+func (c *Cache) localGens(deps []string) []uint64 {
+	g := make([]uint64, len(deps))
+	for i, d := range deps {
+		g[i] = c.gens[d]
+	}
+	return g
+}
+
+// fetch gets the entry of key and the generations of deps from memcached.
+func (c *Cache) fetch(key string, deps []string) (*entry, []uint64, error) {
+	keys := make([]string, 0, len(deps)+1)
+	ek := c.memKey("v:", key)
+	keys = append(keys, ek)
+	for _, d := range deps {
+		keys = append(keys, c.genKey(d))
+	}
+	items, err := c.l2.getMulti(keys)
+	if err != nil {
+		c.l2Error("get", err)
+		return nil, nil, err
+	}
+	gens := make([]uint64, len(deps))
+	for i, d := range deps {
+		if it, ok := items[keys[i+1]]; ok {
+			n, perr := strconv.ParseUint(strings.TrimSpace(string(it.Value)), 10, 64)
+			if perr != nil {
+				c.l2Error("generation", perr)
+				return nil, nil, perr // a garbled counter: miss, render, store nothing wrong
+			}
+			gens[i] = n
+		}
+		c.mu.Lock()
+		if gens[i] > c.gens[d] {
+			c.gens[d] = gens[i]
+		}
+		c.mu.Unlock()
+	}
+	it, ok := items[ek]
+	if !ok {
+		return nil, gens, nil
+	}
+	e, err := decode(it.Value)
+	if err != nil {
+		c.l2Error("decode", err) // corrupt or foreign: a miss
+		return nil, gens, nil
+	}
+	return e, gens, nil
+}
+
+func (c *Cache) l2Error(op string, err error) {
+	if errors.Is(err, memcache.ErrCacheMiss) {
+		return
+	}
+	c.l2Errors.Add(1)
+	if c.Logger != nil {
+		c.Logger.Debug("viewcache: memcached", "op", op, "err", err)
+	}
+}
+
+// renderShared renders key once per process, under the cross-process
+// lock, and stores the result.
+func (c *Cache) renderShared(ctx context.Context, key string, deps []string, render Render, stale *entry) ([]byte, error) {
+	ch := c.flight.DoChan(key, func() (any, error) {
+		// Detached: a caller that gives up must not fail the others.
+		rctx := context.WithoutCancel(ctx)
+		if c.l2 != nil {
+			lk := c.memKey("lock:", key)
+			err := c.l2.add(&memcache.Item{Key: lk, Value: []byte{'1'}, Expiration: int32(DefaultLockTTL / time.Second)})
+			if errors.Is(err, memcache.ErrNotStored) {
+				// Another process is rendering.
+				if stale != nil {
+					c.staleHits.Add(1)
+					return stale.value, nil
+				}
+				if e := c.awaitOther(key, deps); e != nil {
+					return e.value, nil
+				}
+			} else if err == nil {
+				defer c.l2.delete(lk)
+			}
+		}
+		return c.renderStore(rctx, key, deps, render)
+	})
+	select {
+	case res := <-ch:
+		if res.Shared {
+			c.coalesced.Add(1)
+		}
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		return res.Val.([]byte), nil
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
+}
+
+// awaitOther polls memcached for the entry another process is rendering.
+func (c *Cache) awaitOther(key string, deps []string) *entry {
+	wait := c.LockWait
+	if wait <= 0 {
+		wait = DefaultLockWait
+	}
+	deadline := time.Now().Add(wait)
+	for time.Now().Before(deadline) {
+		time.Sleep(wait / 10)
+		e, gens, err := c.fetch(key, deps)
+		if err != nil {
+			return nil
+		}
+		if e != nil {
+			if _, valid := c.judge(e, gens, time.Now()); valid {
+				c.storeL1(key, deps, e, time.Now())
+				return e
+			}
+		}
+	}
+	return nil
+}
+
+// renderStore renders and stores under the generations read before the
+// render, so that an invalidation during the render is not lost.
+func (c *Cache) renderStore(ctx context.Context, key string, deps []string, render Render) ([]byte, error) {
+	var gens []uint64
+	if c.l2 != nil {
+		if _, g, err := c.fetch(key, deps); err == nil {
+			gens = g
+		}
+	}
+	if gens == nil {
+		c.mu.Lock()
+		gens = c.localGens(deps)
+		c.mu.Unlock()
+	}
+	start := time.Now()
+	c.renders.Add(1)
+	value, err := render(ctx)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	e := &entry{value: value, gens: gens, created: now, render: now.Sub(start)}
+	ttl := c.jitter(c.ttl())
+	e.hard = now.Add(ttl)
+	e.soft = e.hard
+	if c.SoftTTL > 0 && c.SoftTTL < ttl {
+		e.soft = now.Add(c.jitter(c.SoftTTL))
+	}
+	c.storeL1(key, deps, e, now)
+	if c.l2 != nil {
+		exp := int32((ttl + time.Second - 1) / time.Second)
+		if err := c.l2.set(&memcache.Item{Key: c.memKey("v:", key), Value: encode(e), Expiration: exp}); err != nil {
+			c.l2Error("set", err)
+		}
+	}
+	return value, nil
+}
+
+func (c *Cache) refreshAsync(ctx context.Context, key string, deps []string, render Render) {
+	c.refresh.Add(1)
+	go func() {
+		defer c.refresh.Done()
+		// Shared with concurrent misses of the key; errors keep the stale
+		// entry in service.
+		c.flight.Do(key, func() (any, error) {
+			return c.renderStore(context.WithoutCancel(ctx), key, deps, render)
+		})
+	}()
+}
+
+func (c *Cache) storeL1(key string, deps []string, e *entry, checked time.Time) {
+	if c.MaxBytes < 0 {
+		return
+	}
+	max := c.MaxBytes
+	if max == 0 {
+		max = DefaultMaxBytes
+	}
+	size := e.size() + int64(len(key))
+	if size > max/8 {
+		return // one fragment may not crowd out the others
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old, ok := c.lru.Peek(key); ok && old.e.created.After(e.created) {
+		return
+	}
+	c.lru.Add(key, &l1Entry{e: e, deps: deps, checked: checked})
+	c.bytes += size
+	for c.bytes > max {
+		if _, _, ok := c.lru.RemoveOldest(); !ok {
+			break
+		}
+		c.evictions.Add(1)
+	}
+}
+
+func (c *Cache) ttl() time.Duration {
+	if c.TTL > 0 {
+		return c.TTL
+	}
+	return DefaultTTL
+}
+
+func (c *Cache) l1TTL() time.Duration {
+	if c.L1TTL > 0 {
+		return c.L1TTL
+	}
+	return DefaultL1TTL
+}
+
+func (c *Cache) jitter(d time.Duration) time.Duration {
+	if c.Jitter <= 0 {
+		return d
+	}
+	return d - time.Duration(float64(d)*min(c.Jitter, 1)*rand.Float64())
+}
+
+// Invalidate makes every entry that depends on any of deps stale, in every
+// process sharing the memcached servers. It returns an error only when
+// memcached could not record an invalidation (this process's own tier is
+// invalidated regardless).
+func (c *Cache) Invalidate(ctx context.Context, deps ...string) error {
+	c.init()
+	var errs []error
+	for _, d := range deps {
+		c.invalidations.Add(1)
+		var n uint64
+		if c.l2 != nil {
+			var err error
+			if n, err = c.l2.incr(c.genKey(d)); err != nil {
+				c.l2Error("incr", err)
+				errs = append(errs, err)
+			}
+		}
+		c.mu.Lock()
+		if n <= c.gens[d] {
+			n = c.gens[d] + 1
+		}
+		c.gens[d] = n
+		c.mu.Unlock()
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,236 @@
+package viewcache_test
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/bradfitz/gomemcache/memcache"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/forgekit/forgekit/internal/testenv"
+	"github.com/forgekit/forgekit/viewcache"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// counter is a render function that counts its calls.
+type counter struct {
+	n     atomic.Int64
+	delay time.Duration
+}
+
+func (c *counter) render(ctx context.Context) ([]byte, error) {
+	n := c.n.Add(1)
+	if c.delay > 0 {
+		time.Sleep(c.delay)
+	}
+	return []byte("render " + strconv.FormatInt(n, 10)), nil
+}
+
+func get(t *testing.T, c *viewcache.Cache, key string, deps []string, r *counter) string {
+	t.Helper()
+	b, err := c.GetOrRender(context.Background(), key, deps, r.render)
+	require.NoError(t, err)
+	return string(b)
+}
+
+func TestInProcess(t *testing.T) {
+	t.Parallel()
+	c := viewcache.New("forge", "v1")
+	defer c.Close()
+	var r counter
+	assert.Equal(t, "render 1", get(t, c, "readme:alice/proj", []string{"repo:alice/proj"}, &r))
+	assert.Equal(t, "render 1", get(t, c, "readme:alice/proj", []string{"repo:alice/proj"}, &r))
+	require.NoError(t, c.Invalidate(context.Background(), "repo:bob/other"))
+	assert.Equal(t, "render 1", get(t, c, "readme:alice/proj", []string{"repo:alice/proj"}, &r), "unrelated dependency")
+	require.NoError(t, c.Invalidate(context.Background(), "repo:alice/proj"))
+	assert.Equal(t, "render 2", get(t, c, "readme:alice/proj", []string{"repo:alice/proj"}, &r))
+	s := c.Stats()
+	assert.Equal(t, int64(2), s.L1Hits)
+	assert.Equal(t, int64(2), s.Renders)
+}
+
+func TestMinAge(t *testing.T) {
+	t.Parallel()
+	c := viewcache.New("forge", "v1")
+	c.MinAge = time.Hour
+	var r counter
+	get(t, c, "k", []string{"d"}, &r)
+	c.Invalidate(context.Background(), "d")
+	assert.Equal(t, "render 1", get(t, c, "k", []string{"d"}, &r), "young entries outlive invalidation")
+	assert.Equal(t, int64(1), c.Stats().StaleHits)
+}
+
+func TestStaleWhileRevalidate(t *testing.T) {
+	t.Parallel()
+	c := viewcache.New("forge", "v1")
+	c.SoftTTL = 20 * time.Millisecond
+	c.TTL = time.Hour
+	var r counter
+	get(t, c, "k", nil, &r)
+	time.Sleep(30 * time.Millisecond)
+	assert.Equal(t, "render 1", get(t, c, "k", nil, &r), "stale served at once")
+	c.Close() // waits for the background refresh
+	assert.Equal(t, "render 2", get(t, c, "k", nil, &r))
+}
+
+func TestByteBound(t *testing.T) {
+	t.Parallel()
+	c := viewcache.New("forge", "v1")
+	c.MaxBytes = 64 << 10
+	for i := range 500 {
+		size := 100 + (i*797)%6000
+		_, err := c.GetOrRender(context.Background(), fmt.Sprint("k", i), nil, func(context.Context) ([]byte, error) {
+			return make([]byte, size), nil
+		})
+		require.NoError(t, err)
+		assert.LessOrEqual(t, c.Stats().Bytes, int64(64<<10))
+	}
+	assert.Positive(t, c.Stats().Evictions)
+}
+
+func TestSingleRenderPerProcess(t *testing.T) {
+	t.Parallel()
+	c := viewcache.New("forge", "v1")
+	r := &counter{delay: 50 * time.Millisecond}
+	var wg sync.WaitGroup
+	// One caller gives up early; the others must not fail with it.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
+	defer cancel()
+	wg.Add(1)
+	go func() { defer wg.Done(); c.GetOrRender(ctx, "hot", nil, r.render) }()
+	for range 1000 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b, err := c.GetOrRender(context.Background(), "hot", nil, r.render)
+			assert.NoError(t, err)
+			assert.Equal(t, "render 1", string(b))
+		}()
+	}
+	wg.Wait()
+	assert.Equal(t, int64(1), r.n.Load())
+	assert.Positive(t, c.Stats().Coalesced)
+}
+
+func TestRenderErrorIsNotCached(t *testing.T) {
+	t.Parallel()
+	c := viewcache.New("forge", "v1")
+	_, err := c.GetOrRender(context.Background(), "k", nil, func(context.Context) ([]byte, error) { return nil, fmt.Errorf("boom") })
+	assert.EqualError(t, err, "boom")
+	var r counter
+	assert.Equal(t, "render 1", get(t, c, "k", nil, &r))
+}
+
+func memcached(t *testing.T) (*memcache.Client, string) {
+	addr := testenv.Memcached(t)
+	mc := memcache.New(addr)
+	mc.Timeout = 200 * time.Millisecond
+	t.Cleanup(func() { mc.Close() })
+	return mc, addr
+}
+
+func TestSharedMemcached(t *testing.T) {
+	t.Parallel()
+	mc, addr := memcached(t)
+	a, b := viewcache.New("forge", "v1"), viewcache.New("forge", "v1")
+	a.Memcache, b.Memcache = mc, memcache.New(addr) // two processes' clients
+	a.MaxBytes, b.MaxBytes = -1, -1 // memcached only: every lookup sees the shared state
+	defer b.Memcache.Close()
+	var ra, rb counter
+	long := "tree:" + strings.Repeat("deep/path/", 40) // over 250 bytes: hashed
+	assert.Equal(t, "render 1", get(t, a, long, []string{"repo:alice/proj"}, &ra))
+	assert.Equal(t, "render 1", get(t, b, long, []string{"repo:alice/proj"}, &rb), "b sees a's render")
+	assert.Zero(t, rb.n.Load())
+	require.NoError(t, b.Invalidate(context.Background(), "repo:alice/proj"))
+	assert.Equal(t, "render 2", get(t, a, long, []string{"repo:alice/proj"}, &ra), "a sees b's invalidation")
+	assert.Equal(t, int64(1), b.Stats().L2Hits)
+
+	// Another renderer version never sees old HTML.
+	v2 := viewcache.New("forge", "v2")
+	v2.Memcache = mc
+	var r2 counter
+	assert.Equal(t, "render 1", get(t, v2, long, []string{"repo:alice/proj"}, &r2))
+	assert.Equal(t, int64(1), r2.n.Load())
+}
+
+func TestL1WithMemcached(t *testing.T) {
+	t.Parallel()
+	mc, _ := memcached(t)
+	a, b := viewcache.New("forge", "v1"), viewcache.New("forge", "v1")
+	a.Memcache, b.Memcache = mc, mc
+	a.L1TTL, b.L1TTL = 20*time.Millisecond, 20*time.Millisecond
+	var ra counter
+	get(t, a, "k", []string{"d"}, &ra)
+	get(t, a, "k", []string{"d"}, &ra)
+	assert.Equal(t, int64(1), a.Stats().L1Hits)
+	b.Invalidate(context.Background(), "d")
+	time.Sleep(30 * time.Millisecond) // past L1TTL: a checks memcached again
+	assert.Equal(t, "render 2", get(t, a, "k", []string{"d"}, &ra))
+}
+
+func TestCorruptValuesAreMisses(t *testing.T) {
+	t.Parallel()
+	mc, _ := memcached(t)
+	c := viewcache.New("forge", "v1")
+	c.Memcache, c.MaxBytes = mc, -1
+	var r counter
+	get(t, c, "k", nil, &r)
+	// Overwrite every key of the namespace with garbage.
+	for _, k := range []string{"forge:v1:v:k"} {
+		require.NoError(t, mc.Set(&memcache.Item{Key: k, Value: []byte("VC1 not really an envelope")}))
+	}
+	assert.Equal(t, "render 2", get(t, c, "k", nil, &r))
+	require.NoError(t, mc.Set(&memcache.Item{Key: "forge:gen:d", Value: []byte("garbage")}))
+	assert.Equal(t, "render 1", get(t, c, "k2", []string{"d"}, &counter{}), "garbled generation is a miss, not an error")
+	assert.Positive(t, c.Stats().L2Errors)
+}
+
+func TestMemcachedDies(t *testing.T) {
+	t.Parallel()
+	bin := testenv.Binary(t, "memcached", "memcached")
+	port := testenv.FreePort(t)
+	cmd := exec.Command(bin, "-u", "nobody", "-l", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "0")
+	require.NoError(t, cmd.Start())
+	defer cmd.Wait()
+	defer cmd.Process.Kill()
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	testenv.WaitListening(t, addr, 10*time.Second)
+	mc := memcache.New(addr)
+	mc.Timeout = 100 * time.Millisecond
+	defer mc.Close()
+	c := viewcache.New("forge", "v1")
+	c.Memcache, c.L1TTL = mc, time.Millisecond
+	var r counter
+	get(t, c, "k", []string{"d"}, &r)
+	cmd.Process.Kill()
+	time.Sleep(5 * time.Millisecond)
+	for range 20 {
+		b, err := c.GetOrRender(context.Background(), "k", []string{"d"}, r.render)
+		require.NoError(t, err, "a dead memcached is never an error page")
+		assert.Equal(t, "render 1", string(b), "served from process memory")
+	}
+	b, err := c.GetOrRender(context.Background(), "other", nil, r.render)
+	require.NoError(t, err)
+	assert.Equal(t, "render 2", string(b))
+	assert.Error(t, c.Invalidate(context.Background(), "d"), "the invalidation could not be shared")
+	assert.Equal(t, "render 3", get(t, c, "k", []string{"d"}, &r), "but holds in this process")
+	assert.Positive(t, c.Stats().L2Errors)
+}
+
+func memcachedB(b *testing.B) (*memcache.Client, string) {
+	addr := testenv.Memcached(b)
+	mc := memcache.New(addr)
+	mc.Timeout = time.Second
+	b.Cleanup(func() { mc.Close() })
+	return mc, addr
+}

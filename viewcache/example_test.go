@@ -1,0 +1,31 @@
+package viewcache_test
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/forgekit/forgekit/viewcache"
+)
+
+func ExampleCache_GetOrRender() {
+	c := viewcache.New("forge", "templates-v7")
+	// c.Memcache = memcache.New("10.0.0.5:11211", "10.0.0.6:11211") to share it
+	ctx := context.Background()
+	renders := 0
+	readme := func(ctx context.Context) ([]byte, error) {
+		renders++
+		return []byte("<h1>proj</h1>"), nil
+	}
+	deps := []string{"repo:alice/proj"}
+	html, _ := c.GetOrRender(ctx, "readme:alice/proj", deps, readme)
+	html, _ = c.GetOrRender(ctx, "readme:alice/proj", deps, readme)
+	fmt.Println(string(html), renders)
+
+	// A push to alice/proj makes every fragment that depends on it stale.
+	c.Invalidate(ctx, "repo:alice/proj")
+	c.GetOrRender(ctx, "readme:alice/proj", deps, readme)
+	fmt.Println(renders)
+	// Output:
+	// <h1>proj</h1> 1
+	// 2
+}
