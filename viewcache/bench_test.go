@@ -103,4 +103,3 @@ func BenchmarkL2Hit(b *testing.B) {
 	b.ReportMetric(float64(tMulti.Microseconds())/n, "gomemcache-3key-getmulti-µs")
 	b.ReportMetric(float64(tOurs)/float64(tMulti), "x-getmulti")
 }
-

@@ -144,7 +144,7 @@ func TestSharedMemcached(t *testing.T) {
 	mc, addr := memcached(t)
 	a, b := viewcache.New("forge", "v1"), viewcache.New("forge", "v1")
 	a.Memcache, b.Memcache = mc, memcache.New(addr) // two processes' clients
-	a.MaxBytes, b.MaxBytes = -1, -1 // memcached only: every lookup sees the shared state
+	a.MaxBytes, b.MaxBytes = -1, -1                 // memcached only: every lookup sees the shared state
 	defer b.Memcache.Close()
 	var ra, rb counter
 	long := "tree:" + strings.Repeat("deep/path/", 40) // over 250 bytes: hashed
