@@ -97,6 +97,10 @@ type Cache struct {
 	// DefaultLockWait.
 	LockWait time.Duration
 
+	// MaxParallel bounds the concurrent renders of one
+	// GetOrRenderMulti. If zero, DefaultMaxParallel.
+	MaxParallel int
+
 	// Logger receives memcached errors at debug level. If nil, nothing
 	// is logged.
 	Logger *slog.Logger
@@ -311,8 +315,7 @@ func (c *Cache) localGens(deps []string) []uint64 {
 // fetch gets the entry of key and the generations of deps from memcached.
 func (c *Cache) fetch(key string, deps []string) (*entry, []uint64, error) {
 	keys := make([]string, 0, len(deps)+1)
-	ek := c.memKey("v:", key)
-	keys = append(keys, ek)
+	keys = append(keys, c.memKey("v:", key))
 	for _, d := range deps {
 		keys = append(keys, c.genKey(d))
 	}
@@ -321,9 +324,15 @@ func (c *Cache) fetch(key string, deps []string) (*entry, []uint64, error) {
 		c.l2Error("get", err)
 		return nil, nil, err
 	}
+	return c.parse(items, key, deps)
+}
+
+// parse picks the entry of key and the generations of deps out of a
+// multi-get answer, and updates this process's view of the generations.
+func (c *Cache) parse(items map[string]*memcache.Item, key string, deps []string) (*entry, []uint64, error) {
 	gens := make([]uint64, len(deps))
 	for i, d := range deps {
-		if it, ok := items[keys[i+1]]; ok {
+		if it, ok := items[c.genKey(d)]; ok {
 			n, perr := strconv.ParseUint(strings.TrimSpace(string(it.Value)), 10, 64)
 			if perr != nil {
 				c.l2Error("generation", perr)
@@ -337,7 +346,7 @@ func (c *Cache) fetch(key string, deps []string) (*entry, []uint64, error) {
 		}
 		c.mu.Unlock()
 	}
-	it, ok := items[ek]
+	it, ok := items[c.memKey("v:", key)]
 	if !ok {
 		return nil, gens, nil
 	}
@@ -347,6 +356,25 @@ func (c *Cache) fetch(key string, deps []string) (*entry, []uint64, error) {
 		return nil, gens, nil
 	}
 	return e, gens, nil
+}
+
+// l1Get returns a fresh, trusted in-process entry's value.
+func (c *Cache) l1Get(key string, now time.Time) ([]byte, bool) {
+	if c.MaxBytes < 0 {
+		return nil, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	le, ok := c.lru.Get(key)
+	if !ok {
+		return nil, false
+	}
+	fresh, valid := c.judge(le.e, c.localGens(le.deps), now)
+	if !fresh || !valid || (c.l2 != nil && now.Sub(le.checked) >= c.l1TTL()) {
+		return nil, false
+	}
+	c.l1Hits.Add(1)
+	return le.e.value, true
 }
 
 func (c *Cache) l2Error(op string, err error) {
