@@ -107,12 +107,15 @@ type Cache struct {
 
 	prefix string
 
-	once    sync.Once
-	l2      *l2
-	mu      sync.Mutex // guards lru, bytes and gens
-	lru     *simplelru.LRU[string, *l1Entry]
-	bytes   int64
-	gens    map[string]uint64 // this process's view of generations
+	once   sync.Once
+	l2     *l2
+	shards [l1Shards]l1Shard // the in-process tier, sharded by key so that hits scale with cores
+
+	// gens is this process's view of the generations (string → uint64),
+	// read lock-free on every hit; gmu serializes its writers.
+	gens sync.Map
+	gmu  sync.Mutex
+
 	flight  singleflight.Group
 	refresh sync.WaitGroup // background refreshes, for Close
 
@@ -134,10 +137,57 @@ type Stats struct {
 	Bytes         int64 // in-process bytes
 }
 
+// l1Shards is the number of independent LRUs of the in-process tier; each
+// gets an equal share of MaxBytes.
+const l1Shards = 16
+
+type l1Shard struct {
+	mu    sync.Mutex // guards lru and bytes
+	lru   *simplelru.LRU[string, *l1Entry]
+	bytes int64
+
+	// index mirrors lru's contents for lock-free hits: a hot fragment's
+	// hits then scale with the cores instead of queueing on mu.
+	index sync.Map // string → *l1Entry
+}
+
+// touchEvery is how often a hit moves its entry to the front of the LRU.
+// Moving needs the shard's write lock; doing it on every hit would make a
+// hot fragment's hits queue behind each other instead of scaling with the
+// cores. Recency at this granularity is all eviction needs.
+const touchEvery = 100 * time.Millisecond
+
+// get returns the entry of key, moving it to the front at most every
+// touchEvery.
+func (sh *l1Shard) get(key string, now time.Time) (*l1Entry, bool) {
+	v, ok := sh.index.Load(key)
+	if !ok {
+		return nil, false
+	}
+	le := v.(*l1Entry)
+	if now.UnixNano()-le.touched.Load() > int64(touchEvery) {
+		le.touched.Store(now.UnixNano())
+		sh.mu.Lock()
+		sh.lru.Get(key)
+		sh.mu.Unlock()
+	}
+	return le, true
+}
+
+func (c *Cache) shard(key string) *l1Shard {
+	// FNV-1a, inlined to keep the hit path free of allocations.
+	h := uint32(2166136261)
+	for i := 0; i < len(key); i++ {
+		h = (h ^ uint32(key[i])) * 16777619
+	}
+	return &c.shards[h%l1Shards]
+}
+
 type l1Entry struct {
 	e       *entry
 	deps    []string
-	checked time.Time // when its generations were last confirmed with memcached
+	checked time.Time    // when its generations were last confirmed with memcached
+	touched atomic.Int64 // when it last moved to the front, in Unix ns
 }
 
 // New returns a cache whose keys live under namespace and version: bump
@@ -148,10 +198,13 @@ func New(namespace, version string) *Cache {
 
 func (c *Cache) init() {
 	c.once.Do(func() {
-		c.gens = make(map[string]uint64)
-		c.lru, _ = simplelru.NewLRU[string, *l1Entry](math.MaxInt32, func(k string, v *l1Entry) {
-			c.bytes -= v.e.size() + int64(len(k))
-		})
+		for i := range c.shards {
+			sh := &c.shards[i]
+			sh.lru, _ = simplelru.NewLRU[string, *l1Entry](math.MaxInt32, func(k string, v *l1Entry) {
+				sh.bytes -= v.e.size() + int64(len(k))
+				sh.index.CompareAndDelete(k, v)
+			})
+		}
 		if c.Memcache != nil {
 			c.l2 = &l2{mc: c.Memcache, threshold: DefaultBreakerThreshold, cooldown: DefaultBreakerCooldown}
 		}
@@ -167,9 +220,14 @@ func (c *Cache) Close() error {
 // Stats returns the cache's counters.
 func (c *Cache) Stats() Stats {
 	c.init()
-	c.mu.Lock()
-	entries, bytes := c.lru.Len(), c.bytes
-	c.mu.Unlock()
+	var entries int
+	var bytes int64
+	for i := range c.shards {
+		sh := &c.shards[i]
+		sh.mu.Lock()
+		entries, bytes = entries+sh.lru.Len(), bytes+sh.bytes
+		sh.mu.Unlock()
+	}
 	return Stats{
 		L1Hits: c.l1Hits.Load(), L2Hits: c.l2Hits.Load(), StaleHits: c.staleHits.Load(),
 		Misses: c.misses.Load(), Renders: c.renders.Load(), Coalesced: c.coalesced.Load(),
@@ -221,12 +279,10 @@ func (c *Cache) GetOrRender(ctx context.Context, key string, deps []string, rend
 	// L1.
 	var local *entry // valid by this process's view, but due for a check
 	if c.MaxBytes >= 0 {
-		c.mu.Lock()
-		le, ok := c.lru.Get(key)
+		le, ok := c.shard(key).get(key, now)
 		if ok {
-			fresh, valid := c.judge(le.e, c.localGens(le.deps), now)
+			fresh, valid := c.judgeLocal(le.e, le.deps, now)
 			trusted := c.l2 == nil || now.Sub(le.checked) < c.l1TTL()
-			c.mu.Unlock()
 			if valid && !trusted && fresh {
 				local = le.e
 			}
@@ -239,8 +295,6 @@ func (c *Cache) GetOrRender(ctx context.Context, key string, deps []string, rend
 				c.refreshAsync(ctx, key, deps, render)
 				return le.e.value, nil
 			}
-		} else {
-			c.mu.Unlock()
 		}
 	}
 
@@ -276,15 +330,48 @@ func (c *Cache) GetOrRender(ctx context.Context, key string, deps []string, rend
 }
 
 // judge says whether e is fresh, and whether it may be served at all,
-// given the current generations of its dependencies. c.mu need not be
-// held except for gens passed from localGens.
+// given the current generations of its dependencies.
 func (c *Cache) judge(e *entry, gens []uint64, now time.Time) (fresh, valid bool) {
-	if !now.Before(e.hard) {
-		return false, false
-	}
 	same := len(gens) == len(e.gens)
 	for i := 0; same && i < len(gens); i++ {
 		same = gens[i] == e.gens[i]
+	}
+	return c.judgeSame(e, same, now)
+}
+
+// judgeLocal is judge against this process's view of the generations,
+// without copying them.
+func (c *Cache) judgeLocal(e *entry, deps []string, now time.Time) (fresh, valid bool) {
+	same := len(deps) == len(e.gens)
+	for i := 0; same && i < len(deps); i++ {
+		same = c.gen(deps[i]) == e.gens[i]
+	}
+	return c.judgeSame(e, same, now)
+}
+
+// gen returns this process's view of dep's generation.
+func (c *Cache) gen(dep string) uint64 {
+	if v, ok := c.gens.Load(dep); ok {
+		return v.(uint64)
+	}
+	return 0
+}
+
+// raiseGen records a generation read from memcached, if it is newer.
+func (c *Cache) raiseGen(dep string, n uint64) {
+	if n <= c.gen(dep) {
+		return
+	}
+	c.gmu.Lock()
+	defer c.gmu.Unlock()
+	if n > c.gen(dep) {
+		c.gens.Store(dep, n)
+	}
+}
+
+func (c *Cache) judgeSame(e *entry, same bool, now time.Time) (fresh, valid bool) {
+	if !now.Before(e.hard) {
+		return false, false
 	}
 	if !same {
 		// Invalidated; MinAge keeps a young entry in service.
@@ -303,11 +390,11 @@ func (c *Cache) judge(e *entry, gens []uint64, now time.Time) (fresh, valid bool
 	return true, true
 }
 
-// localGens returns this process's view of the generations; c.mu held.
+// localGens returns this process's view of the generations.
 func (c *Cache) localGens(deps []string) []uint64 {
 	g := make([]uint64, len(deps))
 	for i, d := range deps {
-		g[i] = c.gens[d]
+		g[i] = c.gen(d)
 	}
 	return g
 }
@@ -340,11 +427,7 @@ func (c *Cache) parse(items map[string]*memcache.Item, key string, deps []string
 			}
 			gens[i] = n
 		}
-		c.mu.Lock()
-		if gens[i] > c.gens[d] {
-			c.gens[d] = gens[i]
-		}
-		c.mu.Unlock()
+		c.raiseGen(d, gens[i])
 	}
 	it, ok := items[c.memKey("v:", key)]
 	if !ok {
@@ -363,13 +446,11 @@ func (c *Cache) l1Get(key string, now time.Time) ([]byte, bool) {
 	if c.MaxBytes < 0 {
 		return nil, false
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	le, ok := c.lru.Get(key)
+	le, ok := c.shard(key).get(key, now)
 	if !ok {
 		return nil, false
 	}
-	fresh, valid := c.judge(le.e, c.localGens(le.deps), now)
+	fresh, valid := c.judgeLocal(le.e, le.deps, now)
 	if !fresh || !valid || (c.l2 != nil && now.Sub(le.checked) >= c.l1TTL()) {
 		return nil, false
 	}
@@ -458,9 +539,7 @@ func (c *Cache) renderStore(ctx context.Context, key string, deps []string, rend
 		}
 	}
 	if gens == nil {
-		c.mu.Lock()
 		gens = c.localGens(deps)
-		c.mu.Unlock()
 	}
 	start := time.Now()
 	c.renders.Add(1)
@@ -506,19 +585,27 @@ func (c *Cache) storeL1(key string, deps []string, e *entry, checked time.Time) 
 	if max == 0 {
 		max = DefaultMaxBytes
 	}
+	max /= l1Shards
 	size := e.size() + int64(len(key))
-	if size > max/8 {
+	if size > max/2 {
 		return // one fragment may not crowd out the others
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if old, ok := c.lru.Peek(key); ok && old.e.created.After(e.created) {
+	sh := c.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if old, ok := sh.lru.Peek(key); ok && old.e.created.After(e.created) {
 		return
 	}
-	c.lru.Add(key, &l1Entry{e: e, deps: deps, checked: checked})
-	c.bytes += size
-	for c.bytes > max {
-		if _, _, ok := c.lru.RemoveOldest(); !ok {
+	le := &l1Entry{e: e, deps: deps, checked: checked}
+	le.touched.Store(checked.UnixNano())
+	if old, ok := sh.lru.Peek(key); ok {
+		sh.bytes -= old.e.size() + int64(len(key)) // Add replaces without the eviction callback
+	}
+	sh.lru.Add(key, le)
+	sh.index.Store(key, le)
+	sh.bytes += size
+	for sh.bytes > max {
+		if _, _, ok := sh.lru.RemoveOldest(); !ok {
 			break
 		}
 		c.evictions.Add(1)
@@ -563,12 +650,12 @@ func (c *Cache) Invalidate(ctx context.Context, deps ...string) error {
 				errs = append(errs, err)
 			}
 		}
-		c.mu.Lock()
-		if n <= c.gens[d] {
-			n = c.gens[d] + 1
+		c.gmu.Lock()
+		if cur := c.gen(d); n <= cur {
+			n = cur + 1
 		}
-		c.gens[d] = n
-		c.mu.Unlock()
+		c.gens.Store(d, n)
+		c.gmu.Unlock()
 	}
 	return errors.Join(errs...)
 }
