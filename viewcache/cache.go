@@ -131,7 +131,7 @@ type Stats struct {
 	Renders       int64 // render calls
 	Coalesced     int64 // callers that waited for another's render
 	Evictions     int64 // in-process entries evicted for space
-	L2Errors      int64 // memcached failures (each a miss)
+	L2Errors      int64 // memcached failures (each a miss); calls skipped while the circuit breaker is open are not counted
 	Invalidations int64 // dependencies invalidated
 	Entries       int   // in-process entries
 	Bytes         int64 // in-process bytes
@@ -459,8 +459,8 @@ func (c *Cache) l1Get(key string, now time.Time) ([]byte, bool) {
 }
 
 func (c *Cache) l2Error(op string, err error) {
-	if errors.Is(err, memcache.ErrCacheMiss) {
-		return
+	if errors.Is(err, memcache.ErrCacheMiss) || errors.Is(err, errBreakerOpen) {
+		return // a skipped call is not a failure of memcached
 	}
 	c.l2Errors.Add(1)
 	if c.Logger != nil {

@@ -234,3 +234,49 @@ func memcachedB(b *testing.B) (*memcache.Client, string) {
 	b.Cleanup(func() { mc.Close() })
 	return mc, addr
 }
+
+func TestCrossProcessRenderLock(t *testing.T) {
+	t.Parallel()
+	_, addr := memcached(t)
+	a, b := viewcache.New("lock", "v1"), viewcache.New("lock", "v1")
+	a.Memcache, b.Memcache = memcache.New(addr), memcache.New(addr)
+	defer a.Memcache.Close()
+	defer b.Memcache.Close()
+	a.MaxBytes, b.MaxBytes = -1, -1
+	b.LockWait = 5 * time.Second
+	started := make(chan struct{})
+	slow := func(context.Context) ([]byte, error) {
+		close(started)
+		time.Sleep(200 * time.Millisecond)
+		return []byte("from a"), nil
+	}
+	done := make(chan []byte)
+	go func() {
+		v, _ := a.GetOrRender(context.Background(), "k", nil, slow)
+		done <- v
+	}()
+	<-started
+	var rb counter
+	v, err := b.GetOrRender(context.Background(), "k", nil, rb.render)
+	require.NoError(t, err)
+	assert.Equal(t, "from a", string(v), "b waited for a's render instead of rendering too")
+	assert.Zero(t, rb.n.Load())
+	assert.Equal(t, "from a", string(<-done))
+}
+
+func TestCircuitBreaker(t *testing.T) {
+	t.Parallel()
+	dead := memcache.New("127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))) // nothing listens
+	dead.Timeout = 50 * time.Millisecond
+	defer dead.Close()
+	c := viewcache.New("forge", "v1")
+	c.Memcache, c.MaxBytes = dead, -1
+	var r counter
+	for range 50 {
+		_, err := c.GetOrRender(context.Background(), "k", nil, r.render)
+		require.NoError(t, err)
+	}
+	assert.Equal(t, int64(50), r.n.Load())
+	// After a few failures the breaker stops calling the dead server.
+	assert.LessOrEqual(t, c.Stats().L2Errors, int64(viewcache.DefaultBreakerThreshold))
+}
