@@ -280,3 +280,31 @@ func TestCircuitBreaker(t *testing.T) {
 	// After a few failures the breaker stops calling the dead server.
 	assert.LessOrEqual(t, c.Stats().L2Errors, int64(viewcache.DefaultBreakerThreshold))
 }
+
+func TestXFetchRefreshesEarly(t *testing.T) {
+	t.Parallel()
+	c := viewcache.New("forge", "v1")
+	c.SoftTTL, c.TTL = time.Hour, 2*time.Hour
+	c.Beta = 1e9 // so large that any render time makes the refresh certain
+	r := &counter{delay: time.Millisecond}
+	get(t, c, "k", nil, r)
+	assert.Equal(t, "render 1", get(t, c, "k", nil, r), "served while it refreshes")
+	c.Close()
+	assert.Equal(t, int64(2), r.n.Load(), "refreshed long before SoftTTL")
+	assert.Equal(t, int64(1), c.Stats().StaleHits)
+}
+
+func TestJitterShortensTTL(t *testing.T) {
+	t.Parallel()
+	c := viewcache.New("forge", "v1")
+	c.TTL, c.Jitter = 40*time.Millisecond, 1
+	var r counter
+	for i := range 20 {
+		get(t, c, fmt.Sprint("k", i), nil, &r)
+	}
+	time.Sleep(45 * time.Millisecond)
+	for i := range 20 {
+		get(t, c, fmt.Sprint("k", i), nil, &r)
+	}
+	assert.Equal(t, int64(40), r.n.Load(), "all expired by TTL, jittered or not")
+}
