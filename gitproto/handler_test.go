@@ -389,3 +389,19 @@ func TestConcurrentPushesCompareAndSwap(t *testing.T) {
 		})
 	}
 }
+
+func TestPanickingPolicyRejects(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, testenv.RepoOptions{}, func(h *gitproto.Handler) {
+		h.PreReceive = func(ctx context.Context, p *gitproto.Push) error { panic("policy bug") }
+	})
+	dst := filepath.Join(f.work, "clone")
+	f.mustGit("", "clone", "-q", f.url("alice", "alice/proj.git"), dst)
+	before := f.serverRef("alice/proj.git", "main")
+	f.commit(dst, "p.txt", "p")
+	_, err := f.git(dst, "push", "origin", "main")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "push policy failed: policy bug")
+	assert.Equal(t, before, f.serverRef("alice/proj.git", "main"))
+	f.mustGit("", "ls-remote", f.url("", "alice/proj.git")) // still serving
+}

@@ -261,7 +261,15 @@ func readHookCall(r *bufio.Reader) (*hookCall, error) {
 	}
 }
 
-func (b *hookBridge) answer(ctx context.Context, c *hookCall) (int, string) {
+func (b *hookBridge) answer(ctx context.Context, c *hookCall) (code int, msg string) {
+	// The hooks run on the bridge's goroutine, where net/http cannot
+	// recover a panic: a panicking policy rejects the push instead of
+	// taking the server down.
+	defer func() {
+		if p := recover(); p != nil {
+			code, msg = 1, fmt.Sprintf("push policy failed: %v", p)
+		}
+	}()
 	switch c.name {
 	case "pre-receive":
 		p := b.newPush(c.in)

@@ -660,7 +660,7 @@ func (wd *Watchdog) deliver() {
 	send := func(r *Report) {
 		ctx, cancel := context.WithTimeout(context.Background(), DefaultSendTimeout)
 		defer cancel()
-		if err := sink.Send(ctx, r); err != nil {
+		if err := safeSend(ctx, sink, r); err != nil {
 			wd.sinkErrors.Add(1)
 			if wd.Logger != nil {
 				wd.Logger.Error("slowlog: sink", "err", err)
@@ -689,6 +689,17 @@ func redact(u *url.URL) string {
 		return ""
 	}
 	return RedactURL(u)
+}
+
+// safeSend calls the sink, turning a panic into an error: the delivery
+// goroutine must survive a broken sink.
+func safeSend(ctx context.Context, sink Sink, r *Report) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("slowlog: sink panicked: %v", p)
+		}
+	}()
+	return sink.Send(ctx, r)
 }
 
 // RedactURL returns u without credentials and with the values of its

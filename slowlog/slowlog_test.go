@@ -507,3 +507,11 @@ func TestProfiler(t *testing.T) {
 	assert.Contains(t, audit[1], "profiled (cpu)")
 	assert.Contains(t, audit[2], "profiled (goroutine)")
 }
+
+func TestPanickingSink(t *testing.T) {
+	t.Parallel()
+	wd := &slowlog.Watchdog{Threshold: time.Hour, Sink: slowlog.SinkFunc(func(context.Context, *slowlog.Report) error { panic("sink bug") })}
+	wd.Do(context.Background(), "job", func(ctx context.Context) { slowlog.Capture(ctx, "x") })
+	wd.Close()
+	assert.Equal(t, int64(2), wd.Stats().SinkErrors, "the capture and the final line, both survived")
+}

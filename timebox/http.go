@@ -178,7 +178,7 @@ func (h *Handler) grace() time.Duration {
 // expire runs stage 1 and schedules stage 2.
 func (h *Handler) expire(r *http.Request, tw *timeoutWriter, exp *Expired, cancel context.CancelCauseFunc) {
 	if h.OnExpire != nil {
-		h.OnExpire(r, exp)
+		h.onExpire(r, exp)
 	}
 	id := r.Header.Get("X-Request-Id")
 	if h.RequestID != nil {
@@ -210,6 +210,17 @@ func (h *Handler) expire(r *http.Request, tw *timeoutWriter, exp *Expired, cance
 			h.forced.Add(1)
 		}
 	})
+}
+
+// onExpire calls the hook on the timer goroutine, where a panic would
+// take the process down: it is logged instead, and expiry goes on.
+func (h *Handler) onExpire(r *http.Request, exp *Expired) {
+	defer func() {
+		if p := recover(); p != nil && h.Logger != nil {
+			h.Logger.Error("timebox: OnExpire panicked", "panic", p)
+		}
+	}()
+	h.OnExpire(r, exp)
 }
 
 // deadlineCtx reports a deadline for a context cancelled by our own timer

@@ -201,3 +201,18 @@ func TestHandlerPerRoute(t *testing.T) {
 		})
 	}
 }
+
+func TestHandlerPanickingHook(t *testing.T) {
+	t.Parallel()
+	h := &timebox.Handler{
+		Timeout:  20 * time.Millisecond,
+		OnExpire: func(*http.Request, *timebox.Expired) { panic("hook bug") },
+		Handler:  http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }),
+	}
+	srv := serve(t, h)
+	resp, err := http.Get(srv.URL)
+	require.NoError(t, err)
+	io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+}

@@ -32,9 +32,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -543,7 +545,7 @@ func (c *Cache) renderStore(ctx context.Context, key string, deps []string, rend
 	}
 	start := time.Now()
 	c.renders.Add(1)
-	value, err := render(ctx)
+	value, err := safeRender(ctx, render)
 	if err != nil {
 		return nil, err
 	}
@@ -563,6 +565,21 @@ func (c *Cache) renderStore(ctx context.Context, key string, deps []string, rend
 		}
 	}
 	return value, nil
+}
+
+// ErrRenderPanic is wrapped by the error returned when a render function
+// panicked. The panic is turned into an error because renders run under
+// singleflight, which would otherwise re-panic on a goroutine that no
+// handler can recover.
+var ErrRenderPanic = errors.New("viewcache: render panicked")
+
+func safeRender(ctx context.Context, render Render) (value []byte, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%w: %v\n%s", ErrRenderPanic, p, debug.Stack())
+		}
+	}()
+	return render(ctx)
 }
 
 func (c *Cache) refreshAsync(ctx context.Context, key string, deps []string, render Render) {

@@ -308,3 +308,13 @@ func TestJitterShortensTTL(t *testing.T) {
 	}
 	assert.Equal(t, int64(40), r.n.Load(), "all expired by TTL, jittered or not")
 }
+
+func TestRenderPanicIsAnError(t *testing.T) {
+	t.Parallel()
+	c := viewcache.New("forge", "v1")
+	_, err := c.GetOrRender(context.Background(), "k", nil, func(context.Context) ([]byte, error) { panic("template bug") })
+	assert.ErrorIs(t, err, viewcache.ErrRenderPanic)
+	assert.Contains(t, err.Error(), "template bug")
+	var r counter
+	assert.Equal(t, "render 1", get(t, c, "k", nil, &r))
+}
