@@ -1,0 +1,409 @@
+// Package counting provides conflict-free view counters: Count on every
+// hit, with no I/O, lock or allocation on the request path; a background
+// flush adds the accumulated deltas into time buckets with one upsert
+// transaction (`n = n + excluded.n`), which commutes, so any number of
+// processes sharing a database add up exactly; and MostViewed, Total and
+// Series over any window, including what this process has not flushed.
+//
+// Durability: Close and Flush write everything; a crash loses at most the
+// counts of this process's current flush interval. A failed flush (full
+// disk, locked database) keeps its deltas in memory and retries them, up
+// to MaxPending; beyond it the oldest are dropped and counted, never
+// silently. Counts are attributed to the bucket in which they are flushed,
+// so a count may land up to one Interval late at a bucket boundary.
+//
+// Ids are strings of 1 to MaxIDLen bytes; Count ignores (and counts)
+// others. All times are UTC.
+package counting
+
+import (
+	"context"
+	"errors"
+	"expvar"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults for Counter.
+const (
+	DefaultInterval   = time.Second
+	DefaultBucket     = time.Hour
+	DefaultRetention  = 7 * 24 * time.Hour
+	DefaultMaxPending = 1 << 20
+	MaxIDLen          = 512
+)
+
+// Delta is an amount to add to one id in one bucket.
+type Delta struct {
+	ID     string
+	Bucket time.Time // start of the bucket, UTC
+	N      int64
+}
+
+// Sum is a total for one id (and, in a series, one bucket).
+type Sum struct {
+	ID     string
+	Bucket time.Time // zero unless the query grouped by bucket
+	N      int64
+}
+
+// Query selects sums from a Store.
+type Query struct {
+	From, To time.Time // [From, To)
+	ID       string    // one id; empty for all
+	ByBucket bool      // one Sum per bucket instead of per id
+	Limit    int       // the largest sums only, if positive (per id)
+}
+
+// Store keeps the counts. Implementations must make Add one transaction
+// that adds (never overwrites), so that concurrent writers commute.
+type Store interface {
+	Add(ctx context.Context, deltas []Delta) error
+	Sums(ctx context.Context, q Query) ([]Sum, error)
+	// Rollup folds buckets older than before into daily rows.
+	Rollup(ctx context.Context, before time.Time) error
+}
+
+// Counter counts views. Set its fields before the first Count; it starts
+// its flush goroutine then. A Counter is safe for concurrent use.
+type Counter struct {
+	// Interval is the time between flushes. If zero, DefaultInterval.
+	Interval time.Duration
+	// Bucket is the bucket size. If zero, DefaultBucket.
+	Bucket time.Duration
+	// Retention is how long buckets are kept before they are rolled into
+	// daily rows. If zero, DefaultRetention.
+	Retention time.Duration
+	// MaxPending bounds the deltas kept while flushes fail. If zero,
+	// DefaultMaxPending.
+	MaxPending int
+	// Logger receives flush failures. If nil, nothing is logged.
+	Logger *slog.Logger
+
+	store Store
+
+	once    sync.Once
+	stop    chan struct{}
+	done    chan struct{}
+	closed  atomic.Bool
+	ids     sync.Map // string → *atomic.Int64, the deltas since the last flush
+	flushMu sync.Mutex // serializes flushes
+
+	pmu     sync.Mutex // guards pending
+	pending map[pendingKey]int64
+
+	counted, flushed, flushErrors, dropped, invalid atomic.Int64
+	lastRollup                                      time.Time // guarded by flushMu
+}
+
+type pendingKey struct {
+	id     string
+	bucket int64
+}
+
+// Stats are the counters of a Counter.
+type Stats struct {
+	Counted     int64 // Count calls accepted
+	Flushed     int64 // counts written to the store
+	FlushErrors int64 // failed flushes
+	Dropped     int64 // counts dropped because MaxPending was reached
+	Invalid     int64 // Count calls with an invalid id
+	Pending     int64 // counts waiting for a flush
+}
+
+// New returns a Counter writing to store.
+func New(store Store) *Counter {
+	return &Counter{store: store}
+}
+
+func (c *Counter) start() {
+	c.once.Do(func() {
+		c.stop = make(chan struct{})
+		c.done = make(chan struct{})
+		c.pending = make(map[pendingKey]int64)
+		go c.loop()
+	})
+}
+
+func (c *Counter) interval() time.Duration {
+	if c.Interval > 0 {
+		return c.Interval
+	}
+	return DefaultInterval
+}
+
+func (c *Counter) bucket() time.Duration {
+	if c.Bucket > 0 {
+		return c.Bucket
+	}
+	return DefaultBucket
+}
+
+// Count adds one view of id. It does no I/O and, once id has been seen,
+// no allocation.
+func (c *Counter) Count(id string) {
+	c.Add(id, 1)
+}
+
+// Add adds n views of id.
+func (c *Counter) Add(id string, n int64) {
+	if len(id) == 0 || len(id) > MaxIDLen || n <= 0 {
+		c.invalid.Add(1)
+		return
+	}
+	c.start()
+	v, ok := c.ids.Load(id)
+	if !ok {
+		v, _ = c.ids.LoadOrStore(id, new(atomic.Int64))
+	}
+	v.(*atomic.Int64).Add(n)
+	c.counted.Add(n)
+}
+
+func (c *Counter) loop() {
+	defer close(c.done)
+	t := time.NewTicker(c.interval())
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), 10*c.interval()+10*time.Second)
+			if err := c.Flush(ctx); err != nil && c.Logger != nil {
+				c.Logger.Warn("counting: flush failed; deltas kept for the next one", "err", err)
+			}
+			cancel()
+		}
+	}
+}
+
+// Flush writes the counts accumulated so far (and those kept from failed
+// flushes) in one transaction. On failure they stay in memory.
+func (c *Counter) Flush(ctx context.Context) error {
+	c.start()
+	c.flushMu.Lock()
+	defer c.flushMu.Unlock()
+	now := time.Now().UTC()
+	bucket := now.Truncate(c.bucket()).Unix()
+	// Swap every counter to zero: increments racing with the swap land
+	// in the next flush, none is lost.
+	c.pmu.Lock()
+	c.ids.Range(func(k, v any) bool {
+		if n := v.(*atomic.Int64).Swap(0); n != 0 {
+			c.pending[pendingKey{k.(string), bucket}] += n
+		}
+		return true
+	})
+	deltas := make([]Delta, 0, len(c.pending))
+	for k, n := range c.pending {
+		deltas = append(deltas, Delta{ID: k.id, Bucket: time.Unix(k.bucket, 0).UTC(), N: n})
+	}
+	c.pmu.Unlock()
+	if len(deltas) > 0 {
+		if err := c.store.Add(ctx, deltas); err != nil {
+			c.flushErrors.Add(1)
+			c.trimPending()
+			return fmt.Errorf("counting: flush: %w", err)
+		}
+		c.pmu.Lock()
+		var total int64
+		for _, d := range deltas {
+			k := pendingKey{d.ID, d.Bucket.Unix()}
+			if c.pending[k] -= d.N; c.pending[k] == 0 {
+				delete(c.pending, k)
+			}
+			total += d.N
+		}
+		c.pmu.Unlock()
+		c.flushed.Add(total)
+	}
+	if now.Sub(c.lastRollup) > time.Hour {
+		ret := c.Retention
+		if ret <= 0 {
+			ret = DefaultRetention
+		}
+		if err := c.store.Rollup(ctx, now.Add(-ret).Truncate(24*time.Hour)); err != nil {
+			return fmt.Errorf("counting: rollup: %w", err)
+		}
+		c.lastRollup = now
+	}
+	return nil
+}
+
+// trimPending drops the oldest deltas beyond MaxPending.
+func (c *Counter) trimPending() {
+	max := c.MaxPending
+	if max <= 0 {
+		max = DefaultMaxPending
+	}
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
+	if len(c.pending) <= max {
+		return
+	}
+	keys := make([]pendingKey, 0, len(c.pending))
+	for k := range c.pending {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i].bucket < keys[j].bucket })
+	for _, k := range keys[:len(keys)-max] {
+		c.dropped.Add(c.pending[k])
+		delete(c.pending, k)
+	}
+}
+
+// Close stops the flush goroutine and writes everything.
+func (c *Counter) Close() error {
+	c.start()
+	if !c.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	close(c.stop)
+	<-c.done
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return c.Flush(ctx)
+}
+
+// Stats returns the counters.
+func (c *Counter) Stats() Stats {
+	s := Stats{
+		Counted:     c.counted.Load(),
+		Flushed:     c.flushed.Load(),
+		FlushErrors: c.flushErrors.Load(),
+		Dropped:     c.dropped.Load(),
+		Invalid:     c.invalid.Load(),
+	}
+	s.Pending = s.Counted - s.Flushed - s.Dropped
+	return s
+}
+
+// Var returns the counters as an expvar.Var, for expvar.Publish.
+func (c *Counter) Var() expvar.Var {
+	return expvar.Func(func() any { return c.Stats() })
+}
+
+// unflushed returns this process's counts not yet in the store, by id,
+// attributed to the bucket of now.
+func (c *Counter) unflushed(q Query, now time.Time) map[string]int64 {
+	out := make(map[string]int64)
+	b := now.Truncate(c.bucket())
+	inWindow := !b.Before(q.From) && b.Before(q.To)
+	c.pmu.Lock()
+	for k, n := range c.pending {
+		t := time.Unix(k.bucket, 0)
+		if (q.ID == "" || q.ID == k.id) && !t.Before(q.From) && t.Before(q.To) {
+			out[k.id] += n
+		}
+	}
+	c.pmu.Unlock()
+	if inWindow {
+		c.ids.Range(func(k, v any) bool {
+			if id := k.(string); q.ID == "" || q.ID == id {
+				if n := v.(*atomic.Int64).Load(); n != 0 {
+					out[id] += n
+				}
+			}
+			return true
+		})
+	}
+	return out
+}
+
+// Entry is an id and its count.
+type Entry struct {
+	ID string
+	N  int64
+}
+
+// ErrWindow is returned for a window whose end is not after its start.
+var ErrWindow = errors.New("counting: empty time window")
+
+// MostViewed returns the limit ids with the most views in [from, to),
+// counting this process's unflushed views too.
+func (c *Counter) MostViewed(ctx context.Context, from, to time.Time, limit int) ([]Entry, error) {
+	if !to.After(from) {
+		return nil, ErrWindow
+	}
+	q := Query{From: from.UTC(), To: to.UTC()}
+	extra := c.unflushed(q, time.Now().UTC())
+	// Ask for more than limit: unflushed counts may lift an id into the
+	// top that the store's top does not contain.
+	q.Limit = limit + len(extra)
+	sums, err := c.store.Sums(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	totals := make(map[string]int64, len(sums)+len(extra))
+	for _, s := range sums {
+		totals[s.ID] += s.N
+	}
+	for id, n := range extra {
+		totals[id] += n
+	}
+	out := make([]Entry, 0, len(totals))
+	for id, n := range totals {
+		out = append(out, Entry{ID: id, N: n})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].N != out[j].N {
+			return out[i].N > out[j].N
+		}
+		return out[i].ID < out[j].ID
+	})
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
+
+// Total returns the views of id in [from, to), unflushed ones included.
+func (c *Counter) Total(ctx context.Context, id string, from, to time.Time) (int64, error) {
+	if !to.After(from) {
+		return 0, ErrWindow
+	}
+	q := Query{From: from.UTC(), To: to.UTC(), ID: id}
+	sums, err := c.store.Sums(ctx, q)
+	if err != nil {
+		return 0, err
+	}
+	n := c.unflushed(q, time.Now().UTC())[id]
+	for _, s := range sums {
+		n += s.N
+	}
+	return n, nil
+}
+
+// Series returns the views of id per bucket in [from, to), for graphs;
+// buckets older than the retention are daily.
+func (c *Counter) Series(ctx context.Context, id string, from, to time.Time) ([]Sum, error) {
+	if !to.After(from) {
+		return nil, ErrWindow
+	}
+	q := Query{From: from.UTC(), To: to.UTC(), ID: id, ByBucket: true}
+	sums, err := c.store.Sums(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now().UTC()
+	if n := c.unflushed(Query{From: q.From, To: q.To, ID: id}, now)[id]; n != 0 {
+		b := now.Truncate(c.bucket())
+		merged := false
+		for i := range sums {
+			if sums[i].Bucket.Equal(b) {
+				sums[i].N += n
+				merged = true
+			}
+		}
+		if !merged {
+			sums = append(sums, Sum{ID: id, Bucket: b, N: n})
+		}
+	}
+	sort.Slice(sums, func(i, j int) bool { return sums[i].Bucket.Before(sums[j].Bucket) })
+	return sums, nil
+}

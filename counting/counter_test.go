@@ -1,0 +1,300 @@
+package counting_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/forgekit/forgekit/counting"
+)
+
+const childEnv = "COUNTING_TEST_CHILD"
+
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(childEnv); spec != "" {
+		os.Exit(child(spec))
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// child counts in a subprocess: "path,ids,perID[,nocClose]".
+func child(spec string) int {
+	f := strings.Split(spec, ",")
+	ids, _ := strconv.Atoi(f[1])
+	per, _ := strconv.Atoi(f[2])
+	st, err := counting.OpenSQLite(f[0])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	c := counting.New(st)
+	c.Interval = 5 * time.Millisecond
+	for range per {
+		for i := range ids {
+			c.Count(fmt.Sprint("video/", i))
+		}
+	}
+	if len(f) > 3 { // crash: wait for a flush or two, then die without Close
+		time.Sleep(100 * time.Millisecond)
+		fmt.Println("counted")
+		select {}
+	}
+	if err := c.Close(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	st.Close()
+	return 0
+}
+
+func open(t *testing.T) (*counting.SQLiteStore, string) {
+	path := filepath.Join(t.TempDir(), "views.db")
+	st, err := counting.OpenSQLite(path)
+	require.NoError(t, err)
+	t.Cleanup(func() { st.Close() })
+	return st, path
+}
+
+var (
+	past   = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+	future = time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
+func TestExactUnderConcurrency(t *testing.T) {
+	t.Parallel()
+	st, _ := open(t)
+	c := counting.New(st)
+	c.Interval = 2 * time.Millisecond
+	var wg sync.WaitGroup
+	for g := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 5000 {
+				c.Count(fmt.Sprint("id", (g+i)%50))
+			}
+		}()
+	}
+	wg.Wait()
+	require.NoError(t, c.Close())
+	ctx := context.Background()
+	var sum int64
+	for i := range 50 {
+		n, err := c.Total(ctx, fmt.Sprint("id", i), past, future)
+		require.NoError(t, err)
+		assert.Equal(t, int64(16*5000/50), n)
+		sum += n
+	}
+	assert.Equal(t, int64(16*5000), sum)
+	s := c.Stats()
+	assert.Equal(t, int64(80000), s.Flushed)
+	assert.Zero(t, s.Pending)
+}
+
+func TestUnflushedCountsAreSeen(t *testing.T) {
+	t.Parallel()
+	st, _ := open(t)
+	c := counting.New(st)
+	c.Interval = time.Hour
+	defer c.Close()
+	for range 3 {
+		c.Count("b")
+	}
+	c.Count("a")
+	top, err := c.MostViewed(context.Background(), past, future, 10)
+	require.NoError(t, err)
+	assert.Equal(t, []counting.Entry{{ID: "b", N: 3}, {ID: "a", N: 1}}, top)
+	require.NoError(t, c.Flush(context.Background()))
+	c.Count("a")
+	top, _ = c.MostViewed(context.Background(), past, future, 1)
+	assert.Equal(t, []counting.Entry{{ID: "b", N: 3}}, top)
+	n, _ := c.Total(context.Background(), "a", past, future)
+	assert.Equal(t, int64(2), n)
+}
+
+func TestInvalidIDs(t *testing.T) {
+	t.Parallel()
+	st, _ := open(t)
+	c := counting.New(st)
+	defer c.Close()
+	c.Count("")
+	c.Count(strings.Repeat("x", counting.MaxIDLen+1))
+	c.Add("ok", -5)
+	assert.Equal(t, int64(3), c.Stats().Invalid)
+	assert.Zero(t, c.Stats().Counted)
+	_, err := c.MostViewed(context.Background(), future, past, 10)
+	assert.ErrorIs(t, err, counting.ErrWindow)
+}
+
+func TestTwoProcessesOneFile(t *testing.T) {
+	t.Parallel()
+	st, path := open(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cmd := exec.Command(os.Args[0], "-test.run=^$")
+			cmd.Env = append(os.Environ(), childEnv+"="+path+",20,2000")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				errs <- fmt.Errorf("%v: %s", err, out)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	c := counting.New(st)
+	defer c.Close()
+	top, err := c.MostViewed(context.Background(), past, future, 100)
+	require.NoError(t, err)
+	require.Len(t, top, 20)
+	for _, e := range top {
+		assert.Equal(t, int64(2*2000), e.N, "%s: every count of both processes", e.ID)
+	}
+}
+
+func TestCrashLosesAtMostOneInterval(t *testing.T) {
+	t.Parallel()
+	st, path := open(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"="+path+",10,1000,crash")
+	out, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	buf := make([]byte, 8)
+	out.Read(buf) // "counted": it has counted everything and flushed for 100 ms
+	cmd.Process.Kill()
+	cmd.Wait()
+	c := counting.New(st)
+	defer c.Close()
+	top, err := c.MostViewed(context.Background(), past, future, 100)
+	require.NoError(t, err)
+	require.Len(t, top, 10)
+	for _, e := range top {
+		// All counting happened more than an interval before the kill.
+		assert.Equal(t, int64(1000), e.N)
+	}
+}
+
+// failing wraps a store and fails its writes while broken is set.
+type failing struct {
+	counting.Store
+	broken atomic.Bool
+}
+
+func (f *failing) Add(ctx context.Context, d []counting.Delta) error {
+	if f.broken.Load() {
+		return errors.New("disk full")
+	}
+	return f.Store.Add(ctx, d)
+}
+
+func TestFailedFlushKeepsAndRetries(t *testing.T) {
+	t.Parallel()
+	st, _ := open(t)
+	f := &failing{Store: st}
+	c := counting.New(f)
+	c.Interval = time.Hour
+	c.MaxPending = 5
+	defer c.Close()
+	f.broken.Store(true)
+	for i := range 3 {
+		c.Count(fmt.Sprint("v", i))
+	}
+	assert.Error(t, c.Flush(context.Background()))
+	c.Count("v0")
+	assert.Error(t, c.Flush(context.Background()))
+	assert.Equal(t, int64(2), c.Stats().FlushErrors)
+	assert.Equal(t, int64(4), c.Stats().Pending)
+	f.broken.Store(false)
+	require.NoError(t, c.Flush(context.Background()))
+	n, _ := st.Sums(context.Background(), counting.Query{From: past, To: future, ID: "v0"})
+	require.Len(t, n, 1)
+	assert.Equal(t, int64(2), n[0].N)
+	assert.Zero(t, c.Stats().Pending)
+
+	// Beyond MaxPending the oldest are dropped, and counted.
+	f.broken.Store(true)
+	for i := range 10 {
+		c.Count(fmt.Sprint("w", i))
+	}
+	assert.Error(t, c.Flush(context.Background()))
+	s := c.Stats()
+	assert.Equal(t, int64(5), s.Dropped)
+	assert.Equal(t, int64(5), s.Pending)
+	f.broken.Store(false)
+}
+
+func TestLockedDatabaseWaits(t *testing.T) {
+	t.Parallel()
+	st, path := open(t)
+	c := counting.New(st)
+	c.Interval = time.Hour
+	defer c.Close()
+	// Another process holds the write lock for a while.
+	other, err := counting.OpenSQLite(path)
+	require.NoError(t, err)
+	defer other.Close()
+	hold := make(chan struct{})
+	go other.HoldWriteLockForTest(hold)
+	time.Sleep(20 * time.Millisecond)
+	c.Count("x")
+	go func() { time.Sleep(200 * time.Millisecond); close(hold) }()
+	require.NoError(t, c.Flush(context.Background()), "the flush waits out the lock (busy timeout)")
+	n, _ := c.Total(context.Background(), "x", past, future)
+	assert.Equal(t, int64(1), n)
+}
+
+func TestBucketsAndRollup(t *testing.T) {
+	t.Parallel()
+	st, _ := open(t)
+	ctx := context.Background()
+	day := time.Date(2026, 3, 29, 0, 0, 0, 0, time.UTC) // a DST day in Europe: irrelevant in UTC
+	var deltas []counting.Delta
+	for h := range 48 {
+		deltas = append(deltas, counting.Delta{ID: "clip", Bucket: day.Add(time.Duration(h) * time.Hour), N: int64(h + 1)})
+	}
+	require.NoError(t, st.Add(ctx, deltas))
+	sum := func(from, to time.Time) int64 {
+		s, err := st.Sums(ctx, counting.Query{From: from, To: to, ID: "clip"})
+		require.NoError(t, err)
+		if len(s) == 0 {
+			return 0
+		}
+		return s[0].N
+	}
+	assert.Equal(t, int64(300), sum(day, day.Add(24*time.Hour)), "1..24")
+	assert.Equal(t, int64(25), sum(day.Add(24*time.Hour), day.Add(25*time.Hour)), "the first hour of the next day")
+	assert.Equal(t, int64(0), sum(day.Add(-time.Hour), day), "before")
+	series, err := st.Sums(ctx, counting.Query{From: day, To: day.Add(3 * time.Hour), ID: "clip", ByBucket: true})
+	require.NoError(t, err)
+	require.Len(t, series, 3)
+	assert.Equal(t, day.Add(2*time.Hour), series[2].Bucket)
+
+	// Roll up the first day: day totals are unchanged.
+	require.NoError(t, st.Rollup(ctx, day.Add(24*time.Hour)))
+	assert.Equal(t, int64(300), sum(day, day.Add(24*time.Hour)))
+	assert.Equal(t, int64(48*49/2), sum(day, day.Add(48*time.Hour)))
+	series, _ = st.Sums(ctx, counting.Query{From: day, To: day.Add(48 * time.Hour), ID: "clip", ByBucket: true})
+	assert.Equal(t, 1+24, len(series), "one daily row, then 24 hourly")
+	// Rolling up again adds nothing twice.
+	require.NoError(t, st.Rollup(ctx, day.Add(24*time.Hour)))
+	assert.Equal(t, int64(300), sum(day, day.Add(24*time.Hour)))
+}
