@@ -90,7 +90,7 @@ type Counter struct {
 	stop    chan struct{}
 	done    chan struct{}
 	closed  atomic.Bool
-	ids     sync.Map // string → *atomic.Int64, the deltas since the last flush
+	ids     sync.Map   // string → *atomic.Int64, the deltas since the last flush
 	flushMu sync.Mutex // serializes flushes
 
 	pmu     sync.Mutex // guards pending
