@@ -84,6 +84,22 @@ type Counter struct {
 	// Logger receives flush failures. If nil, nothing is logged.
 	Logger *slog.Logger
 
+	// Filter, if set, decides whether a Hit counts: return false for
+	// bots, crawlers, the owner's own views. It runs on the request
+	// path; keep it cheap.
+	Filter func(id, viewer string) bool
+
+	// TrendingWindow, if positive, keeps an in-memory top of the ids
+	// viewed in the last TrendingWindow (rounded to minutes), fed by the
+	// flushes, for Trending. Off by default.
+	TrendingWindow time.Duration
+
+	// TrendingK is the number of ids each minute of the trending window
+	// tracks (Space-Saving). If zero, DefaultTrendingK.
+	TrendingK int
+
+	trend *trending
+
 	store Store
 
 	once    sync.Once
@@ -96,8 +112,8 @@ type Counter struct {
 	pmu     sync.Mutex // guards pending
 	pending map[pendingKey]int64
 
-	counted, flushed, flushErrors, dropped, invalid atomic.Int64
-	lastRollup                                      time.Time // guarded by flushMu
+	counted, flushed, flushErrors, dropped, invalid, filtered atomic.Int64
+	lastRollup                                                time.Time // guarded by flushMu
 }
 
 type pendingKey struct {
@@ -112,6 +128,7 @@ type Stats struct {
 	FlushErrors int64 // failed flushes
 	Dropped     int64 // counts dropped because MaxPending was reached
 	Invalid     int64 // Count calls with an invalid id
+	Filtered    int64 // Hit calls the Filter rejected
 	Pending     int64 // counts waiting for a flush
 }
 
@@ -125,6 +142,13 @@ func (c *Counter) start() {
 		c.stop = make(chan struct{})
 		c.done = make(chan struct{})
 		c.pending = make(map[pendingKey]int64)
+		if c.TrendingWindow > 0 {
+			k := c.TrendingK
+			if k <= 0 {
+				k = DefaultTrendingK
+			}
+			c.trend = newTrending(c.TrendingWindow, k)
+		}
 		go c.loop()
 	})
 }
@@ -147,6 +171,28 @@ func (c *Counter) bucket() time.Duration {
 // no allocation.
 func (c *Counter) Count(id string) {
 	c.Add(id, 1)
+}
+
+// Hit counts one view of id by viewer (a session or client key), unless
+// Filter rejects it. Rejected hits are counted in Stats.Filtered.
+func (c *Counter) Hit(id, viewer string) {
+	if c.Filter != nil && !c.Filter(id, viewer) {
+		c.filtered.Add(1)
+		return
+	}
+	c.Add(id, 1)
+}
+
+// Trending returns the ids most viewed in the last TrendingWindow, as
+// flushed so far; nil when trending is off. Counts are Space-Saving
+// estimates: never below the truth, above it by at most the smallest
+// tracked count of a minute.
+func (c *Counter) Trending(limit int) []Entry {
+	c.start()
+	if c.trend == nil {
+		return nil
+	}
+	return c.trend.top(time.Now(), limit)
 }
 
 // Add adds n views of id.
@@ -192,10 +238,17 @@ func (c *Counter) Flush(ctx context.Context) error {
 	bucket := now.Truncate(c.bucket()).Unix()
 	// Swap every counter to zero: increments racing with the swap land
 	// in the next flush, none is lost.
+	var fresh map[string]int64
+	if c.trend != nil {
+		fresh = make(map[string]int64)
+	}
 	c.pmu.Lock()
 	c.ids.Range(func(k, v any) bool {
 		if n := v.(*atomic.Int64).Swap(0); n != 0 {
 			c.pending[pendingKey{k.(string), bucket}] += n
+			if fresh != nil {
+				fresh[k.(string)] += n
+			}
 		}
 		return true
 	})
@@ -204,6 +257,9 @@ func (c *Counter) Flush(ctx context.Context) error {
 		deltas = append(deltas, Delta{ID: k.id, Bucket: time.Unix(k.bucket, 0).UTC(), N: n})
 	}
 	c.pmu.Unlock()
+	if len(fresh) > 0 {
+		c.trend.add(now, fresh)
+	}
 	if len(deltas) > 0 {
 		if err := c.store.Add(ctx, deltas); err != nil {
 			c.flushErrors.Add(1)
@@ -278,6 +334,7 @@ func (c *Counter) Stats() Stats {
 		FlushErrors: c.flushErrors.Load(),
 		Dropped:     c.dropped.Load(),
 		Invalid:     c.invalid.Load(),
+		Filtered:    c.filtered.Load(),
 	}
 	s.Pending = s.Counted - s.Flushed - s.Dropped
 	return s

@@ -298,3 +298,35 @@ func TestBucketsAndRollup(t *testing.T) {
 	require.NoError(t, st.Rollup(ctx, day.Add(24*time.Hour)))
 	assert.Equal(t, int64(300), sum(day, day.Add(24*time.Hour)))
 }
+
+func TestFilterAndTrending(t *testing.T) {
+	t.Parallel()
+	st, _ := open(t)
+	c := counting.New(st)
+	c.Interval = time.Hour
+	c.TrendingWindow = 10 * time.Minute
+	c.TrendingK = 8
+	c.Filter = func(id, viewer string) bool { return !strings.HasPrefix(viewer, "bot:") }
+	defer c.Close()
+	c.Hit("a", "bot:google")
+	for range 50 {
+		c.Hit("hot", "s1")
+	}
+	for i := range 20 {
+		c.Hit(fmt.Sprint("cold", i), "s2")
+	}
+	for range 10 {
+		c.Hit("warm", "s3")
+	}
+	require.NoError(t, c.Flush(context.Background()))
+	assert.Equal(t, int64(1), c.Stats().Filtered)
+	top := c.Trending(2)
+	require.Len(t, top, 2)
+	assert.Equal(t, "hot", top[0].ID)
+	assert.Equal(t, int64(50), top[0].N)
+	assert.Equal(t, "warm", top[1].ID, "Space-Saving keeps the heavy hitters with 8 counters among 22 ids")
+	assert.GreaterOrEqual(t, top[1].N, int64(10), "estimates never undercount")
+	off := counting.New(st)
+	defer off.Close()
+	assert.Nil(t, off.Trending(5), "off by default")
+}
