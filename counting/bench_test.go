@@ -6,7 +6,12 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -88,4 +93,85 @@ func BenchmarkEndToEnd(b *testing.B) {
 	b.ReportMetric(oursRate/n, "counting-counts/s")
 	b.ReportMetric(naiveRate/n, "naive-counts/s")
 	b.ReportMetric(oursRate/naiveRate, "x-naive")
+}
+
+// naiveChild upserts one row per hit, as a per-view UPDATE n = n + 1
+// would, and prints how many writes failed.
+func naiveChild(f []string) int {
+	ids, _ := strconv.Atoi(f[1])
+	hits, _ := strconv.Atoi(f[2])
+	db, err := sql.Open("sqlite3", "file:"+f[0]+"?_journal_mode=WAL&_busy_timeout=5000&_synchronous=NORMAL")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	failed := 0
+	for i := range hits {
+		bucket := time.Now().Truncate(time.Hour).Unix()
+		if _, err := db.Exec(`INSERT INTO views (id, bucket, n) VALUES (?, ?, 1) ON CONFLICT (id, bucket) DO UPDATE SET n = n + 1`, fmt.Sprint("video/", i%ids), bucket); err != nil {
+			failed++
+		}
+	}
+	fmt.Println(failed)
+	return 0
+}
+
+// BenchmarkTwoWriters: two processes counting into one SQLite file,
+// counting vs the naive per-hit upsert; reports counts per second of both
+// and the naive writers' failed writes. Target: ≥ 100x.
+func BenchmarkTwoWriters(b *testing.B) {
+	run := func(spec string) (time.Duration, int) {
+		start := time.Now()
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		failed := 0
+		for range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				cmd := exec.Command(os.Args[0], "-test.run=^$")
+				cmd.Env = append(os.Environ(), childEnv+"="+spec)
+				out, err := cmd.Output()
+				if err != nil {
+					b.Errorf("%s: %v", spec, err)
+					return
+				}
+				n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+				mu.Lock()
+				failed += n
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		return time.Since(start), failed
+	}
+	var oursRate, naiveRate float64
+	var naiveFailed int
+	for b.Loop() {
+		dir := b.TempDir()
+		ours := filepath.Join(dir, "ours.db")
+		st, err := counting.OpenSQLite(ours)
+		if err != nil {
+			b.Fatal(err)
+		}
+		st.Close()
+		const perID, ids = 2000, 500 // 1 M hits per process
+		d, _ := run(fmt.Sprintf("%s,%d,%d", ours, ids, perID))
+		oursRate += 2 * perID * ids / d.Seconds()
+
+		naive := filepath.Join(dir, "naive.db")
+		st, _ = counting.OpenSQLite(naive) // same schema
+		st.Close()
+		const naiveHits = 3000
+		d, failed := run(fmt.Sprintf("naive,%s,%d,%d", naive, ids, naiveHits))
+		naiveRate += 2 * naiveHits / d.Seconds()
+		naiveFailed += failed
+	}
+	n := float64(b.N)
+	b.ReportMetric(oursRate/n, "counting-counts/s")
+	b.ReportMetric(naiveRate/n, "naive-counts/s")
+	b.ReportMetric(oursRate/naiveRate, "x-naive")
+	b.ReportMetric(float64(naiveFailed)/n, "naive-failed-writes")
 }

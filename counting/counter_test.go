@@ -30,9 +30,14 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// child counts in a subprocess: "path,ids,perID[,nocClose]".
+// child counts in a subprocess: "path,ids,perID[,crash]", or for the
+// benchmark "naive,path,ids,hits" (per-hit upserts, printing the failed
+// writes).
 func child(spec string) int {
 	f := strings.Split(spec, ",")
+	if f[0] == "naive" {
+		return naiveChild(f[1:])
+	}
 	ids, _ := strconv.Atoi(f[1])
 	per, _ := strconv.Atoi(f[2])
 	st, err := counting.OpenSQLite(f[0])
