@@ -403,6 +403,11 @@ func (c *Counter) MostViewed(ctx context.Context, from, to time.Time, limit int)
 	for id, n := range extra {
 		totals[id] += n
 	}
+	return top(totals, limit), nil
+}
+
+// top returns the limit largest totals, largest first, ties by id.
+func top(totals map[string]int64, limit int) []Entry {
 	out := make([]Entry, 0, len(totals))
 	for id, n := range totals {
 		out = append(out, Entry{ID: id, N: n})
@@ -416,7 +421,7 @@ func (c *Counter) MostViewed(ctx context.Context, from, to time.Time, limit int)
 	if limit > 0 && len(out) > limit {
 		out = out[:limit]
 	}
-	return out, nil
+	return out
 }
 
 // Total returns the views of id in [from, to), unflushed ones included.

@@ -62,20 +62,7 @@ func (t *trending) top(now time.Time, limit int) []Entry {
 		}
 	}
 	t.mu.Unlock()
-	out := make([]Entry, 0, len(totals))
-	for id, n := range totals {
-		out = append(out, Entry{ID: id, N: n})
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].N != out[j].N {
-			return out[i].N > out[j].N
-		}
-		return out[i].ID < out[j].ID
-	})
-	if limit > 0 && len(out) > limit {
-		out = out[:limit]
-	}
-	return out
+	return top(totals, limit)
 }
 
 type ssItem struct {
