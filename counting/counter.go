@@ -98,7 +98,14 @@ type Counter struct {
 	// tracks (Space-Saving). If zero, DefaultTrendingK.
 	TrendingK int
 
-	trend *trending
+	// Unique, if set, also keeps unique viewers per id and day from the
+	// viewer keys given to Hit, for Uniques (HyperLogLog sketches; the
+	// store must implement UniqueStore, as SQLiteStore does). Hit then
+	// takes a sharded lock. Off by default.
+	Unique bool
+
+	trend   *trending
+	uniques [uniqueShards]uniqueShard
 
 	store Store
 
@@ -179,6 +186,9 @@ func (c *Counter) Hit(id, viewer string) {
 	if c.Filter != nil && !c.Filter(id, viewer) {
 		c.filtered.Add(1)
 		return
+	}
+	if c.Unique && viewer != "" && len(id) > 0 && len(id) <= MaxIDLen {
+		c.addUnique(id, viewer, time.Now())
 	}
 	c.Add(id, 1)
 }
@@ -277,6 +287,10 @@ func (c *Counter) Flush(ctx context.Context) error {
 		}
 		c.pmu.Unlock()
 		c.flushed.Add(total)
+	}
+	if err := c.flushUniques(ctx); err != nil {
+		c.flushErrors.Add(1)
+		return fmt.Errorf("counting: flush unique viewers: %w", err)
 	}
 	if now.Sub(c.lastRollup) > time.Hour {
 		ret := c.Retention

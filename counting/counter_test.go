@@ -335,3 +335,44 @@ func TestFilterAndTrending(t *testing.T) {
 	defer off.Close()
 	assert.Nil(t, off.Trending(5), "off by default")
 }
+
+func TestUniqueViewers(t *testing.T) {
+	t.Parallel()
+	st, path := open(t)
+	c := counting.New(st)
+	c.Interval = time.Hour
+	c.Unique = true
+	defer c.Close()
+	for i := range 20000 {
+		c.Hit("clip", fmt.Sprint("viewer-", i%10000)) // every viewer twice
+	}
+	c.Hit("other", "viewer-1")
+	est := func(c *counting.Counter, id string) int64 {
+		n, err := c.Uniques(context.Background(), id, past, future)
+		require.NoError(t, err)
+		return n
+	}
+	assert.InDelta(t, 10000, est(c, "clip"), 10000*0.05, "unflushed")
+	assert.Equal(t, int64(1), est(c, "other"))
+	require.NoError(t, c.Flush(context.Background()))
+	assert.InDelta(t, 10000, est(c, "clip"), 10000*0.05, "flushed")
+
+	// Another process's viewers merge in; shared ones are not counted twice.
+	st2, err := counting.OpenSQLite(path)
+	require.NoError(t, err)
+	defer st2.Close()
+	c2 := counting.New(st2)
+	c2.Interval, c2.Unique = time.Hour, true
+	for i := 5000; i < 15000; i++ {
+		c2.Hit("clip", fmt.Sprint("viewer-", i))
+	}
+	require.NoError(t, c2.Close())
+	assert.InDelta(t, 15000, est(c, "clip"), 15000*0.05)
+	n, _ := c.Total(context.Background(), "clip", past, future)
+	assert.Equal(t, int64(30000), n)
+
+	plain := counting.New(st)
+	defer plain.Close()
+	_, err = plain.Uniques(context.Background(), "clip", past, future)
+	assert.ErrorIs(t, err, counting.ErrNoUniques)
+}

@@ -54,7 +54,7 @@ func OpenSQLite(path string) (*SQLiteStore, error) {
 		return nil, fmt.Errorf("counting: %w", err)
 	}
 	w.SetMaxOpenConns(1)
-	if _, err := w.Exec(schema); err != nil {
+	if _, err := w.Exec(schema + uniqueSchema); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("counting: schema: %w", err)
 	}
