@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -480,4 +482,39 @@ func TestReadTimeoutSlowClient(t *testing.T) {
 	resp.Body.Close()
 	assert.Equal(t, http.StatusRequestTimeout, resp.StatusCode)
 	http.DefaultClient.CloseIdleConnections()
+}
+
+// A client that stops reading a pack is dropped after WriteTimeout, and
+// its git processes with it.
+func TestWriteTimeoutStalledClient(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, testenv.RepoOptions{}, func(h *gitproto.Handler) { h.WriteTimeout = 200 * time.Millisecond })
+	// Enough incompressible data to fill the socket buffers.
+	src := filepath.Join(f.work, "src")
+	f.mustGit("", "clone", "-q", f.url("alice", "alice/proj.git"), src)
+	big := make([]byte, 32<<20)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range big {
+		big[i] = byte(rng.Uint32())
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(src, "big.bin"), big, 0o644))
+	f.mustGit(src, "add", "big.bin")
+	f.mustGit(src, "commit", "-q", "-m", "big")
+	f.mustGit(src, "push", "-q", "origin", "main")
+	head := f.serverRef("alice/proj.git", "main")
+	dir := filepath.Join(f.root, "alice", "proj.git")
+
+	conn, err := net.Dial("tcp", strings.TrimPrefix(f.srv.URL, "http://"))
+	require.NoError(t, err)
+	defer conn.Close()
+	body := fmt.Sprintf("0032want %s\n00000009done\n", head)
+	fmt.Fprintf(conn, "POST /alice/proj.git/git-upload-pack HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-git-upload-pack-request\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	// Read nothing. The server must give up and clean up.
+	deadline := time.Now().Add(30 * time.Second)
+	time.Sleep(300 * time.Millisecond)
+	for len(processesIn(dir)) > 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	assert.Empty(t, processesIn(dir), "git processes of the stalled request are gone")
+	assert.Positive(t, f.h.Stats().Errors)
 }

@@ -70,6 +70,7 @@ const (
 	DefaultMaxRequestBytes = 32 << 20 // decompressed upload-pack request
 	DefaultMaxPushBytes    = 2 << 30  // receive-pack input
 	DefaultReadTimeout     = time.Minute
+	DefaultWriteTimeout    = 2 * time.Minute
 	DefaultRealm           = "git"
 )
 
@@ -139,6 +140,12 @@ type Handler struct {
 	// the request fails. If zero, DefaultReadTimeout is used; if
 	// negative, there is no limit.
 	ReadTimeout time.Duration
+
+	// WriteTimeout is how long the response may make no progress (a
+	// client that stopped reading) before the request fails and its git
+	// processes are killed. If zero, DefaultWriteTimeout is used; if
+	// negative, there is no limit.
+	WriteTimeout time.Duration
 
 	// Admission limits concurrent pack generations. If nil, there is no
 	// limit.
@@ -242,8 +249,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.stats.requests.Add(1)
 	info := &RequestInfo{}
 	start := time.Now()
-	rw := &responseWriter{w: w, rc: http.NewResponseController(w)}
+	rw := &responseWriter{w: w, rc: http.NewResponseController(w), idle: h.writeTimeout()}
 	defer func() {
+		if !rw.lastMove.IsZero() && !rw.noDL {
+			// Leave the connection as we found it: the next request on
+			// it may be served by a handler that sets no deadline.
+			rw.rc.SetWriteDeadline(time.Time{})
+		}
 		info.Duration = time.Since(start)
 		info.BytesOut = rw.n
 		if info.Status == 0 {
@@ -517,6 +529,16 @@ func (h *Handler) readTimeout() time.Duration {
 		return 0
 	}
 	return h.ReadTimeout
+}
+
+func (h *Handler) writeTimeout() time.Duration {
+	switch {
+	case h.WriteTimeout == 0:
+		return DefaultWriteTimeout
+	case h.WriteTimeout < 0:
+		return 0
+	}
+	return h.WriteTimeout
 }
 
 func (h *Handler) maxRequestBytes() int64 {
@@ -800,6 +822,10 @@ type responseWriter struct {
 	status      int
 	n           int64
 	track       pktTracker
+
+	idle     time.Duration // WriteTimeout; 0: none
+	lastMove time.Time     // when the write deadline was last moved
+	noDL     bool          // the ResponseWriter does not support deadlines
 }
 
 func (rw *responseWriter) start() {
@@ -818,6 +844,16 @@ func (rw *responseWriter) start() {
 
 func (rw *responseWriter) Write(p []byte) (int, error) {
 	rw.start()
+	if rw.idle > 0 && !rw.noDL {
+		// An idle deadline, moved forward as the client reads (at most
+		// every idle/4, to keep syscalls off the per-write path).
+		if now := time.Now(); now.Sub(rw.lastMove) > rw.idle/4 {
+			if err := rw.rc.SetWriteDeadline(now.Add(rw.idle)); err != nil {
+				rw.noDL = true
+			}
+			rw.lastMove = now
+		}
+	}
 	n, err := rw.w.Write(p)
 	rw.n += int64(n)
 	rw.track.feed(p[:n])
