@@ -3,6 +3,8 @@ package viewcache_test
 import (
 	"context"
 	"fmt"
+	"html/template"
+	"strings"
 
 	"github.com/forgekit/forgekit/viewcache"
 )
@@ -28,4 +30,22 @@ func ExampleCache_GetOrRender() {
 	// Output:
 	// <h1>proj</h1> 1
 	// 2
+}
+
+// Templates include cached fragments with the viewlet function.
+func ExampleViewlets() {
+	v := &viewcache.Viewlets{Cache: viewcache.New("forge", "v1")}
+	t := template.New("page").Funcs(v.FuncMap())
+	template.Must(t.Parse(`<main>{{viewlet .Ctx "files" "files:alice/proj@main" (deps "repo:alice/proj") .}}</main>`))
+	template.Must(t.New("files").Parse(`<ul>{{range .Files}}<li>{{.}}</li>{{end}}</ul>`))
+	v.Templates = t
+	data := struct {
+		Ctx   context.Context
+		Files []string
+	}{context.Background(), []string{"README.md", "main.go"}}
+	var b strings.Builder
+	t.Execute(&b, data)
+	fmt.Println(b.String())
+	// Output:
+	// <main><ul><li>README.md</li><li>main.go</li></ul></main>
 }
