@@ -520,42 +520,27 @@ func noCache(h http.Header) {
 	h.Set("Cache-Control", "no-cache, max-age=0, must-revalidate")
 }
 
-// readTimeout and limits with their defaults applied.
-func (h *Handler) readTimeout() time.Duration {
+// knob applies the convention of Handler's limits: zero means the
+// default, negative means none (0 to the callers).
+func knob[T ~int64](v, def T) T {
 	switch {
-	case h.ReadTimeout == 0:
-		return DefaultReadTimeout
-	case h.ReadTimeout < 0:
+	case v == 0:
+		return def
+	case v < 0:
 		return 0
 	}
-	return h.ReadTimeout
+	return v
 }
 
-func (h *Handler) writeTimeout() time.Duration {
-	switch {
-	case h.WriteTimeout == 0:
-		return DefaultWriteTimeout
-	case h.WriteTimeout < 0:
-		return 0
-	}
-	return h.WriteTimeout
-}
+func (h *Handler) readTimeout() time.Duration  { return knob(h.ReadTimeout, DefaultReadTimeout) }
+func (h *Handler) writeTimeout() time.Duration { return knob(h.WriteTimeout, DefaultWriteTimeout) }
+func (h *Handler) maxPushBytes() int64         { return knob(h.MaxPushBytes, DefaultMaxPushBytes) }
 
 func (h *Handler) maxRequestBytes() int64 {
 	if h.MaxRequestBytes <= 0 {
 		return DefaultMaxRequestBytes
 	}
 	return h.MaxRequestBytes
-}
-
-func (h *Handler) maxPushBytes() int64 {
-	switch {
-	case h.MaxPushBytes == 0:
-		return DefaultMaxPushBytes
-	case h.MaxPushBytes < 0:
-		return 0
-	}
-	return h.MaxPushBytes
 }
 
 // body returns the request body, decompressed, limited to limit bytes
