@@ -1,0 +1,422 @@
+package forge
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"database/sql"
+	"embed"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	_ "github.com/mattn/go-sqlite3" // the database/sql driver "sqlite3"
+	"golang.org/x/crypto/argon2"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+var (
+	// ErrUserExists is returned when a user of that name (in any case)
+	// exists.
+	ErrUserExists = errors.New("forge: user exists")
+	// ErrNoUser is returned for a user that does not exist.
+	ErrNoUser = errors.New("forge: no such user")
+	// ErrBadCredentials is returned for a wrong password or an unknown,
+	// expired or revoked token. It says no more, on purpose.
+	ErrBadCredentials = errors.New("forge: bad credentials")
+)
+
+// Meta is the forge's metadata (users, tokens, repositories,
+// collaborators, protected branches, webhooks) in a SQL database: SQLite
+// by default (WAL, busy timeout, foreign keys). The SQL is kept portable
+// (upserts with ON CONFLICT, no SQLite-only functions) so that a
+// PostgreSQL implementation can follow. A Meta is safe for concurrent use.
+type Meta struct {
+	db *sql.DB
+}
+
+// OpenMeta opens (creating and migrating if needed) the SQLite database
+// at path.
+func OpenMeta(ctx context.Context, path string) (*Meta, error) {
+	db, err := sql.Open("sqlite3", "file:"+path+"?_journal_mode=WAL&_busy_timeout=5000&_foreign_keys=on&_txlock=immediate")
+	if err != nil {
+		return nil, fmt.Errorf("forge: %w", err)
+	}
+	m := &Meta{db: db}
+	if err := m.migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+// Close closes the database.
+func (m *Meta) Close() error { return m.db.Close() }
+
+// migrate applies the embedded migrations not applied yet, each in its
+// own transaction, in the order of their version numbers.
+func (m *Meta) migrate(ctx context.Context) error {
+	if _, err := m.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)`); err != nil {
+		return fmt.Errorf("forge: migrations: %w", err)
+	}
+	names, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return fmt.Errorf("forge: migrations: %w", err)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		base := strings.TrimPrefix(name, "migrations/")
+		v, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
+		if err != nil {
+			return fmt.Errorf("forge: migration %s: bad version", base)
+		}
+		if err := m.apply(ctx, v, name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *Meta) apply(ctx context.Context, version int, name string) error {
+	tx, err := m.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("forge: migration %d: %w", version, err)
+	}
+	defer tx.Rollback()
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations WHERE version = ?`, version).Scan(&n); err != nil {
+		return fmt.Errorf("forge: migration %d: %w", version, err)
+	}
+	if n > 0 {
+		return nil
+	}
+	body, err := migrations.ReadFile(name)
+	if err != nil {
+		return fmt.Errorf("forge: migration %d: %w", version, err)
+	}
+	if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+		return fmt.Errorf("forge: migration %d: %w", version, err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`, version, time.Now().Unix()); err != nil {
+		return fmt.Errorf("forge: migration %d: %w", version, err)
+	}
+	return tx.Commit()
+}
+
+// SchemaVersion returns the highest migration applied.
+func (m *Meta) SchemaVersion(ctx context.Context) (int, error) {
+	var v sql.NullInt64
+	err := m.db.QueryRowContext(ctx, `SELECT MAX(version) FROM schema_migrations`).Scan(&v)
+	return int(v.Int64), err
+}
+
+// User is an account.
+type User struct {
+	ID    int64
+	Name  string
+	Email string
+	Admin bool
+}
+
+// Parameters of the argon2id password hashes (OWASP's recommended
+// minimum: 19 MiB, 2 passes, 1 lane). They travel in each hash, so they
+// can be raised later without breaking old passwords.
+const (
+	argonTime    = 2
+	argonMemory  = 19 * 1024
+	argonThreads = 1
+	argonKeyLen  = 32
+)
+
+func hashPassword(password string) (string, error) {
+	salt := make([]byte, 16)
+	if _, err := rand.Read(salt); err != nil {
+		return "", err
+	}
+	key := argon2.IDKey([]byte(password), salt, argonTime, argonMemory, argonThreads, argonKeyLen)
+	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, argonMemory, argonTime, argonThreads,
+		base64.RawStdEncoding.EncodeToString(salt), base64.RawStdEncoding.EncodeToString(key)), nil
+}
+
+func checkPassword(encoded, password string) bool {
+	f := strings.Split(encoded, "$")
+	if len(f) != 6 || f[1] != "argon2id" {
+		return false
+	}
+	var mem, t uint32
+	var p uint8
+	if _, err := fmt.Sscanf(f[3], "m=%d,t=%d,p=%d", &mem, &t, &p); err != nil {
+		return false
+	}
+	salt, err1 := base64.RawStdEncoding.DecodeString(f[4])
+	want, err2 := base64.RawStdEncoding.DecodeString(f[5])
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	got := argon2.IDKey([]byte(password), salt, t, mem, p, uint32(len(want)))
+	return subtle.ConstantTimeCompare(got, want) == 1
+}
+
+// CreateUser adds a user whose password is stored as an argon2id hash.
+func (m *Meta) CreateUser(ctx context.Context, name, email, password string, admin bool) (*User, error) {
+	if err := CheckName(name); err != nil {
+		return nil, err
+	}
+	if len(password) < 8 {
+		return nil, errors.New("forge: password shorter than 8 characters")
+	}
+	hash, err := hashPassword(password)
+	if err != nil {
+		return nil, fmt.Errorf("forge: %w", err)
+	}
+	res, err := m.db.ExecContext(ctx, `INSERT INTO users (name, name_lower, email, password_hash, admin, created_at) VALUES (?, ?, ?, ?, ?, ?)
+		ON CONFLICT (name_lower) DO NOTHING`, name, strings.ToLower(name), email, hash, admin, time.Now().Unix())
+	if err != nil {
+		return nil, fmt.Errorf("forge: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return nil, fmt.Errorf("%w: %s", ErrUserExists, name)
+	}
+	id, _ := res.LastInsertId()
+	return &User{ID: id, Name: name, Email: email, Admin: admin}, nil
+}
+
+// User returns the user called name (in any case).
+func (m *Meta) User(ctx context.Context, name string) (*User, error) {
+	u := &User{}
+	err := m.db.QueryRowContext(ctx, `SELECT id, name, email, admin FROM users WHERE name_lower = ?`, strings.ToLower(name)).
+		Scan(&u.ID, &u.Name, &u.Email, &u.Admin)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNoUser
+	}
+	if err != nil {
+		return nil, fmt.Errorf("forge: %w", err)
+	}
+	return u, nil
+}
+
+// CheckPassword returns the user if password is theirs. An unknown user
+// costs a hash too, so that timing does not tell which names exist.
+func (m *Meta) CheckPassword(ctx context.Context, name, password string) (*User, error) {
+	var hash string
+	u := &User{}
+	err := m.db.QueryRowContext(ctx, `SELECT id, name, email, admin, password_hash FROM users WHERE name_lower = ?`, strings.ToLower(name)).
+		Scan(&u.ID, &u.Name, &u.Email, &u.Admin, &hash)
+	if errors.Is(err, sql.ErrNoRows) {
+		checkPassword(dummyHash, password)
+		return nil, ErrBadCredentials
+	}
+	if err != nil {
+		return nil, fmt.Errorf("forge: %w", err)
+	}
+	if !checkPassword(hash, password) {
+		return nil, ErrBadCredentials
+	}
+	return u, nil
+}
+
+// dummyHash is verified against for unknown users (a hash of nothing in
+// particular, with the current parameters).
+var dummyHash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$8k3rGm2pQ5+P0Fq3S6a3qgS0vF0dQm0jV0lH6pQ8k0E"
+
+// Scope is what a token allows.
+type Scope string
+
+// The token scopes.
+const (
+	ScopeRead  Scope = "read"
+	ScopeWrite Scope = "write"
+)
+
+// tokenPrefix marks forgekit tokens, so that secret scanners can find
+// leaked ones.
+const tokenPrefix = "fkt_"
+
+func tokenHash(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
+// CreateToken returns a new access token of user, shown this once: only
+// its SHA-256 is stored. ttl 0 means it never expires.
+func (m *Meta) CreateToken(ctx context.Context, user, name string, scope Scope, ttl time.Duration) (string, error) {
+	if scope != ScopeRead && scope != ScopeWrite {
+		return "", fmt.Errorf("forge: unknown scope %q", scope)
+	}
+	u, err := m.User(ctx, user)
+	if err != nil {
+		return "", err
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return "", fmt.Errorf("forge: %w", err)
+	}
+	token := tokenPrefix + base64.RawURLEncoding.EncodeToString(raw)
+	var exp int64
+	if ttl > 0 {
+		exp = time.Now().Add(ttl).Unix()
+	}
+	if _, err := m.db.ExecContext(ctx, `INSERT INTO tokens (user_id, name, hash, scope, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+		u.ID, name, tokenHash(token), string(scope), exp, time.Now().Unix()); err != nil {
+		return "", fmt.Errorf("forge: %w", err)
+	}
+	return token, nil
+}
+
+// CheckToken returns the user and scope of a valid token.
+func (m *Meta) CheckToken(ctx context.Context, token string) (*User, Scope, error) {
+	if !strings.HasPrefix(token, tokenPrefix) {
+		return nil, "", ErrBadCredentials
+	}
+	u := &User{}
+	var scope string
+	var exp int64
+	err := m.db.QueryRowContext(ctx, `SELECT u.id, u.name, u.email, u.admin, t.scope, t.expires_at
+		FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.hash = ?`, tokenHash(token)).
+		Scan(&u.ID, &u.Name, &u.Email, &u.Admin, &scope, &exp)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, "", ErrBadCredentials
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("forge: %w", err)
+	}
+	if exp != 0 && time.Now().Unix() >= exp {
+		return nil, "", ErrBadCredentials
+	}
+	return u, Scope(scope), nil
+}
+
+// RevokeToken deletes user's token called name.
+func (m *Meta) RevokeToken(ctx context.Context, user, name string) error {
+	res, err := m.db.ExecContext(ctx, `DELETE FROM tokens WHERE name = ? AND user_id = (SELECT id FROM users WHERE name_lower = ?)`, name, strings.ToLower(user))
+	if err != nil {
+		return fmt.Errorf("forge: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// RepoInfo is a repository's metadata.
+type RepoInfo struct {
+	ID            int64
+	Owner, Name   string
+	Private       bool
+	Description   string
+	DefaultBranch string
+	PushedAt      time.Time
+	Size          int64
+}
+
+// CreateRepoInfo records a new repository; private by default.
+func (m *Meta) CreateRepoInfo(ctx context.Context, r RepoInfo) (*RepoInfo, error) {
+	if r.DefaultBranch == "" {
+		r.DefaultBranch = "main"
+	}
+	res, err := m.db.ExecContext(ctx, `INSERT INTO repos (owner, name, full_lower, private, description, default_branch, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (full_lower) DO NOTHING`,
+		r.Owner, r.Name, strings.ToLower(r.Owner+"/"+r.Name), r.Private, r.Description, r.DefaultBranch, time.Now().Unix())
+	if err != nil {
+		return nil, fmt.Errorf("forge: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return nil, fmt.Errorf("%w: %s/%s", ErrExists, r.Owner, r.Name)
+	}
+	r.ID, _ = res.LastInsertId()
+	return &r, nil
+}
+
+// RepoInfo returns the metadata of owner/name (in any case).
+func (m *Meta) RepoInfo(ctx context.Context, owner, name string) (*RepoInfo, error) {
+	r := &RepoInfo{}
+	var pushed int64
+	err := m.db.QueryRowContext(ctx, `SELECT id, owner, name, private, description, default_branch, pushed_at, size FROM repos WHERE full_lower = ?`,
+		strings.ToLower(owner+"/"+name)).Scan(&r.ID, &r.Owner, &r.Name, &r.Private, &r.Description, &r.DefaultBranch, &pushed, &r.Size)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("forge: %w", err)
+	}
+	if pushed != 0 {
+		r.PushedAt = time.Unix(pushed, 0)
+	}
+	return r, nil
+}
+
+// Pushed records a push: its time and the repository's new size.
+func (m *Meta) Pushed(ctx context.Context, repoID int64, at time.Time, size int64) error {
+	_, err := m.db.ExecContext(ctx, `UPDATE repos SET pushed_at = ?, size = ? WHERE id = ?`, at.Unix(), size, repoID)
+	return err
+}
+
+// Level is a collaborator's access to a repository.
+type Level string
+
+// The collaborator levels, each including the ones before.
+const (
+	LevelRead  Level = "read"
+	LevelWrite Level = "write"
+	LevelAdmin Level = "admin"
+)
+
+// SetCollaborator gives user level on the repository (an upsert).
+func (m *Meta) SetCollaborator(ctx context.Context, repoID int64, user string, level Level) error {
+	switch level {
+	case LevelRead, LevelWrite, LevelAdmin:
+	default:
+		return fmt.Errorf("forge: unknown level %q", level)
+	}
+	u, err := m.User(ctx, user)
+	if err != nil {
+		return err
+	}
+	_, err = m.db.ExecContext(ctx, `INSERT INTO collaborators (repo_id, user_id, level) VALUES (?, ?, ?)
+		ON CONFLICT (repo_id, user_id) DO UPDATE SET level = excluded.level`, repoID, u.ID, string(level))
+	return err
+}
+
+// Collaborator returns user's level on the repository, or "".
+func (m *Meta) Collaborator(ctx context.Context, repoID, userID int64) (Level, error) {
+	var l string
+	err := m.db.QueryRowContext(ctx, `SELECT level FROM collaborators WHERE repo_id = ? AND user_id = ?`, repoID, userID).Scan(&l)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	return Level(l), err
+}
+
+// ProtectBranch adds a protected-branch pattern (a ref name, or a
+// path.Match pattern such as "release/*").
+func (m *Meta) ProtectBranch(ctx context.Context, repoID int64, pattern string) error {
+	_, err := m.db.ExecContext(ctx, `INSERT INTO protected_branches (repo_id, pattern) VALUES (?, ?) ON CONFLICT DO NOTHING`, repoID, pattern)
+	return err
+}
+
+// ProtectedBranches returns the repository's protected-branch patterns.
+func (m *Meta) ProtectedBranches(ctx context.Context, repoID int64) ([]string, error) {
+	rows, err := m.db.QueryContext(ctx, `SELECT pattern FROM protected_branches WHERE repo_id = ? ORDER BY pattern`, repoID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var p string
+		if err := rows.Scan(&p); err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}

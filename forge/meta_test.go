@@ -1,0 +1,147 @@
+package forge_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/forgekit/forgekit/forge"
+)
+
+func openMeta(t *testing.T) (*forge.Meta, string) {
+	path := filepath.Join(t.TempDir(), "forge.db")
+	m, err := forge.OpenMeta(context.Background(), path)
+	require.NoError(t, err)
+	t.Cleanup(func() { m.Close() })
+	return m, path
+}
+
+func TestMigrations(t *testing.T) {
+	t.Parallel()
+	m, path := openMeta(t)
+	v, err := m.SchemaVersion(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, 1, v)
+	// Opening again applies nothing twice.
+	m2, err := forge.OpenMeta(context.Background(), path)
+	require.NoError(t, err)
+	defer m2.Close()
+	v, _ = m2.SchemaVersion(context.Background())
+	assert.Equal(t, 1, v)
+}
+
+func TestUsersAndPasswords(t *testing.T) {
+	t.Parallel()
+	m, path := openMeta(t)
+	ctx := context.Background()
+	u, err := m.CreateUser(ctx, "Alice", "alice@example.com", "correct horse", true)
+	require.NoError(t, err)
+	assert.True(t, u.Admin)
+	_, err = m.CreateUser(ctx, "alice", "", "another password", false)
+	assert.ErrorIs(t, err, forge.ErrUserExists, "names are unique without regard to case")
+	_, err = m.CreateUser(ctx, "bob", "", "short", false)
+	assert.Error(t, err)
+	_, err = m.CreateUser(ctx, "../root", "", "long enough", false)
+	assert.ErrorIs(t, err, forge.ErrInvalidName)
+
+	got, err := m.CheckPassword(ctx, "ALICE", "correct horse")
+	require.NoError(t, err)
+	assert.Equal(t, "Alice", got.Name)
+	_, err = m.CheckPassword(ctx, "alice", "wrong horse")
+	assert.ErrorIs(t, err, forge.ErrBadCredentials)
+	_, err = m.CheckPassword(ctx, "nobody", "correct horse")
+	assert.ErrorIs(t, err, forge.ErrBadCredentials)
+
+	// Only an argon2id hash is stored.
+	m.Close()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	wal, _ := os.ReadFile(path + "-wal")
+	assert.NotContains(t, string(b)+string(wal), "correct horse")
+	assert.Contains(t, string(b)+string(wal), "$argon2id$")
+}
+
+func TestTokens(t *testing.T) {
+	t.Parallel()
+	m, path := openMeta(t)
+	ctx := context.Background()
+	_, err := m.CreateUser(ctx, "alice", "", "correct horse", false)
+	require.NoError(t, err)
+	tok, err := m.CreateToken(ctx, "alice", "ci", forge.ScopeRead, 0)
+	require.NoError(t, err)
+	assert.True(t, strings.HasPrefix(tok, "fkt_"))
+	u, scope, err := m.CheckToken(ctx, tok)
+	require.NoError(t, err)
+	assert.Equal(t, "alice", u.Name)
+	assert.Equal(t, forge.ScopeRead, scope)
+
+	short, err := m.CreateToken(ctx, "alice", "short", forge.ScopeWrite, time.Second)
+	require.NoError(t, err)
+	_, _, err = m.CheckToken(ctx, short)
+	require.NoError(t, err)
+	time.Sleep(1100 * time.Millisecond)
+	_, _, err = m.CheckToken(ctx, short)
+	assert.ErrorIs(t, err, forge.ErrBadCredentials, "expired")
+
+	_, _, err = m.CheckToken(ctx, tok+"x")
+	assert.ErrorIs(t, err, forge.ErrBadCredentials)
+	require.NoError(t, m.RevokeToken(ctx, "alice", "ci"))
+	_, _, err = m.CheckToken(ctx, tok)
+	assert.ErrorIs(t, err, forge.ErrBadCredentials, "revoked")
+	_, err = m.CreateToken(ctx, "alice", "bad", "admin", 0)
+	assert.Error(t, err)
+
+	m.Close()
+	b, _ := os.ReadFile(path)
+	wal, _ := os.ReadFile(path + "-wal")
+	assert.NotContains(t, string(b)+string(wal), tok, "tokens are stored hashed")
+}
+
+func TestRepoInfoAndCollaborators(t *testing.T) {
+	t.Parallel()
+	m, _ := openMeta(t)
+	ctx := context.Background()
+	_, err := m.CreateUser(ctx, "alice", "", "correct horse", false)
+	require.NoError(t, err)
+	bob, err := m.CreateUser(ctx, "bob", "", "correct horse", false)
+	require.NoError(t, err)
+	r, err := m.CreateRepoInfo(ctx, forge.RepoInfo{Owner: "alice", Name: "proj", Private: true, Description: "d"})
+	require.NoError(t, err)
+	assert.Equal(t, "main", r.DefaultBranch)
+	_, err = m.CreateRepoInfo(ctx, forge.RepoInfo{Owner: "Alice", Name: "PROJ"})
+	assert.ErrorIs(t, err, forge.ErrExists)
+
+	got, err := m.RepoInfo(ctx, "ALICE", "proj")
+	require.NoError(t, err)
+	assert.True(t, got.Private)
+	assert.True(t, got.PushedAt.IsZero())
+	now := time.Unix(1800000000, 0)
+	require.NoError(t, m.Pushed(ctx, r.ID, now, 4096))
+	got, _ = m.RepoInfo(ctx, "alice", "proj")
+	assert.Equal(t, now, got.PushedAt)
+	assert.Equal(t, int64(4096), got.Size)
+	_, err = m.RepoInfo(ctx, "alice", "none")
+	assert.ErrorIs(t, err, forge.ErrNotFound)
+
+	lvl, err := m.Collaborator(ctx, r.ID, bob.ID)
+	require.NoError(t, err)
+	assert.Empty(t, lvl)
+	require.NoError(t, m.SetCollaborator(ctx, r.ID, "bob", forge.LevelRead))
+	require.NoError(t, m.SetCollaborator(ctx, r.ID, "bob", forge.LevelWrite))
+	lvl, _ = m.Collaborator(ctx, r.ID, bob.ID)
+	assert.Equal(t, forge.LevelWrite, lvl)
+	assert.Error(t, m.SetCollaborator(ctx, r.ID, "bob", "owner"))
+
+	require.NoError(t, m.ProtectBranch(ctx, r.ID, "main"))
+	require.NoError(t, m.ProtectBranch(ctx, r.ID, "release/*"))
+	require.NoError(t, m.ProtectBranch(ctx, r.ID, "main"))
+	pb, err := m.ProtectedBranches(ctx, r.ID)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"main", "release/*"}, pb)
+}
