@@ -205,7 +205,7 @@ func (s *Store) Create(ctx context.Context, owner, name string) (*Repo, error) {
 	if err := os.MkdirAll(filepath.Dir(tmp), 0o755); err != nil {
 		return nil, fmt.Errorf("forge: %w", err)
 	}
-	if err := s.run(ctx, "", "init", "--quiet", "--bare", tmp); err != nil {
+	if err := s.run(ctx, "", "init", "--quiet", "--bare", "--initial-branch=main", tmp); err != nil {
 		os.RemoveAll(tmp)
 		return nil, err
 	}

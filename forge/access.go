@@ -1,0 +1,249 @@
+package forge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/forgekit/forgekit/gitproto"
+)
+
+// Action is what a principal wants to do with a repository.
+type Action int
+
+// The actions, each implying the ones before.
+const (
+	ActionRead  Action = iota + 1 // browse, clone, fetch
+	ActionWrite                   // push
+	ActionAdmin                   // settings, collaborators, delete
+)
+
+// Principal is who makes a request: a user, and for token logins the
+// token's scope. A nil *Principal is anonymous.
+type Principal struct {
+	User  *User
+	Scope Scope // "" for a password login (everything the user may do)
+}
+
+var (
+	// ErrForbidden is returned by Can when the principal sees the
+	// repository but may not do the action.
+	ErrForbidden = errors.New("forge: forbidden")
+	// ErrLoginRequired is returned by Can to an anonymous principal that
+	// needs to log in (for a private repository, indistinguishable from a
+	// missing one).
+	ErrLoginRequired = errors.New("forge: login required")
+)
+
+// Forge ties the repository store and the metadata together and makes the
+// one access decision every entry point uses. It is safe for concurrent
+// use.
+type Forge struct {
+	Store *Store
+	Meta  *Meta
+}
+
+// Can decides whether p may do a on owner/name. Private repositories (and
+// missing ones) are ErrNotFound to anyone who may not read them, or
+// ErrLoginRequired when anonymous, so that nobody learns they exist.
+func (f *Forge) Can(ctx context.Context, p *Principal, owner, name string, a Action) error {
+	r, err := f.Meta.RepoInfo(ctx, owner, name)
+	if errors.Is(err, ErrNotFound) {
+		if p == nil {
+			return ErrLoginRequired
+		}
+		return ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	level := f.level(ctx, p, r)
+	if p != nil && p.Scope == ScopeRead && level > ActionRead {
+		level = ActionRead // a read token can do no more, whoever holds it
+	}
+	switch {
+	case level >= a:
+		return nil
+	case level == 0 && p == nil:
+		return ErrLoginRequired
+	case level == 0:
+		return ErrNotFound
+	case p == nil:
+		return ErrLoginRequired
+	}
+	return ErrForbidden
+}
+
+// level is the highest action p may do on r (0: not even read).
+func (f *Forge) level(ctx context.Context, p *Principal, r *RepoInfo) Action {
+	var l Action
+	if !r.Private {
+		l = ActionRead
+	}
+	if p == nil || p.User == nil {
+		return l
+	}
+	if p.User.Admin || strings.EqualFold(p.User.Name, r.Owner) {
+		return ActionAdmin
+	}
+	c, err := f.Meta.Collaborator(ctx, r.ID, p.User.ID)
+	if err != nil {
+		return l
+	}
+	switch c {
+	case LevelAdmin:
+		return ActionAdmin
+	case LevelWrite:
+		return ActionWrite
+	case LevelRead:
+		return max(l, ActionRead)
+	}
+	return l
+}
+
+// Authenticate returns the principal of a request's HTTP Basic
+// credentials: a user name and password, or any user name and an access
+// token as the password. No credentials is anonymous (nil, nil).
+func (f *Forge) Authenticate(r *http.Request) (*Principal, error) {
+	user, pass, ok := r.BasicAuth()
+	if !ok {
+		return nil, nil
+	}
+	if strings.HasPrefix(pass, tokenPrefix) {
+		u, scope, err := f.Meta.CheckToken(r.Context(), pass)
+		if err != nil {
+			return nil, err
+		}
+		return &Principal{User: u, Scope: scope}, nil
+	}
+	u, err := f.Meta.CheckPassword(r.Context(), user, pass)
+	if err != nil {
+		return nil, err
+	}
+	return &Principal{User: u}, nil
+}
+
+func splitRepo(repo string) (owner, name string, ok bool) {
+	owner, name, ok = strings.Cut(strings.TrimSuffix(repo, ".git"), "/")
+	return owner, name, ok && !strings.Contains(name, "/")
+}
+
+// GitHandler returns a gitproto.Handler serving the forge's repositories
+// with its access rules: anonymous clone of public repositories, Basic
+// authentication (password or token) for the rest, push-to-create into
+// one's own namespace (private by default), and protected branches that
+// refuse force-pushes and deletion. The caller may set more fields
+// (caches, admission, limits) before serving.
+func (f *Forge) GitHandler() *gitproto.Handler {
+	return &gitproto.Handler{
+		Resolver: f.Store.Resolver(),
+		Realm:    "forgekit",
+		Authorizer: gitproto.AuthorizerFunc(func(r *http.Request, repo string, op gitproto.Op) (string, error) {
+			owner, name, ok := splitRepo(repo)
+			if !ok {
+				return "", gitproto.ErrNotFound
+			}
+			p, err := f.Authenticate(r)
+			if err != nil {
+				return "", gitproto.ErrUnauthorized
+			}
+			a := ActionRead
+			if op == gitproto.Write {
+				a = ActionWrite
+			}
+			who := ""
+			if p != nil {
+				who = p.User.Name
+			}
+			err = f.Can(r.Context(), p, owner, name, a)
+			switch {
+			case err == nil:
+				return who, nil
+			case errors.Is(err, ErrLoginRequired):
+				return "", gitproto.ErrUnauthorized
+			case errors.Is(err, ErrNotFound) && a == ActionWrite && p != nil && strings.EqualFold(p.User.Name, owner) && p.Scope != ScopeRead:
+				return who, nil // push-to-create into one's own namespace
+			case errors.Is(err, ErrNotFound):
+				return "", gitproto.ErrNotFound
+			case errors.Is(err, ErrForbidden):
+				return "", gitproto.ErrForbidden
+			}
+			return "", err
+		}),
+		OnMissingRepo: func(ctx context.Context, repo, principal string) (string, error) {
+			owner, name, ok := splitRepo(repo)
+			if !ok || !strings.EqualFold(owner, principal) {
+				return "", gitproto.ErrNotFound
+			}
+			r, err := f.Store.Create(ctx, principal, name)
+			if err != nil {
+				return "", fmt.Errorf("%w: %v", gitproto.ErrNotFound, err)
+			}
+			if _, err := f.Meta.CreateRepoInfo(ctx, RepoInfo{Owner: r.Owner, Name: r.Name, Private: true}); err != nil {
+				f.Store.Delete(ctx, r.Owner, r.Name)
+				return "", err
+			}
+			return r.Dir, nil
+		},
+		PreReceive: func(ctx context.Context, p *gitproto.Push) error {
+			owner, name, _ := splitRepo(p.Repo)
+			r, err := f.Meta.RepoInfo(ctx, owner, name)
+			if err != nil {
+				return err
+			}
+			patterns, err := f.Meta.ProtectedBranches(ctx, r.ID)
+			if err != nil {
+				return err
+			}
+			for _, u := range p.Updates {
+				branch, ok := strings.CutPrefix(u.Ref, "refs/heads/")
+				if !ok || !protected(branch, patterns) || u.IsCreate() {
+					continue
+				}
+				if u.IsDelete() {
+					p.Reject(u.Ref, "protected branch: cannot be deleted")
+					continue
+				}
+				if ff, err := p.IsAncestor(ctx, u.Old, u.New); err != nil {
+					return err
+				} else if !ff {
+					p.Reject(u.Ref, "protected branch: force-push refused")
+				}
+			}
+			return nil
+		},
+		PostReceive: func(ctx context.Context, p *gitproto.Push) {
+			owner, name, _ := splitRepo(p.Repo)
+			if r, err := f.Meta.RepoInfo(ctx, owner, name); err == nil {
+				f.Meta.Pushed(ctx, r.ID, time.Now(), dirSize(p.Dir))
+			}
+		},
+	}
+}
+
+func protected(branch string, patterns []string) bool {
+	for _, pat := range patterns {
+		if ok, _ := path.Match(pat, branch); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// dirSize adds up the sizes of the files under dir.
+func dirSize(dir string) int64 {
+	var n int64
+	filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() {
+			n += fi.Size()
+		}
+		return nil
+	})
+	return n
+}

@@ -1,0 +1,145 @@
+package forge_test
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/forgekit/forgekit/forge"
+	"github.com/forgekit/forgekit/internal/testenv"
+)
+
+type world struct {
+	f     *forge.Forge
+	users map[string]*forge.User
+}
+
+func newWorld(t *testing.T) *world {
+	testenv.Git(t)
+	root := t.TempDir()
+	st, err := forge.NewStore(root)
+	require.NoError(t, err)
+	m, err := forge.OpenMeta(context.Background(), filepath.Join(root, "forge.db"))
+	require.NoError(t, err)
+	t.Cleanup(func() { m.Close() })
+	w := &world{f: &forge.Forge{Store: st, Meta: m}, users: map[string]*forge.User{}}
+	ctx := context.Background()
+	for _, u := range []string{"owner", "reader", "writer", "repoadmin", "stranger", "siteadmin"} {
+		usr, err := m.CreateUser(ctx, u, "", "password-"+u, u == "siteadmin")
+		require.NoError(t, err)
+		w.users[u] = usr
+	}
+	for _, vis := range []string{"public", "private"} {
+		r, err := m.CreateRepoInfo(ctx, forge.RepoInfo{Owner: "owner", Name: vis, Private: vis == "private"})
+		require.NoError(t, err)
+		_, err = st.Create(ctx, "owner", vis)
+		require.NoError(t, err)
+		require.NoError(t, m.SetCollaborator(ctx, r.ID, "reader", forge.LevelRead))
+		require.NoError(t, m.SetCollaborator(ctx, r.ID, "writer", forge.LevelWrite))
+		require.NoError(t, m.SetCollaborator(ctx, r.ID, "repoadmin", forge.LevelAdmin))
+	}
+	return w
+}
+
+func TestAccessMatrix(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	const (
+		ok    = ""
+		hide  = "404"
+		login = "401"
+		deny  = "403"
+	)
+	// want[principal][visibility] = results for read, write, admin.
+	want := map[string]map[string][3]string{
+		"anonymous": {"public": {ok, login, login}, "private": {login, login, login}},
+		"stranger":  {"public": {ok, deny, deny}, "private": {hide, hide, hide}},
+		"reader":    {"public": {ok, deny, deny}, "private": {ok, deny, deny}},
+		"writer":    {"public": {ok, ok, deny}, "private": {ok, ok, deny}},
+		"repoadmin": {"public": {ok, ok, ok}, "private": {ok, ok, ok}},
+		"owner":     {"public": {ok, ok, ok}, "private": {ok, ok, ok}},
+		"siteadmin": {"public": {ok, ok, ok}, "private": {ok, ok, ok}},
+	}
+	code := func(err error) string {
+		switch {
+		case err == nil:
+			return ok
+		case assert.ObjectsAreEqual(err, forge.ErrNotFound):
+			return hide
+		case assert.ObjectsAreEqual(err, forge.ErrLoginRequired):
+			return login
+		case assert.ObjectsAreEqual(err, forge.ErrForbidden):
+			return deny
+		}
+		return err.Error()
+	}
+	for who, byVis := range want {
+		var p *forge.Principal
+		if who != "anonymous" {
+			p = &forge.Principal{User: w.users[who]}
+		}
+		for vis, results := range byVis {
+			for i, a := range []forge.Action{forge.ActionRead, forge.ActionWrite, forge.ActionAdmin} {
+				t.Run(fmt.Sprintf("%s/%s/%d", who, vis, a), func(t *testing.T) {
+					assert.Equal(t, results[i], code(w.f.Can(ctx, p, "owner", vis, a)))
+				})
+			}
+		}
+	}
+	// A missing repository answers like a private one.
+	assert.Equal(t, hide, code(w.f.Can(ctx, &forge.Principal{User: w.users["stranger"]}, "owner", "missing", forge.ActionRead)))
+	assert.Equal(t, login, code(w.f.Can(ctx, nil, "owner", "missing", forge.ActionRead)))
+	// A read token of the owner cannot push.
+	assert.Equal(t, deny, code(w.f.Can(ctx, &forge.Principal{User: w.users["owner"], Scope: forge.ScopeRead}, "owner", "private", forge.ActionWrite)))
+}
+
+func TestGitThroughTheForge(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	srv := httptest.NewServer(w.f.GitHandler())
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	url := func(user, pass, repo string) string {
+		if user == "" {
+			return srv.URL + "/" + repo
+		}
+		return "http://" + user + ":" + pass + "@" + host + "/" + repo
+	}
+	src := filepath.Join(t.TempDir(), "src")
+	testenv.BareRepo(t, src, testenv.RepoOptions{Commits: 4})
+
+	// Push-to-create into one's own namespace, private by default.
+	testenv.Run(t, src, "push", "-q", url("writer", "password-writer", "writer/fresh.git"), "main")
+	info, err := w.f.Meta.RepoInfo(ctx, "writer", "fresh")
+	require.NoError(t, err)
+	assert.True(t, info.Private)
+	assert.Positive(t, info.Size)
+	assert.False(t, info.PushedAt.IsZero())
+	_, err = testenv.RunErr(t, testenv.Cmd{Dir: src, Args: []string{"push", "-q", url("writer", "password-writer", "owner/other.git"), "main"}})
+	assert.Error(t, err, "not into someone else's namespace")
+
+	// Anonymous clone of the new private repository: asked to log in.
+	_, err = testenv.RunErr(t, testenv.Cmd{Args: []string{"clone", "-q", url("", "", "writer/fresh.git"), filepath.Join(t.TempDir(), "c")}})
+	assert.Error(t, err)
+	// A token works as a password.
+	tok, err := w.f.Meta.CreateToken(ctx, "writer", "ci", forge.ScopeRead, 0)
+	require.NoError(t, err)
+	testenv.Run(t, "", "clone", "-q", url("x", tok, "writer/fresh.git"), filepath.Join(t.TempDir(), "c2"))
+
+	// Protected branch: no force-push.
+	require.NoError(t, w.f.Meta.ProtectBranch(ctx, info.ID, "main"))
+	work := filepath.Join(t.TempDir(), "work")
+	testenv.Run(t, "", "clone", "-q", url("writer", "password-writer", "writer/fresh.git"), work)
+	testenv.Run(t, work, "commit", "-q", "--amend", "-m", "rewrite")
+	_, err = testenv.RunErr(t, testenv.Cmd{Dir: work, Args: []string{"push", "-q", "--force", "origin", "main"}})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "protected branch: force-push refused")
+}
