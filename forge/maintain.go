@@ -1,0 +1,178 @@
+package forge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/forgekit/forgekit/timebox"
+)
+
+// Defaults for Maintainer.
+const (
+	DefaultLooseThreshold = 1000
+	DefaultPackThreshold  = 20
+	DefaultMaintainLimit  = 30 * time.Minute
+	DefaultMaintainSlice  = 10
+)
+
+// ErrBusy is returned by Maintainer.Run when another process (or
+// goroutine) is maintaining the repository.
+var ErrBusy = errors.New("forge: repository is being maintained")
+
+// MaintainResult is the outcome of one maintenance run.
+type MaintainResult struct {
+	Repo          string
+	Start         time.Time
+	Duration      time.Duration
+	Loose, Packs  int   // before the run
+	Before, After int64 // repository size in bytes
+	Err           error
+}
+
+// Maintainer keeps repositories fast: the ones whose loose objects or
+// packs pass a threshold are repacked into one pack with a bitmap index
+// and get a fresh commit-graph (a Bitbucket lesson: one request went from
+// 35 s to 0.1 s after a git gc of a fragmented repository). Each Tick
+// looks at a slice of the repositories, so the work spreads over time;
+// each run is time-boxed (its git process group killed past Limit) and
+// holds a lock file inside the repository, so that no two processes
+// sharing the data directory maintain one repository at once. A
+// Maintainer is safe for concurrent use; set its fields before use.
+type Maintainer struct {
+	Store *Store
+
+	// LooseThreshold is the loose-object count that calls for a run. If
+	// zero, DefaultLooseThreshold.
+	LooseThreshold int
+	// PackThreshold is the pack count that calls for a run. If zero,
+	// DefaultPackThreshold.
+	PackThreshold int
+	// Limit bounds one run. If zero, DefaultMaintainLimit.
+	Limit time.Duration
+	// Slice is how many repositories a Tick looks at. If zero,
+	// DefaultMaintainSlice.
+	Slice int
+	// Logger receives the runs' outcomes. If nil, nothing is logged.
+	Logger *slog.Logger
+
+	mu      sync.Mutex // guards cursor and results
+	cursor  string
+	results []MaintainResult
+}
+
+// Counts returns the loose objects and the packs of the repository in dir.
+func Counts(dir string) (loose, packs int) {
+	subs, _ := filepath.Glob(filepath.Join(dir, "objects", "[0-9a-f][0-9a-f]"))
+	for _, s := range subs {
+		ents, _ := os.ReadDir(s)
+		loose += len(ents)
+	}
+	p, _ := filepath.Glob(filepath.Join(dir, "objects", "pack", "pack-*.pack"))
+	return loose, len(p)
+}
+
+func (m *Maintainer) needs(dir string) (bool, int, int) {
+	lt, pt := m.LooseThreshold, m.PackThreshold
+	if lt <= 0 {
+		lt = DefaultLooseThreshold
+	}
+	if pt <= 0 {
+		pt = DefaultPackThreshold
+	}
+	loose, packs := Counts(dir)
+	return loose >= lt || packs >= pt, loose, packs
+}
+
+// Tick maintains, among the next Slice repositories, those that need it.
+func (m *Maintainer) Tick(ctx context.Context) []MaintainResult {
+	slice := m.Slice
+	if slice <= 0 {
+		slice = DefaultMaintainSlice
+	}
+	m.mu.Lock()
+	after := m.cursor
+	m.mu.Unlock()
+	page, next, err := m.Store.List(ctx, "", after, slice)
+	if err != nil {
+		return nil
+	}
+	m.mu.Lock()
+	m.cursor = next // "" starts over at the next tick
+	m.mu.Unlock()
+	var out []MaintainResult
+	for _, r := range page {
+		if ok, _, _ := m.needs(r.Dir); !ok {
+			continue
+		}
+		res, err := m.Run(ctx, r)
+		if errors.Is(err, ErrBusy) {
+			continue
+		}
+		out = append(out, res)
+	}
+	return out
+}
+
+// Run maintains one repository now, whatever its counts.
+func (m *Maintainer) Run(ctx context.Context, r Repo) (MaintainResult, error) {
+	res := MaintainResult{Repo: r.Owner + "/" + r.Name, Start: time.Now()}
+	_, res.Loose, res.Packs = m.needs(r.Dir)
+	lock, err := os.OpenFile(filepath.Join(r.Dir, "forgekit-maintenance.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return res, fmt.Errorf("forge: %w", err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return res, ErrBusy
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	res.Before = dirSize(r.Dir)
+	limit := m.Limit
+	if limit <= 0 {
+		limit = DefaultMaintainLimit
+	}
+	git := m.Store.git()
+	res.Err = timebox.Box{Name: "maintain " + res.Repo, Limit: limit}.Do(ctx, func(ctx context.Context) error {
+		for _, args := range [][]string{
+			{"repack", "-a", "-d", "-q", "--write-bitmap-index"},
+			{"commit-graph", "write", "--reachable"},
+			{"prune-packed", "-q"},
+			{"prune", "--expire=2.weeks.ago"}, // as gc does: recent objects may belong to pushes in flight
+		} {
+			cmd := timebox.Command(ctx, git, args...)
+			cmd.Dir = r.Dir
+			cmd.Grace = 5 * time.Second
+			if out, err := cmd.CombinedOutput(); err != nil {
+				return fmt.Errorf("forge: git %s: %w: %s", args[0], err, out)
+			}
+		}
+		return nil
+	})
+	res.After = dirSize(r.Dir)
+	res.Duration = time.Since(res.Start)
+	m.mu.Lock()
+	m.results = append(m.results, res)
+	if len(m.results) > 1000 {
+		m.results = m.results[len(m.results)-1000:]
+	}
+	m.mu.Unlock()
+	if m.Logger != nil {
+		m.Logger.Info("forge: maintained", "repo", res.Repo, "loose", res.Loose, "packs", res.Packs,
+			"before", res.Before, "after", res.After, "duration", res.Duration, "err", res.Err)
+	}
+	return res, res.Err
+}
+
+// Results returns the recent runs, oldest first, for a status page.
+func (m *Maintainer) Results() []MaintainResult {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]MaintainResult(nil), m.results...)
+}

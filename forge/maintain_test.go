@@ -1,0 +1,89 @@
+package forge_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/forgekit/forgekit/forge"
+	"github.com/forgekit/forgekit/internal/testenv"
+	"github.com/forgekit/forgekit/timebox"
+)
+
+// fragment pushes history in small pushes, which git stores as loose
+// objects (fewer than receive.unpackLimit each), as a busy repository
+// accumulates them.
+func fragment(t *testing.T, dir string, commits int) {
+	src := filepath.Join(t.TempDir(), "src")
+	testenv.BareRepo(t, src, testenv.RepoOptions{Commits: commits, Files: 1})
+	revs := strings.Fields(testenv.Run(t, src, "rev-list", "--reverse", "main"))
+	for _, rev := range revs {
+		testenv.Run(t, src, "push", "-q", dir, rev+":refs/heads/main")
+	}
+}
+
+func TestMaintainer(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	var repos []*forge.Repo
+	for _, n := range []string{"busy", "quiet"} {
+		r, err := s.Create(ctx, "ops", n)
+		require.NoError(t, err)
+		repos = append(repos, r)
+	}
+	fragment(t, repos[0].Dir, 6)
+	before, _ := forge.Counts(repos[0].Dir)
+	require.GreaterOrEqual(t, before, 10)
+
+	m := &forge.Maintainer{Store: s, LooseThreshold: 10, Slice: 1}
+	// One repository per tick: the first tick sees ops/busy.
+	res := m.Tick(ctx)
+	require.Len(t, res, 1)
+	assert.NoError(t, res[0].Err)
+	assert.Equal(t, "ops/busy", res[0].Repo)
+	assert.Equal(t, before, res[0].Loose)
+	loose, packs := forge.Counts(repos[0].Dir)
+	assert.Zero(t, loose)
+	assert.Equal(t, 1, packs)
+	bitmaps, _ := filepath.Glob(filepath.Join(repos[0].Dir, "objects", "pack", "*.bitmap"))
+	assert.Len(t, bitmaps, 1)
+	assert.FileExists(t, filepath.Join(repos[0].Dir, "objects", "info", "commit-graph"))
+	assert.Empty(t, m.Tick(ctx), "ops/quiet needs nothing")
+	assert.Len(t, m.Results(), 1)
+}
+
+func TestMaintainerLockAndLimit(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	r, err := s.Create(ctx, "ops", "locked")
+	require.NoError(t, err)
+	fragment(t, r.Dir, 2)
+
+	// Another process holds the maintenance lock (flock is per open
+	// file, so a second descriptor stands for it).
+	f, err := os.OpenFile(filepath.Join(r.Dir, "forgekit-maintenance.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	require.NoError(t, err)
+	require.NoError(t, syscall.Flock(int(f.Fd()), syscall.LOCK_EX))
+	m := &forge.Maintainer{Store: s}
+	_, err = m.Run(ctx, *r)
+	assert.ErrorIs(t, err, forge.ErrBusy)
+	syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	f.Close()
+
+	// A run past its limit fails in a controlled way.
+	m.Limit = time.Nanosecond
+	_, err = m.Run(ctx, *r)
+	assert.ErrorIs(t, err, timebox.ErrExpired)
+	m.Limit = time.Minute
+	_, err = m.Run(ctx, *r)
+	assert.NoError(t, err, "and the lock was released")
+}
