@@ -47,6 +47,13 @@ var (
 type Forge struct {
 	Store *Store
 	Meta  *Meta
+
+	// Deliverer, if set, sends push events to the repositories' webhooks.
+	Deliverer *Deliverer
+
+	// OnPush listeners are called after every push that moved refs (the
+	// server uses them to invalidate fragment caches and count activity).
+	OnPush []func(ctx context.Context, ev PushEvent)
 }
 
 // Can decides whether p may do a on owner/name. Private repositories (and
@@ -220,8 +227,18 @@ func (f *Forge) GitHandler() *gitproto.Handler {
 		},
 		PostReceive: func(ctx context.Context, p *gitproto.Push) {
 			owner, name, _ := splitRepo(p.Repo)
-			if r, err := f.Meta.RepoInfo(ctx, owner, name); err == nil {
-				f.Meta.Pushed(ctx, r.ID, time.Now(), dirSize(p.Dir))
+			r, err := f.Meta.RepoInfo(ctx, owner, name)
+			if err != nil {
+				return
+			}
+			now := time.Now()
+			f.Meta.Pushed(ctx, r.ID, now, dirSize(p.Dir))
+			ev := PushEvent{Repo: r.Owner + "/" + r.Name, Pusher: p.Principal, Updates: p.Updates, At: now.UTC()}
+			for _, l := range f.OnPush {
+				l(ctx, ev)
+			}
+			if f.Deliverer != nil {
+				f.Deliverer.Push(ctx, r.ID, ev)
 			}
 		},
 	}

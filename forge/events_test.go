@@ -1,0 +1,101 @@
+package forge_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/forgekit/forgekit/forge"
+	"github.com/forgekit/forgekit/internal/testenv"
+)
+
+func TestWebhooksOnPush(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	var calls atomic.Int32
+	got := make(chan forge.PushEvent, 1)
+	hook := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if r.Header.Get(forge.SignatureHeader) != forge.Sign("s3cret", body) {
+			rw.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		if calls.Add(1) <= 2 { // fail twice: the deliverer retries
+			rw.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		var ev forge.PushEvent
+		json.Unmarshal(body, &ev)
+		got <- ev
+	}))
+	defer hook.Close()
+	info, err := w.f.Meta.RepoInfo(ctx, "owner", "public")
+	require.NoError(t, err)
+	h, err := w.f.Meta.AddWebhook(ctx, info.ID, hook.URL, "s3cret")
+	require.NoError(t, err)
+	w.f.Deliverer = &forge.Deliverer{Meta: w.f.Meta, Backoff: 10 * time.Millisecond}
+	defer w.f.Deliverer.Close()
+	var mu sync.Mutex
+	var heard []forge.PushEvent
+	w.f.OnPush = append(w.f.OnPush, func(ctx context.Context, ev forge.PushEvent) {
+		mu.Lock()
+		defer mu.Unlock()
+		heard = append(heard, ev)
+	})
+
+	srv := httptest.NewServer(w.f.GitHandler())
+	defer srv.Close()
+	src := filepath.Join(t.TempDir(), "src")
+	testenv.BareRepo(t, src, testenv.RepoOptions{Commits: 2})
+	testenv.Run(t, src, "push", "-q", "http://writer:password-writer@"+srv.Listener.Addr().String()+"/owner/public.git", "main")
+
+	select {
+	case ev := <-got:
+		assert.Equal(t, "owner/public", ev.Repo)
+		assert.Equal(t, "writer", ev.Pusher)
+		require.Len(t, ev.Updates, 1)
+		assert.Equal(t, "refs/heads/main", ev.Updates[0].Ref)
+	case <-time.After(20 * time.Second):
+		t.Fatal("no delivery")
+	}
+	mu.Lock()
+	assert.Len(t, heard, 1)
+	mu.Unlock()
+	require.Eventually(t, func() bool {
+		d, err := w.f.Meta.Deliveries(ctx, h.ID, 10)
+		return err == nil && len(d) == 1 && d[0].Attempts == 3 && d[0].Status == 200 && !d[0].DeliveredAt.IsZero()
+	}, 10*time.Second, 10*time.Millisecond, "the log shows three attempts and the success")
+	hook.Client().CloseIdleConnections()
+}
+
+func TestWebhookGivesUp(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	hook := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) { rw.WriteHeader(500) }))
+	defer hook.Close()
+	info, _ := w.f.Meta.RepoInfo(ctx, "owner", "public")
+	h, err := w.f.Meta.AddWebhook(ctx, info.ID, hook.URL, "k")
+	require.NoError(t, err)
+	d := &forge.Deliverer{Meta: w.f.Meta, Attempts: 3, Backoff: time.Millisecond}
+	require.NoError(t, d.Push(ctx, info.ID, forge.PushEvent{Repo: "owner/public"}))
+	defer d.Close()
+	var log []forge.Delivery
+	require.Eventually(t, func() bool {
+		log, err = w.f.Meta.Deliveries(ctx, h.ID, 10)
+		return err == nil && len(log) == 1 && log[0].Attempts == 3
+	}, 10*time.Second, 5*time.Millisecond)
+	assert.Equal(t, 500, log[0].Status)
+	assert.True(t, log[0].DeliveredAt.IsZero())
+}
