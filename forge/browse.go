@@ -1,0 +1,346 @@
+package forge
+
+import (
+	"bytes"
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/filemode"
+	"github.com/go-git/go-git/v5/plumbing/object"
+)
+
+// Browser reads a repository through go-git: refs, trees, blobs, history
+// and the last commit of every entry of a directory. Every call takes a
+// context and stops when it is done. A Browser is safe for concurrent use
+// (go-git's object storage is).
+type Browser struct {
+	repo *git.Repository
+}
+
+// Browse opens the repository in dir.
+func Browse(dir string) (*Browser, error) {
+	r, err := git.PlainOpen(dir)
+	if err != nil {
+		return nil, fmt.Errorf("forge: %w", err)
+	}
+	return &Browser{repo: r}, nil
+}
+
+// Ref is a branch or tag.
+type Ref struct {
+	Name   string // short name
+	Tag    bool
+	Commit string
+}
+
+// Refs returns the branches and tags (tags peeled to their commits), and
+// the default branch (HEAD's target).
+func (b *Browser) Refs(ctx context.Context) (refs []Ref, defaultBranch string, err error) {
+	iter, err := b.repo.References()
+	if err != nil {
+		return nil, "", fmt.Errorf("forge: %w", err)
+	}
+	err = iter.ForEach(func(r *plumbing.Reference) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if r.Type() != plumbing.HashReference {
+			return nil
+		}
+		switch {
+		case r.Name().IsBranch():
+			refs = append(refs, Ref{Name: r.Name().Short(), Commit: r.Hash().String()})
+		case r.Name().IsTag():
+			h := r.Hash()
+			if t, err := b.repo.TagObject(h); err == nil {
+				if c, err := t.Commit(); err == nil {
+					h = c.Hash
+				}
+			}
+			refs = append(refs, Ref{Name: r.Name().Short(), Tag: true, Commit: h.String()})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	sort.Slice(refs, func(i, j int) bool {
+		if refs[i].Tag != refs[j].Tag {
+			return !refs[i].Tag
+		}
+		return refs[i].Name < refs[j].Name
+	})
+	if head, err := b.repo.Reference(plumbing.HEAD, false); err == nil {
+		defaultBranch = head.Target().Short()
+	}
+	return refs, defaultBranch, nil
+}
+
+// Resolve turns a branch, a tag (with slashes too), a full or short
+// commit id into a commit id.
+func (b *Browser) Resolve(ctx context.Context, rev string) (string, error) {
+	if rev == "" || strings.ContainsAny(rev, "^~:@{}\\ ") || strings.HasPrefix(rev, "-") {
+		return "", fmt.Errorf("%w: revision %q", ErrNotFound, rev)
+	}
+	h, err := b.repo.ResolveRevision(plumbing.Revision(rev))
+	if err != nil {
+		return "", fmt.Errorf("%w: revision %q", ErrNotFound, rev)
+	}
+	c, err := b.repo.CommitObject(*h)
+	if err != nil {
+		if t, terr := b.repo.TagObject(*h); terr == nil {
+			if c, err = t.Commit(); err == nil {
+				return c.Hash.String(), nil
+			}
+		}
+		return "", fmt.Errorf("%w: revision %q", ErrNotFound, rev)
+	}
+	return c.Hash.String(), nil
+}
+
+// Entry is one entry of a tree.
+type Entry struct {
+	Name string
+	Type string // "blob", "tree", "commit" (submodule) or "symlink"
+	Mode string // octal, as git ls-tree prints it
+	Size int64  // blobs only
+	Hash string
+}
+
+func (b *Browser) commit(commit string) (*object.Commit, error) {
+	c, err := b.repo.CommitObject(plumbing.NewHash(commit))
+	if err != nil {
+		return nil, fmt.Errorf("%w: commit %s", ErrNotFound, commit)
+	}
+	return c, nil
+}
+
+func (b *Browser) dirTree(c *object.Commit, dir string) (*object.Tree, error) {
+	t, err := c.Tree()
+	if err != nil {
+		return nil, fmt.Errorf("forge: %w", err)
+	}
+	dir = strings.Trim(dir, "/")
+	if dir == "" {
+		return t, nil
+	}
+	sub, err := t.Tree(dir)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, dir)
+	}
+	return sub, nil
+}
+
+// Tree lists the directory dir ("" for the root) of commit, directories
+// first, as git ls-tree -l would.
+func (b *Browser) Tree(ctx context.Context, commit, dir string) ([]Entry, error) {
+	c, err := b.commit(commit)
+	if err != nil {
+		return nil, err
+	}
+	t, err := b.dirTree(c, dir)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Entry, 0, len(t.Entries))
+	for _, e := range t.Entries {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		en := Entry{Name: e.Name, Mode: fmt.Sprintf("%06o", uint32(e.Mode)), Hash: e.Hash.String()}
+		switch e.Mode {
+		case filemode.Dir:
+			en.Type = "tree"
+		case filemode.Submodule:
+			en.Type = "commit"
+		case filemode.Symlink:
+			en.Type = "symlink"
+		default:
+			en.Type = "blob"
+			if o, err := b.repo.Storer.EncodedObject(plumbing.BlobObject, e.Hash); err == nil {
+				en.Size = o.Size()
+			}
+		}
+		out = append(out, en)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return (out[i].Type == "tree") && out[j].Type != "tree" })
+	return out, nil
+}
+
+// ErrTooLarge is reported (with Truncated) for blobs over the cap.
+var ErrTooLarge = errors.New("forge: file too large")
+
+// Blob is the content of a file.
+type Blob struct {
+	Data      []byte // up to the cap
+	Size      int64
+	Binary    bool // a NUL byte in the first 8000 bytes, as git decides
+	Truncated bool
+}
+
+// Blob reads the file at p of commit, at most max bytes.
+func (b *Browser) Blob(ctx context.Context, commit, p string, max int64) (*Blob, error) {
+	c, err := b.commit(commit)
+	if err != nil {
+		return nil, err
+	}
+	f, err := c.File(strings.Trim(p, "/"))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, p)
+	}
+	r, err := f.Reader()
+	if err != nil {
+		return nil, fmt.Errorf("forge: %w", err)
+	}
+	defer r.Close()
+	data, err := io.ReadAll(io.LimitReader(r, max))
+	if err != nil {
+		return nil, fmt.Errorf("forge: %w", err)
+	}
+	head := data[:min(len(data), 8000)]
+	return &Blob{Data: data, Size: f.Size, Binary: bytes.IndexByte(head, 0) >= 0, Truncated: f.Size > int64(len(data))}, nil
+}
+
+// CommitInfo is what a listing shows of a commit.
+type CommitInfo struct {
+	Hash    string
+	Author  string
+	Email   string
+	When    time.Time
+	Subject string
+}
+
+func info(c *object.Commit) *CommitInfo {
+	subject, _, _ := strings.Cut(c.Message, "\n")
+	return &CommitInfo{Hash: c.Hash.String(), Author: c.Author.Name, Email: c.Author.Email, When: c.Committer.When, Subject: subject}
+}
+
+// Log returns up to limit commits reachable from commit, newest first,
+// after skipping skip, as git log would.
+func (b *Browser) Log(ctx context.Context, commit string, skip, limit int) ([]*CommitInfo, error) {
+	iter, err := b.repo.Log(&git.LogOptions{From: plumbing.NewHash(commit), Order: git.LogOrderCommitterTime})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNotFound, err)
+	}
+	defer iter.Close()
+	var out []*CommitInfo
+	n := 0
+	errStop := errors.New("stop")
+	err = iter.ForEach(func(c *object.Commit) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n++
+		if n <= skip {
+			return nil
+		}
+		out = append(out, info(c))
+		if len(out) == limit {
+			return errStop
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStop) {
+		return nil, err
+	}
+	return out, nil
+}
+
+// LastCommits returns, for every entry of directory dir of commit, the
+// newest commit that changed it, in one walk of the history for the whole
+// directory (the per-entry `git log -1 -- path` that made Gitea's tree
+// view take seconds is what this replaces). Only the directory's own tree
+// is compared at each commit, so the cost grows with history depth, not
+// with the number of entries. If budget passes (or ctx ends) before every
+// entry is found, the entries found so far are returned with complete
+// false. The result depends only on (repository, commit, dir), so callers
+// may cache it forever.
+func (b *Browser) LastCommits(ctx context.Context, commit, dir string, budget time.Duration) (map[string]*CommitInfo, bool, error) {
+	start, err := b.commit(commit)
+	if err != nil {
+		return nil, false, err
+	}
+	dir = strings.Trim(dir, "/")
+	want, err := b.dirTree(start, dir)
+	if err != nil {
+		return nil, false, err
+	}
+	left := make(map[string]bool, len(want.Entries))
+	for _, e := range want.Entries {
+		left[e.Name] = true
+	}
+	out := make(map[string]*CommitInfo, len(left))
+	var deadline time.Time
+	if budget > 0 {
+		deadline = time.Now().Add(budget)
+	}
+	entries := func(c *object.Commit) map[string]plumbing.Hash {
+		m := map[string]plumbing.Hash{}
+		if t, err := b.dirTree(c, dir); err == nil {
+			for _, e := range t.Entries {
+				m[e.Name] = e.Hash
+			}
+		}
+		return m
+	}
+	seen := map[plumbing.Hash]bool{start.Hash: true}
+	q := &commitQueue{start}
+	cache := map[plumbing.Hash]map[string]plumbing.Hash{}
+	get := func(c *object.Commit) map[string]plumbing.Hash {
+		if m, ok := cache[c.Hash]; ok {
+			return m
+		}
+		m := entries(c)
+		cache[c.Hash] = m
+		return m
+	}
+	for q.Len() > 0 && len(left) > 0 {
+		if ctx.Err() != nil || (!deadline.IsZero() && time.Now().After(deadline)) {
+			return out, false, nil
+		}
+		c := heap.Pop(q).(*object.Commit)
+		mine := get(c)
+		delete(cache, c.Hash)
+		var parents []map[string]plumbing.Hash
+		c.Parents().ForEach(func(p *object.Commit) error {
+			parents = append(parents, get(p))
+			if !seen[p.Hash] {
+				seen[p.Hash] = true
+				heap.Push(q, p)
+			}
+			return nil
+		})
+		for name := range left {
+			h := mine[name]
+			changed := true
+			for _, pm := range parents {
+				if pm[name] == h {
+					changed = false // TREESAME to a parent: the change is older
+					break
+				}
+			}
+			if changed {
+				out[name] = info(c)
+				delete(left, name)
+			}
+		}
+	}
+	return out, len(left) == 0, nil
+}
+
+// commitQueue orders commits newest first by committer time.
+type commitQueue []*object.Commit
+
+func (q commitQueue) Len() int           { return len(q) }
+func (q commitQueue) Less(i, j int) bool { return q[i].Committer.When.After(q[j].Committer.When) }
+func (q commitQueue) Swap(i, j int)      { q[i], q[j] = q[j], q[i] }
+func (q *commitQueue) Push(x any)        { *q = append(*q, x.(*object.Commit)) }
+func (q *commitQueue) Pop() any          { old := *q; c := old[len(old)-1]; *q = old[:len(old)-1]; return c }

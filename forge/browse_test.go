@@ -1,0 +1,123 @@
+package forge_test
+
+import (
+	"context"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/forgekit/forgekit/forge"
+	"github.com/forgekit/forgekit/internal/testenv"
+)
+
+func browseRepo(t *testing.T) (*forge.Browser, string, string) {
+	testenv.Git(t)
+	dir := filepath.Join(t.TempDir(), "r.git")
+	testenv.BareRepo(t, dir, testenv.RepoOptions{Commits: 40, Files: 4, Branches: 2, Tags: 2})
+	b, err := forge.Browse(dir)
+	require.NoError(t, err)
+	head := strings.TrimSpace(testenv.Run(t, dir, "rev-parse", "main"))
+	return b, dir, head
+}
+
+func TestBrowseAgainstGit(t *testing.T) {
+	t.Parallel()
+	b, dir, head := browseRepo(t)
+	ctx := context.Background()
+
+	refs, def, err := b.Refs(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, "main", def)
+	var got []string
+	for _, r := range refs {
+		got = append(got, r.Name+" "+r.Commit)
+	}
+	want := strings.Split(strings.TrimSpace(testenv.Run(t, dir, "for-each-ref", "--format=%(refname:short) %(if)%(*objectname)%(then)%(*objectname)%(else)%(objectname)%(end)", "refs/heads", "refs/tags")), "\n")
+	assert.ElementsMatch(t, want, got)
+
+	for _, rev := range []string{"main", "v1.0", head[:8], head} {
+		c, err := b.Resolve(ctx, rev)
+		require.NoError(t, err, rev)
+		assert.Equal(t, strings.TrimSpace(testenv.Run(t, dir, "rev-parse", rev+"^{commit}")), c, rev)
+	}
+	for _, bad := range []string{"", "nope", "main~1", "--all", "HEAD^"} {
+		_, err := b.Resolve(ctx, bad)
+		assert.ErrorIs(t, err, forge.ErrNotFound, bad)
+	}
+
+	for _, d := range []string{"", "dir1", "dir1/sub0"} {
+		entries, err := b.Tree(ctx, head, d)
+		require.NoError(t, err, d)
+		arg := head
+		if d != "" {
+			arg += ":" + d
+		}
+		lines := strings.Split(strings.TrimSpace(testenv.Run(t, dir, "ls-tree", "-l", arg)), "\n")
+		require.Len(t, entries, len(lines), d)
+		byName := map[string]forge.Entry{}
+		for _, e := range entries {
+			byName[e.Name] = e
+		}
+		for _, l := range lines {
+			meta, name, _ := strings.Cut(l, "\t")
+			f := strings.Fields(meta)
+			e := byName[name]
+			assert.Equal(t, f[0], e.Mode, name)
+			assert.Equal(t, f[1], e.Type, name)
+			assert.Equal(t, f[2], e.Hash, name)
+			if f[3] != "-" {
+				assert.Equal(t, f[3], strconv.FormatInt(e.Size, 10), name)
+			}
+		}
+	}
+
+	blob, err := b.Blob(ctx, head, "README.md", 1<<20)
+	require.NoError(t, err)
+	assert.Equal(t, testenv.Run(t, dir, "cat-file", "-p", head+":README.md"), string(blob.Data))
+	assert.False(t, blob.Binary)
+	small, err := b.Blob(ctx, head, "README.md", 4)
+	require.NoError(t, err)
+	assert.True(t, small.Truncated)
+	_, err = b.Blob(ctx, head, "no/such/file", 10)
+	assert.ErrorIs(t, err, forge.ErrNotFound)
+
+	log, err := b.Log(ctx, head, 5, 10)
+	require.NoError(t, err)
+	wantLog := strings.Fields(testenv.Run(t, dir, "log", "--format=%H", "--skip=5", "-n", "10", head))
+	require.Len(t, log, len(wantLog))
+	for i := range log {
+		assert.Equal(t, wantLog[i], log[i].Hash)
+	}
+}
+
+func TestLastCommitsAgainstGit(t *testing.T) {
+	t.Parallel()
+	b, dir, head := browseRepo(t)
+	ctx := context.Background()
+	for _, d := range []string{"", "dir3"} {
+		last, complete, err := b.LastCommits(ctx, head, d, time.Minute)
+		require.NoError(t, err)
+		assert.True(t, complete)
+		entries, _ := b.Tree(ctx, head, d)
+		require.Len(t, last, len(entries))
+		for _, e := range entries {
+			p := e.Name
+			if d != "" {
+				p = d + "/" + e.Name
+			}
+			want := strings.TrimSpace(testenv.Run(t, dir, "log", "-1", "--format=%H", head, "--", p))
+			assert.Equal(t, want, last[e.Name].Hash, p)
+		}
+	}
+	// A budget that runs out gives a partial answer, marked as such.
+	ctx2, cancel := context.WithCancel(ctx)
+	cancel()
+	_, complete, err := b.LastCommits(ctx2, head, "", time.Minute)
+	require.NoError(t, err)
+	assert.False(t, complete)
+}
