@@ -14,6 +14,7 @@ import (
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
+	"github.com/go-git/go-git/v5/plumbing/format/diff"
 	"github.com/go-git/go-git/v5/plumbing/object"
 )
 
@@ -344,3 +345,130 @@ func (q commitQueue) Less(i, j int) bool { return q[i].Committer.When.After(q[j]
 func (q commitQueue) Swap(i, j int)      { q[i], q[j] = q[j], q[i] }
 func (q *commitQueue) Push(x any)        { *q = append(*q, x.(*object.Commit)) }
 func (q *commitQueue) Pop() any          { old := *q; c := old[len(old)-1]; *q = old[:len(old)-1]; return c }
+
+// LogPath returns up to limit commits reachable from commit that changed
+// path (a file or a directory), newest first, after skipping skip.
+func (b *Browser) LogPath(ctx context.Context, commit, p string, skip, limit int) ([]*CommitInfo, error) {
+	p = strings.Trim(p, "/")
+	if p == "" {
+		return b.Log(ctx, commit, skip, limit)
+	}
+	iter, err := b.repo.Log(&git.LogOptions{
+		From:       plumbing.NewHash(commit),
+		Order:      git.LogOrderCommitterTime,
+		PathFilter: func(f string) bool { return f == p || strings.HasPrefix(f, p+"/") },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNotFound, err)
+	}
+	defer iter.Close()
+	var out []*CommitInfo
+	n := 0
+	errStop := errors.New("stop")
+	err = iter.ForEach(func(c *object.Commit) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if n++; n <= skip {
+			return nil
+		}
+		out = append(out, info(c))
+		if len(out) == limit {
+			return errStop
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStop) {
+		return nil, err
+	}
+	return out, nil
+}
+
+// FileChange is one file of a commit's diff.
+type FileChange struct {
+	From, To string // paths; From empty for an addition, To empty for a deletion
+	Binary   bool
+	Patch    string // unified diff of the file, empty when Truncated or Binary
+}
+
+// CommitDiff is a commit with its changes against its first parent.
+type CommitDiff struct {
+	*CommitInfo
+	Message   string
+	Parents   []string
+	Files     []FileChange
+	Truncated bool // the patch text passed the cap; later files have no patch
+}
+
+// Commit returns commit and its diff against its first parent (the empty
+// tree for a root commit), with renames detected, keeping at most
+// maxPatch bytes of patch text.
+func (b *Browser) Commit(ctx context.Context, commit string, maxPatch int) (*CommitDiff, error) {
+	c, err := b.commit(commit)
+	if err != nil {
+		return nil, err
+	}
+	d := &CommitDiff{CommitInfo: info(c), Message: c.Message}
+	for _, h := range c.ParentHashes {
+		d.Parents = append(d.Parents, h.String())
+	}
+	to, err := c.Tree()
+	if err != nil {
+		return nil, fmt.Errorf("forge: %w", err)
+	}
+	var from *object.Tree
+	if c.NumParents() > 0 {
+		p, err := c.Parent(0)
+		if err != nil {
+			return nil, fmt.Errorf("forge: %w", err)
+		}
+		if from, err = p.Tree(); err != nil {
+			return nil, fmt.Errorf("forge: %w", err)
+		}
+	}
+	changes, err := object.DiffTreeWithOptions(ctx, from, to, &object.DiffTreeOptions{DetectRenames: true, RenameScore: 60, RenameLimit: 1000})
+	if err != nil {
+		return nil, fmt.Errorf("forge: %w", err)
+	}
+	patch, err := changes.PatchContext(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("forge: %w", err)
+	}
+	used := 0
+	for _, fp := range patch.FilePatches() {
+		fromF, toF := fp.Files()
+		fc := FileChange{Binary: fp.IsBinary()}
+		if fromF != nil {
+			fc.From = fromF.Path()
+		}
+		if toF != nil {
+			fc.To = toF.Path()
+		}
+		if !fc.Binary && !d.Truncated {
+			var sb strings.Builder
+			for _, ch := range fp.Chunks() {
+				prefix := " "
+				switch ch.Type() {
+				case diff.Add:
+					prefix = "+"
+				case diff.Delete:
+					prefix = "-"
+				}
+				for _, line := range strings.SplitAfter(ch.Content(), "\n") {
+					if line != "" {
+						sb.WriteString(prefix + line)
+					}
+				}
+			}
+			if used+sb.Len() > maxPatch {
+				d.Truncated = true
+			} else {
+				fc.Patch = sb.String()
+				used += sb.Len()
+			}
+		}
+		d.Files = append(d.Files, fc)
+	}
+	sort.Slice(d.Files, func(i, j int) bool { return d.Files[i].To+d.Files[i].From < d.Files[j].To+d.Files[j].From })
+	return d, nil
+}
