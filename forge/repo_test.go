@@ -22,7 +22,15 @@ import (
 	"github.com/forgekit/forgekit/internal/testenv"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// chroma's regexp engine keeps a coarse clock goroutine of its own
+		// for match timeouts; it is the library's, not a leak of ours.
+		goleak.IgnoreAnyFunction("github.com/dlclark/regexp2/v2.runClock"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+	)
+}
 
 func newStore(t *testing.T) *forge.Store {
 	testenv.Git(t)
