@@ -62,9 +62,56 @@ type Maintainer struct {
 	// Logger receives the runs' outcomes. If nil, nothing is logged.
 	Logger *slog.Logger
 
-	mu      sync.Mutex // guards cursor and results
+	mu      sync.Mutex // guards cursor, results and stop
 	cursor  string
 	results []MaintainResult
+	stop    context.CancelFunc
+	done    chan struct{}
+}
+
+// DefaultMaintainEvery is the time between ticks of Start.
+const DefaultMaintainEvery = time.Minute
+
+// Start runs Tick every interval (DefaultMaintainEvery if zero) in the
+// background until Close; a run already under way is cancelled by Close
+// (its git processes killed, the repository left as git leaves it).
+func (m *Maintainer) Start(every time.Duration) {
+	if every <= 0 {
+		every = DefaultMaintainEvery
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.stop != nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m.stop, m.done = cancel, make(chan struct{})
+	go func() {
+		defer close(m.done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				m.Tick(ctx)
+			}
+		}
+	}()
+}
+
+// Close stops the background ticks started by Start and waits for them.
+func (m *Maintainer) Close() error {
+	m.mu.Lock()
+	stop, done := m.stop, m.done
+	m.stop = nil
+	m.mu.Unlock()
+	if stop != nil {
+		stop()
+		<-done
+	}
+	return nil
 }
 
 // Counts returns the loose objects and the packs of the repository in dir.

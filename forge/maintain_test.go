@@ -87,3 +87,20 @@ func TestMaintainerLockAndLimit(t *testing.T) {
 	_, err = m.Run(ctx, *r)
 	assert.NoError(t, err, "and the lock was released")
 }
+
+func TestMaintainerInTheBackground(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	r, err := s.Create(ctx, "ops", "bg")
+	require.NoError(t, err)
+	fragment(t, r.Dir, 4)
+	m := &forge.Maintainer{Store: s, LooseThreshold: 5}
+	m.Start(10 * time.Millisecond)
+	defer m.Close()
+	require.Eventually(t, func() bool { return len(m.Results()) == 1 }, 20*time.Second, 10*time.Millisecond)
+	loose, _ := forge.Counts(r.Dir)
+	assert.Zero(t, loose)
+	require.NoError(t, m.Close())
+	require.NoError(t, m.Close(), "twice is fine")
+}
