@@ -81,3 +81,101 @@ func BenchmarkLastCommits(b *testing.B) {
 	b.ReportMetric(float64(tPerEntry)/float64(tOurs), "x-per-entry")
 	b.ReportMetric(float64(tOnePass)/float64(tOurs), "x-one-pass")
 }
+
+// BenchmarkBrowse: tree listing, blob read and commit+diff, ours (go-git,
+// in process) vs the equivalent git commands, and an archive of HEAD cold
+// vs git archive and warm (cache hit).
+func BenchmarkBrowse(b *testing.B) {
+	dir := os.Getenv("FORGEKIT_BENCH_REPO")
+	if dir == "" {
+		b.Skip("set FORGEKIT_BENCH_REPO to a repository, e.g. one made by ../shared/bench/mkrepo")
+	}
+	br, err := forge.Browse(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	head, err := br.Resolve(ctx, "main")
+	if err != nil {
+		b.Fatal(err)
+	}
+	entries, _ := br.Tree(ctx, head, "")
+	var file string
+	for _, e := range entries {
+		if e.Type == "blob" {
+			file = e.Name
+		}
+	}
+	if file == "" {
+		sub, _ := br.Tree(ctx, head, entries[0].Name)
+		for _, e := range sub {
+			if e.Type == "blob" {
+				file = entries[0].Name + "/" + e.Name
+				break
+			}
+		}
+	}
+	run := func(args ...string) {
+		cmd := exec.Command("git", args...)
+		cmd.Dir = dir
+		if err := cmd.Run(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	tmp := b.TempDir()
+	var t [8]time.Duration
+	for b.Loop() {
+		start := time.Now()
+		br.Tree(ctx, head, "")
+		t[0] += time.Since(start)
+		start = time.Now()
+		run("ls-tree", "-l", head)
+		t[1] += time.Since(start)
+
+		start = time.Now()
+		br.Blob(ctx, head, file, 1<<20)
+		t[2] += time.Since(start)
+		start = time.Now()
+		run("cat-file", "-p", head+":"+file)
+		t[3] += time.Since(start)
+
+		start = time.Now()
+		br.Commit(ctx, head, 1<<20)
+		t[4] += time.Since(start)
+		start = time.Now()
+		run("show", "-M", "--format=%H%n%an%n%s", head)
+		t[5] += time.Since(start)
+
+		a, err := forge.NewArchiver(tmp+"/archives", 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		start = time.Now()
+		if _, err := a.Archive(ctx, dir, head, "tar.gz", "repo"); err != nil {
+			b.Fatal(err)
+		}
+		t[6] += time.Since(start)
+		start = time.Now()
+		run("archive", "--format=tar.gz", "-o", tmp+"/plain.tar.gz", head)
+		t[7] += time.Since(start)
+	}
+	a, _ := forge.NewArchiver(tmp+"/warm", 0)
+	a.Archive(ctx, dir, head, "tar.gz", "repo")
+	start := time.Now()
+	const warm = 100
+	for range warm {
+		a.Archive(ctx, dir, head, "tar.gz", "repo")
+	}
+	tWarm := time.Since(start) / warm
+	n := float64(b.N)
+	ms := func(d time.Duration) float64 { return d.Seconds() / n * 1000 }
+	b.ReportMetric(ms(t[0]), "tree-ms")
+	b.ReportMetric(ms(t[1]), "git-ls-tree-ms")
+	b.ReportMetric(ms(t[2]), "blob-ms")
+	b.ReportMetric(ms(t[3]), "git-cat-file-ms")
+	b.ReportMetric(ms(t[4]), "commit-diff-ms")
+	b.ReportMetric(ms(t[5]), "git-show-ms")
+	b.ReportMetric(ms(t[6]), "archive-cold-ms")
+	b.ReportMetric(ms(t[7]), "git-archive-ms")
+	b.ReportMetric(tWarm.Seconds()*1e6, "archive-warm-µs")
+}
