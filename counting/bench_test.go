@@ -175,3 +175,44 @@ func BenchmarkTwoWriters(b *testing.B) {
 	b.ReportMetric(oursRate/naiveRate, "x-naive")
 	b.ReportMetric(float64(naiveFailed)/n, "naive-failed-writes")
 }
+
+// BenchmarkMostViewed: top 10 over 30 days of hourly buckets (7 days kept
+// hourly, the rest rolled into days, as the defaults do) for ids ids.
+// Target (100k ids): ≤ 20 ms. Generating the data takes a while, so the
+// id count comes from FORGEKIT_BENCH_IDS (skipped when unset).
+func BenchmarkMostViewed(b *testing.B) {
+	ids, _ := strconv.Atoi(os.Getenv("FORGEKIT_BENCH_IDS"))
+	if ids <= 0 {
+		b.Skip("set FORGEKIT_BENCH_IDS (e.g. 100000) to generate the data set")
+	}
+	st, err := counting.OpenSQLite(filepath.Join(b.TempDir(), "v.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Hour)
+	from := now.Add(-30 * 24 * time.Hour)
+	for h := from; h.Before(now); h = h.Add(time.Hour) {
+		batch := make([]counting.Delta, 0, ids)
+		for i := range ids {
+			// A long tail: a few ids get most views.
+			batch = append(batch, counting.Delta{ID: fmt.Sprint("video/", i), Bucket: h, N: int64(1 + 100000/(i+1))})
+		}
+		if err := st.Add(ctx, batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := st.Rollup(ctx, now.Add(-7*24*time.Hour).Truncate(24*time.Hour)); err != nil {
+		b.Fatal(err)
+	}
+	c := counting.New(st)
+	defer c.Close()
+	b.ResetTimer()
+	for b.Loop() {
+		top, err := c.MostViewed(ctx, from, now.Add(time.Hour), 10)
+		if err != nil || len(top) != 10 {
+			b.Fatal(err, len(top))
+		}
+	}
+}
