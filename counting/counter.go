@@ -13,7 +13,10 @@
 // so a count may land up to one Interval late at a bucket boundary.
 //
 // Ids are strings of 1 to MaxIDLen bytes; Count ignores (and counts)
-// others. All times are UTC.
+// others. All times are UTC. A Counter keeps one small counter per id it
+// has seen for its whole life (dropping one safely would need a lock on
+// the Count path), so its memory grows with the number of distinct ids:
+// about 100 bytes each.
 package counting
 
 import (
@@ -455,8 +458,8 @@ func (c *Counter) Total(ctx context.Context, id string, from, to time.Time) (int
 	return n, nil
 }
 
-// Series returns the views of id per bucket in [from, to), for graphs;
-// buckets older than the retention are daily.
+// Series returns the views of id per bucket in [from, to), for graphs,
+// unflushed ones included; buckets older than the retention are daily.
 func (c *Counter) Series(ctx context.Context, id string, from, to time.Time) ([]Sum, error) {
 	if !to.After(from) {
 		return nil, ErrWindow
@@ -466,19 +469,29 @@ func (c *Counter) Series(ctx context.Context, id string, from, to time.Time) ([]
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now().UTC()
-	if n := c.unflushed(Query{From: q.From, To: q.To, ID: id}, now)[id]; n != 0 {
-		b := now.Truncate(c.bucket())
-		merged := false
-		for i := range sums {
-			if sums[i].Bucket.Equal(b) {
-				sums[i].N += n
-				merged = true
+	// Unflushed counts, each in its own bucket: kept deltas of failed
+	// flushes where they were counted, the current ones in this bucket.
+	extra := make(map[int64]int64)
+	c.pmu.Lock()
+	for k, n := range c.pending {
+		if t := time.Unix(k.bucket, 0); k.id == id && !t.Before(q.From) && t.Before(q.To) {
+			extra[k.bucket] += n
+		}
+	}
+	c.pmu.Unlock()
+	if b := time.Now().UTC().Truncate(c.bucket()); !b.Before(q.From) && b.Before(q.To) {
+		if v, ok := c.ids.Load(id); ok {
+			if n := v.(*atomic.Int64).Load(); n != 0 {
+				extra[b.Unix()] += n
 			}
 		}
-		if !merged {
-			sums = append(sums, Sum{ID: id, Bucket: b, N: n})
-		}
+	}
+	for i := range sums {
+		sums[i].N += extra[sums[i].Bucket.Unix()]
+		delete(extra, sums[i].Bucket.Unix())
+	}
+	for b, n := range extra {
+		sums = append(sums, Sum{ID: id, Bucket: time.Unix(b, 0).UTC(), N: n})
 	}
 	sort.Slice(sums, func(i, j int) bool { return sums[i].Bucket.Before(sums[j].Bucket) })
 	return sums, nil

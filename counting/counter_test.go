@@ -378,3 +378,19 @@ func TestUniqueViewers(t *testing.T) {
 	_, err = plain.Uniques(context.Background(), "clip", past, future)
 	assert.ErrorIs(t, err, counting.ErrNoUniques)
 }
+
+func TestSeriesIncludesUnflushed(t *testing.T) {
+	t.Parallel()
+	st, _ := open(t)
+	c := counting.New(st)
+	c.Interval = time.Hour
+	defer c.Close()
+	c.Count("s")
+	require.NoError(t, c.Flush(context.Background()))
+	c.Add("s", 2)
+	series, err := c.Series(context.Background(), "s", past, future)
+	require.NoError(t, err)
+	require.Len(t, series, 1, "flushed and unflushed views of this hour share its bucket")
+	assert.Equal(t, int64(3), series[0].N)
+	assert.Equal(t, time.Now().UTC().Truncate(time.Hour), series[0].Bucket)
+}

@@ -3,6 +3,7 @@ package forge_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
@@ -142,4 +143,25 @@ func TestGitThroughTheForge(t *testing.T) {
 	_, err = testenv.RunErr(t, testenv.Cmd{Dir: work, Args: []string{"push", "-q", "--force", "origin", "main"}})
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "protected branch: force-push refused")
+}
+
+func TestPasswordLoginsAreRemembered(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	req := func(user, pass string) *http.Request {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.SetBasicAuth(user, pass)
+		return r
+	}
+	p, err := w.f.Authenticate(req("reader", "password-reader"))
+	require.NoError(t, err)
+	assert.Equal(t, "reader", p.User.Name)
+	assert.Equal(t, 1, w.f.LoginCacheLenForTest())
+	p, err = w.f.Authenticate(req("READER", "password-reader"))
+	require.NoError(t, err)
+	assert.Equal(t, "reader", p.User.Name)
+	assert.Equal(t, 1, w.f.LoginCacheLenForTest(), "the same login, from the cache")
+	_, err = w.f.Authenticate(req("reader", "wrong"))
+	assert.ErrorIs(t, err, forge.ErrBadCredentials, "a wrong password is never a cache hit")
+	assert.Equal(t, 1, w.f.LoginCacheLenForTest(), "failures are not remembered")
 }

@@ -21,22 +21,8 @@ import (
 // walk) vs one `git log -1 -- entry` per entry (Gitea/Gogs) and vs one
 // `git log --name-only` pass over the history.
 func BenchmarkLastCommits(b *testing.B) {
-	dir := os.Getenv("FORGEKIT_BENCH_REPO")
-	if dir == "" {
-		b.Skip("set FORGEKIT_BENCH_REPO to a repository, e.g. one made by ../shared/bench/mkrepo")
-	}
-	br, err := forge.Browse(dir)
-	if err != nil {
-		b.Fatal(err)
-	}
+	dir, br, head := benchRepo(b)
 	ctx := context.Background()
-	head, err := br.Resolve(ctx, "HEAD")
-	if err != nil {
-		head, err = br.Resolve(ctx, "main")
-		if err != nil {
-			b.Fatal(err)
-		}
-	}
 	entries, err := br.Tree(ctx, head, "")
 	if err != nil {
 		b.Fatal(err)
@@ -86,19 +72,8 @@ func BenchmarkLastCommits(b *testing.B) {
 // in process) vs the equivalent git commands, and an archive of HEAD cold
 // vs git archive and warm (cache hit).
 func BenchmarkBrowse(b *testing.B) {
-	dir := os.Getenv("FORGEKIT_BENCH_REPO")
-	if dir == "" {
-		b.Skip("set FORGEKIT_BENCH_REPO to a repository, e.g. one made by ../shared/bench/mkrepo")
-	}
-	br, err := forge.Browse(dir)
-	if err != nil {
-		b.Fatal(err)
-	}
+	dir, br, head := benchRepo(b)
 	ctx := context.Background()
-	head, err := br.Resolve(ctx, "main")
-	if err != nil {
-		b.Fatal(err)
-	}
 	entries, _ := br.Tree(ctx, head, "")
 	var file string
 	for _, e := range entries {
@@ -178,4 +153,21 @@ func BenchmarkBrowse(b *testing.B) {
 	b.ReportMetric(ms(t[6]), "archive-cold-ms")
 	b.ReportMetric(ms(t[7]), "git-archive-ms")
 	b.ReportMetric(tWarm.Seconds()*1e6, "archive-warm-µs")
+}
+
+// benchRepo opens the repository named by FORGEKIT_BENCH_REPO and
+// resolves its HEAD, or skips.
+func benchRepo(b *testing.B) (dir string, br *forge.Browser, head string) {
+	dir = os.Getenv("FORGEKIT_BENCH_REPO")
+	if dir == "" {
+		b.Skip("set FORGEKIT_BENCH_REPO to a repository, e.g. one made by ../shared/bench/mkrepo")
+	}
+	br, err := forge.Browse(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if head, err = br.Resolve(context.Background(), "HEAD"); err != nil {
+		b.Fatal(err)
+	}
+	return dir, br, head
 }

@@ -227,7 +227,12 @@ func info(c *object.Commit) *CommitInfo {
 // Log returns up to limit commits reachable from commit, newest first,
 // after skipping skip, as git log would.
 func (b *Browser) Log(ctx context.Context, commit string, skip, limit int) ([]*CommitInfo, error) {
-	iter, err := b.repo.Log(&git.LogOptions{From: plumbing.NewHash(commit), Order: git.LogOrderCommitterTime})
+	return b.log(ctx, &git.LogOptions{From: plumbing.NewHash(commit), Order: git.LogOrderCommitterTime}, skip, limit)
+}
+
+// log runs a history walk and keeps the commits from skip to skip+limit.
+func (b *Browser) log(ctx context.Context, opts *git.LogOptions, skip, limit int) ([]*CommitInfo, error) {
+	iter, err := b.repo.Log(opts)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNotFound, err)
 	}
@@ -239,8 +244,7 @@ func (b *Browser) Log(ctx context.Context, commit string, skip, limit int) ([]*C
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		n++
-		if n <= skip {
+		if n++; n <= skip {
 			return nil
 		}
 		out = append(out, info(c))
@@ -353,35 +357,11 @@ func (b *Browser) LogPath(ctx context.Context, commit, p string, skip, limit int
 	if p == "" {
 		return b.Log(ctx, commit, skip, limit)
 	}
-	iter, err := b.repo.Log(&git.LogOptions{
+	return b.log(ctx, &git.LogOptions{
 		From:       plumbing.NewHash(commit),
 		Order:      git.LogOrderCommitterTime,
 		PathFilter: func(f string) bool { return f == p || strings.HasPrefix(f, p+"/") },
-	})
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrNotFound, err)
-	}
-	defer iter.Close()
-	var out []*CommitInfo
-	n := 0
-	errStop := errors.New("stop")
-	err = iter.ForEach(func(c *object.Commit) error {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if n++; n <= skip {
-			return nil
-		}
-		out = append(out, info(c))
-		if len(out) == limit {
-			return errStop
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, errStop) {
-		return nil, err
-	}
-	return out, nil
+	}, skip, limit)
 }
 
 // FileChange is one file of a commit's diff.

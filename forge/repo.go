@@ -15,7 +15,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -110,9 +109,6 @@ type Store struct {
 
 	// Git is the git binary. If empty, "git" on PATH.
 	Git string
-
-	// Logger receives the store's errors. If nil, nothing is logged.
-	Logger *slog.Logger
 }
 
 // NewStore returns the store under root, creating root/repos and
