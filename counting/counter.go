@@ -16,7 +16,8 @@
 // others. All times are UTC. A Counter keeps one small counter per id it
 // has seen for its whole life (dropping one safely would need a lock on
 // the Count path), so its memory grows with the number of distinct ids:
-// about 100 bytes each.
+// 118 bytes each measured with 100k ids of about 12 bytes, besides the
+// id strings the caller already holds.
 package counting
 
 import (
