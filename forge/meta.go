@@ -338,20 +338,8 @@ func (m *Meta) CreateRepoInfo(ctx context.Context, r RepoInfo) (*RepoInfo, error
 
 // RepoInfo returns the metadata of owner/name (in any case).
 func (m *Meta) RepoInfo(ctx context.Context, owner, name string) (*RepoInfo, error) {
-	r := &RepoInfo{}
-	var pushed int64
-	err := m.db.QueryRowContext(ctx, `SELECT id, owner, name, private, description, default_branch, pushed_at, size FROM repos WHERE full_lower = ?`,
-		strings.ToLower(owner+"/"+name)).Scan(&r.ID, &r.Owner, &r.Name, &r.Private, &r.Description, &r.DefaultBranch, &pushed, &r.Size)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, ErrNotFound
-	}
-	if err != nil {
-		return nil, fmt.Errorf("forge: %w", err)
-	}
-	if pushed != 0 {
-		r.PushedAt = time.Unix(pushed, 0)
-	}
-	return r, nil
+	return scanRepo(m.db.QueryRowContext(ctx, `SELECT id, owner, name, private, description, default_branch, pushed_at, size FROM repos WHERE full_lower = ?`,
+		strings.ToLower(owner+"/"+name)).Scan)
 }
 
 // Pushed records a push: its time and the repository's new size.

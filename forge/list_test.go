@@ -1,0 +1,126 @@
+package forge_test
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/forgekit/forgekit/forge"
+)
+
+func TestListingsAndSettings(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	m := w.f.Meta
+
+	users, err := m.Users(ctx)
+	require.NoError(t, err)
+	assert.Len(t, users, 6)
+	assert.Equal(t, "owner", users[0].Name)
+
+	_, err = m.CreateToken(ctx, "reader", "ci", forge.ScopeRead, time.Hour)
+	require.NoError(t, err)
+	_, err = m.CreateToken(ctx, "reader", "laptop", forge.ScopeWrite, 0)
+	require.NoError(t, err)
+	toks, err := m.Tokens(ctx, "READER")
+	require.NoError(t, err)
+	require.Len(t, toks, 2)
+	assert.Equal(t, "laptop", toks[0].Name, "newest first")
+	assert.True(t, toks[0].Expires.IsZero())
+	assert.Equal(t, forge.ScopeRead, toks[1].Scope)
+
+	all, err := m.Repos(ctx, forge.RepoQuery{})
+	require.NoError(t, err)
+	assert.Len(t, all, 2)
+	pub, err := m.Repos(ctx, forge.RepoQuery{PublicOnly: true})
+	require.NoError(t, err)
+	require.Len(t, pub, 1)
+	assert.Equal(t, "public", pub[0].Name)
+	none, err := m.Repos(ctx, forge.RepoQuery{Owner: "stranger"})
+	require.NoError(t, err)
+	assert.Empty(t, none)
+
+	require.NoError(t, m.Pushed(ctx, pub[0].ID, time.Now(), 1))
+	all, _ = m.Repos(ctx, forge.RepoQuery{Owner: "OWNER"})
+	assert.Equal(t, "public", all[0].Name, "most recently pushed first")
+
+	r, err := m.RepoInfo(ctx, "owner", "private")
+	require.NoError(t, err)
+	r.Private, r.Description = false, "now open"
+	require.NoError(t, m.UpdateRepoInfo(ctx, r))
+	r2, _ := m.RepoInfo(ctx, "owner", "private")
+	assert.False(t, r2.Private)
+	assert.Equal(t, "now open", r2.Description)
+
+	cs, err := m.Collaborators(ctx, r.ID)
+	require.NoError(t, err)
+	assert.Equal(t, []forge.Collaborator{{"reader", forge.LevelRead}, {"repoadmin", forge.LevelAdmin}, {"writer", forge.LevelWrite}}, cs)
+	require.NoError(t, m.RemoveCollaborator(ctx, r.ID, "Writer"))
+	cs, _ = m.Collaborators(ctx, r.ID)
+	assert.Len(t, cs, 2)
+
+	require.NoError(t, m.ProtectBranch(ctx, r.ID, "release/*"))
+	require.NoError(t, m.UnprotectBranch(ctx, r.ID, "release/*"))
+	pats, _ := m.ProtectedBranches(ctx, r.ID)
+	assert.Empty(t, pats)
+
+	h, err := m.AddWebhook(ctx, r.ID, "http://127.0.0.1:1/hook", "s")
+	require.NoError(t, err)
+	require.NoError(t, m.DeleteWebhook(ctx, r.ID, h.ID))
+	hooks, _ := m.Webhooks(ctx, r.ID)
+	assert.Empty(t, hooks)
+	assert.NoError(t, m.Ping(ctx))
+}
+
+func TestCreateAndDeleteRepo(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	info, err := w.f.CreateRepo(ctx, "stranger", "tools", false, "handy")
+	require.NoError(t, err)
+	assert.Equal(t, "main", info.DefaultBranch)
+	pats, _ := w.f.Meta.ProtectedBranches(ctx, info.ID)
+	assert.Equal(t, []string{"main"}, pats, "the default branch starts protected")
+	repo, err := w.f.Store.Get("stranger", "tools")
+	require.NoError(t, err)
+
+	_, err = w.f.CreateRepo(ctx, "stranger", "TOOLS", false, "")
+	assert.ErrorIs(t, err, forge.ErrExists)
+	_, err = w.f.CreateRepo(ctx, "nobody", "tools", false, "")
+	assert.ErrorIs(t, err, forge.ErrNoUser)
+	_, err = w.f.CreateRepo(ctx, "stranger", "../x", false, "")
+	assert.ErrorIs(t, err, forge.ErrInvalidName)
+
+	require.NoError(t, w.f.DeleteRepo(ctx, "stranger", "tools"))
+	_, err = w.f.Meta.RepoInfo(ctx, "stranger", "tools")
+	assert.ErrorIs(t, err, forge.ErrNotFound)
+	_, err = os.Stat(repo.Dir)
+	assert.True(t, os.IsNotExist(err))
+	trash, _ := w.f.Store.Trash()
+	assert.Len(t, trash, 1, "recoverable from the trash")
+	assert.ErrorIs(t, w.f.DeleteRepo(ctx, "stranger", "tools"), forge.ErrNotFound)
+}
+
+func TestSetPasswordForgetsRememberedLogins(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	req := func(pass string) *http.Request {
+		r, _ := http.NewRequest("GET", "/", nil)
+		r.SetBasicAuth("reader", pass)
+		return r
+	}
+	_, err := w.f.Authenticate(req("password-reader"))
+	require.NoError(t, err)
+	require.NoError(t, w.f.SetPassword(context.Background(), "reader", "a-new-password"))
+	_, err = w.f.Authenticate(req("password-reader"))
+	assert.ErrorIs(t, err, forge.ErrBadCredentials, "the old password stops at once")
+	_, err = w.f.Authenticate(req("a-new-password"))
+	assert.NoError(t, err)
+	assert.ErrorIs(t, w.f.SetPassword(context.Background(), "nobody", "long-enough"), forge.ErrNoUser)
+}
