@@ -3,17 +3,34 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 
 	"github.com/forgekit/forgekit/internal/testenv"
 )
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// Idle keep-alive connections of the test clients' transports.
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+	)
+}
 
 // syncBuffer is a bytes.Buffer safe for the server's and the test's
 // goroutines.
@@ -34,37 +51,163 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func TestServeAndClone(t *testing.T) {
-	for _, engine := range []string{"git", "gogit"} {
-		t.Run(engine, func(t *testing.T) {
-			data := t.TempDir()
-			testenv.BareRepo(t, filepath.Join(data, "repos", "demo", "hello.git"), testenv.RepoOptions{Commits: 3})
-			ctx, cancel := context.WithCancel(context.Background())
-			var out, logs syncBuffer
-			urls := make(chan string, 1)
-			done := make(chan error, 1)
-			go func() {
-				done <- run(ctx, []string{"-addr", "127.0.0.1:0", "-data", data, "-engine", engine}, &out, &logs, func(u string) { urls <- u })
-			}()
-			base := <-urls
-			assert.Contains(t, out.String(), "git clone "+base+"/demo/hello.git")
+// testForge is a forged serving a fresh data directory over loopback.
+type testForge struct {
+	t    *testing.T
+	s    *server
+	ts   *httptest.Server
+	data string
+}
 
-			dst := filepath.Join(t.TempDir(), "clone")
-			for range 2 { // the second clone may come from the caches
-				testenv.Run(t, "", "clone", "-q", base+"/demo/hello.git", dst)
-				assert.FileExists(t, filepath.Join(dst, "README.md"))
-				require.NoError(t, removeAll(dst))
-			}
-			// Anonymous pushes are refused.
-			testenv.Run(t, "", "clone", "-q", base+"/demo/hello", dst)
-			_, err := testenv.RunErr(t, testenv.Cmd{Dir: dst, Args: []string{"push", "origin", "HEAD:refs/heads/x"}})
-			require.Error(t, err)
-			assert.Contains(t, err.Error(), "403")
+func newForge(t *testing.T, flags ...string) *testForge {
+	t.Helper()
+	testenv.Git(t)
+	data := t.TempDir()
+	cfg, err := parseFlags(append([]string{"-data", data}, flags...), io.Discard)
+	require.NoError(t, err)
+	s, err := newServer(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	ts := httptest.NewServer(s.handler)
+	t.Cleanup(func() {
+		ts.Close()
+		s.Close()
+	})
+	return &testForge{t: t, s: s, ts: ts, data: data}
+}
 
-			cancel()
-			require.NoError(t, <-done)
-		})
+// cli runs a forged subcommand on the test's data directory.
+func (f *testForge) cli(stdin string, args ...string) (string, error) {
+	var out, errb bytes.Buffer
+	err := dispatch(context.Background(), append(args, "-data", f.data), strings.NewReader(stdin), &out, &errb)
+	return out.String() + errb.String(), err
+}
+
+func (f *testForge) mustCLI(stdin string, args ...string) string {
+	f.t.Helper()
+	out, err := f.cli(stdin, args...)
+	require.NoError(f.t, err, out)
+	return out
+}
+
+// user creates a user with password NAME-password.
+func (f *testForge) user(name string, extra ...string) {
+	f.t.Helper()
+	f.mustCLI(name+"-password\n", append([]string{"user", "add", name, "-password-stdin"}, extra...)...)
+}
+
+var tokenRE = regexp.MustCompile(`fkt_[A-Za-z0-9_-]+`)
+
+// token creates a write token of user.
+func (f *testForge) token(user string) string {
+	f.t.Helper()
+	return tokenRE.FindString(f.mustCLI("", "token", "create", user))
+}
+
+// gitURL is the clone URL of repo with optional credentials.
+func (f *testForge) gitURL(repo, user, pass string) string {
+	u, _ := url.Parse(f.ts.URL + "/" + repo + ".git")
+	if user != "" {
+		u.User = url.UserPassword(user, pass)
 	}
+	return u.String()
+}
+
+// pushSample makes a small history and pushes main, a branch with a
+// slash and a tag to repo; it returns the work tree.
+func (f *testForge) pushSample(repo, user, pass string) string {
+	f.t.Helper()
+	dir := f.t.TempDir()
+	testenv.Run(f.t, "", "init", "-q", "-b", "main", dir)
+	write := func(name, content string) {
+		require.NoError(f.t, os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o755))
+		require.NoError(f.t, os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644))
+	}
+	write("README.md", "# Sample project\n\nIt has *emphasis* and <script>alert(1)</script>.\n")
+	write("src/main.go", "package main\n\nfunc main() {}\n")
+	write("docs/guide.md", "# Guide\n")
+	testenv.Run(f.t, dir, "add", ".")
+	testenv.Run(f.t, dir, "commit", "-q", "-m", "Initial import")
+	write("src/main.go", "package main\n\nfunc main() { println(\"hi\") }\n")
+	testenv.Run(f.t, dir, "commit", "-q", "-am", "Say <b>hi</b>")
+	testenv.Run(f.t, dir, "checkout", "-q", "-b", "feature/login")
+	write("login.go", "package main\n")
+	testenv.Run(f.t, dir, "add", ".")
+	testenv.Run(f.t, dir, "commit", "-q", "-m", "Login page")
+	testenv.Run(f.t, dir, "checkout", "-q", "main")
+	testenv.Run(f.t, dir, "tag", "v1.0")
+	testenv.Run(f.t, dir, "push", "-q", f.gitURL(repo, user, pass), "main", "feature/login", "v1.0")
+	return dir
+}
+
+// browser is an HTTP client with cookies that does not follow
+// redirects, so that tests see them.
+type browser struct {
+	t    *testing.T
+	f    *testForge
+	c    *http.Client
+	csrf string
+}
+
+func (f *testForge) browser() *browser {
+	jar, _ := cookiejar.New(nil)
+	return &browser{t: f.t, f: f, c: &http.Client{
+		Jar:           jar,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}}
+}
+
+type resp struct {
+	code int
+	body string
+	h    http.Header
+}
+
+var csrfRE = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+
+func (b *browser) do(req *http.Request) resp {
+	b.t.Helper()
+	res, err := b.c.Do(req)
+	require.NoError(b.t, err)
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	require.NoError(b.t, err)
+	if m := csrfRE.FindStringSubmatch(string(body)); m != nil {
+		b.csrf = m[1]
+	}
+	return resp{res.StatusCode, string(body), res.Header}
+}
+
+func (b *browser) get(path string, header ...string) resp {
+	b.t.Helper()
+	req, err := http.NewRequest("GET", b.f.ts.URL+path, nil)
+	require.NoError(b.t, err)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	return b.do(req)
+}
+
+// post sends a form, with the CSRF token of the last page seen unless
+// the form has one.
+func (b *browser) post(path string, form url.Values, header ...string) resp {
+	b.t.Helper()
+	if _, ok := form["csrf"]; !ok && b.csrf != "" {
+		form.Set("csrf", b.csrf)
+	}
+	req, err := http.NewRequest("POST", b.f.ts.URL+path, strings.NewReader(form.Encode()))
+	require.NoError(b.t, err)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	return b.do(req)
+}
+
+func (b *browser) login(name, pass string) {
+	b.t.Helper()
+	r := b.post("/login", url.Values{"name": {name}, "password": {pass}, "next": {"/"}})
+	require.Equal(b.t, http.StatusSeeOther, r.code, r.body)
+	b.get("/settings") // a page with the session's CSRF token
 }
 
 func TestFlags(t *testing.T) {
@@ -78,6 +221,11 @@ func TestFlags(t *testing.T) {
 		{name: "bad engine", args: []string{"-engine", "svn"}, want: "-engine"},
 		{name: "bad addr", args: []string{"-addr", "nonsense"}, want: "-addr"},
 		{name: "stray argument", args: []string{"serve-me"}, want: "unexpected argument"},
+		{name: "bad accel", args: []string{"-accel", "apache"}, want: "-accel"},
+		{name: "bad memcached", args: []string{"-memcached", "nohost"}, want: "-memcached"},
+		{name: "bad base URL", args: []string{"-base-url", "ftp://x"}, want: "-base-url"},
+		{name: "bad proxies", args: []string{"-trusted-proxies", "10.0.0.0/99"}, want: "-trusted-proxies"},
+		{name: "zero timeout", args: []string{"-page-timeout", "0s"}, want: "-page-timeout"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -90,9 +238,108 @@ func TestFlags(t *testing.T) {
 	var stderr bytes.Buffer
 	_, err := parseFlags([]string{"-h"}, &stderr)
 	require.Error(t, err)
-	for _, f := range []string{"-addr", "-data", "-pack-cache", "-advert-cache", "-engine"} {
-		assert.True(t, strings.Contains(stderr.String(), f), "-h documents %s", f)
+	for _, f := range []string{"-addr", "-data", "-memcached", "-base-url", "-accel", "-trusted-proxies", "-log", "-engine", "user add", "repo create", "token create", "SIGHUP"} {
+		assert.Contains(t, stderr.String(), f, "-h documents %s", f)
+	}
+	cfg, err := parseFlags([]string{"-trusted-proxies", "127.0.0.1, 10.1.0.0/16", "-memcached", "a:1,b:2", "-base-url", "https://forge.example/"}, io.Discard)
+	require.NoError(t, err)
+	assert.Len(t, cfg.trustedProxies, 2)
+	assert.Equal(t, []string{"a:1", "b:2"}, cfg.memcached)
+	assert.Equal(t, "https://forge.example", cfg.baseURL.String())
+}
+
+func TestCLI(t *testing.T) {
+	t.Parallel()
+	f := newForge(t)
+	out := f.mustCLI("", "user", "add", "alice", "-email", "a@example.com")
+	assert.Contains(t, out, "created user alice")
+	assert.Regexp(t, `password: \S{16,}`, out, "a generated password is shown once")
+	out = f.mustCLI("bob-password\n", "user", "add", "-admin", "bob", "-password-stdin")
+	assert.Contains(t, out, "bob (site administrator)")
+	assert.NotContains(t, out, "password:")
+	assert.Contains(t, f.mustCLI("", "repo", "create", "alice/proj", "-private", "-description", "d"), "created private repository alice/proj")
+	assert.Contains(t, f.mustCLI("", "token", "create", "alice", "-scope", "read", "-name", "ci"), "token ci (read) for alice")
+	assert.Regexp(t, `fkt_`, f.mustCLI("", "token", "create", "bob", "-expires", "24h"))
+
+	for _, tc := range []struct {
+		name  string
+		stdin string
+		args  []string
+		want  string
+	}{
+		{"duplicate user", "", []string{"user", "add", "ALICE"}, "user exists"},
+		{"reserved name", "", []string{"user", "add", "admin"}, "reserved"},
+		{"short password", "short\n", []string{"user", "add", "carol", "-password-stdin"}, "shorter than 8"},
+		{"duplicate repo", "", []string{"repo", "create", "alice/PROJ"}, "exists"},
+		{"repo of nobody", "", []string{"repo", "create", "nobody/x"}, "no such user"},
+		{"repo without owner", "", []string{"repo", "create", "proj"}, "OWNER/NAME"},
+		{"bad repo name", "", []string{"repo", "create", "alice/..x"}, "invalid name"},
+		{"bad scope", "", []string{"token", "create", "alice", "-scope", "admin"}, "-scope"},
+		{"token of nobody", "", []string{"token", "create", "nobody"}, "no such user"},
+		{"missing argument", "", []string{"user", "add"}, "exactly one NAME"},
+		{"two arguments", "", []string{"repo", "create", "a/b", "c/d"}, "exactly one"},
+		{"unknown command", "", []string{"user", "delete", "x"}, "unknown command"},
+		{"bare noun", "", []string{"token"}, "usage"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := f.cli(tc.stdin, tc.args...)
+			require.Error(t, err, out)
+			assert.Contains(t, err.Error()+out, tc.want)
+		})
 	}
 }
 
-func removeAll(dir string) error { return os.RemoveAll(dir) }
+// TestFirstStart runs the server as `go run ./examples/forged` does: it
+// prints its URL and the administrator's password once, which signs in;
+// git clone and push work with both engines.
+func TestFirstStart(t *testing.T) {
+	for _, engine := range []string{"git", "gogit"} {
+		t.Run(engine, func(t *testing.T) {
+			testenv.Git(t)
+			data := t.TempDir()
+			start := func() (string, *syncBuffer, func()) {
+				ctx, cancel := context.WithCancel(context.Background())
+				var out, logs syncBuffer
+				urls := make(chan string, 1)
+				done := make(chan error, 1)
+				go func() {
+					done <- run(ctx, []string{"-addr", "127.0.0.1:0", "-data", data, "-engine", engine}, &out, &logs, func(u string) { urls <- u })
+				}()
+				select {
+				case base := <-urls:
+					return base, &out, func() { cancel(); require.NoError(t, <-done) }
+				case err := <-done:
+					t.Fatalf("run: %v\n%s", err, logs.String())
+				}
+				return "", nil, nil
+			}
+			base, out, stop := start()
+			m := regexp.MustCompile(`sign in at (\S+)/login as root with password (\S+)`).FindStringSubmatch(out.String())
+			require.NotNil(t, m, out.String())
+			assert.Equal(t, base, m[1])
+			pass := m[2]
+
+			f := &testForge{t: t, data: data, ts: &httptest.Server{URL: base}}
+			b := f.browser()
+			b.login("root", pass)
+			r := b.post("/new", url.Values{"name": {"demo"}, "description": {"first"}})
+			require.Equal(t, http.StatusSeeOther, r.code, r.body)
+			tok := f.token("root")
+			work := f.pushSample("root/demo", "root", tok)
+			dst := filepath.Join(t.TempDir(), "clone")
+			testenv.Run(t, "", "clone", "-q", base+"/root/demo", dst)
+			assert.FileExists(t, filepath.Join(dst, "src", "main.go"))
+			// Anonymous pushes are refused with a request for credentials.
+			_, err := testenv.RunErr(t, testenv.Cmd{Dir: work, Args: []string{"push", base + "/root/demo.git", "HEAD:refs/heads/x"}})
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), "could not read Username")
+			stop()
+
+			// The second start creates no one and shows no password.
+			_, out, stop = start()
+			assert.NotContains(t, out.String(), "password")
+			assert.Contains(t, out.String(), "sign in at")
+			stop()
+		})
+	}
+}

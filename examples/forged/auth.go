@@ -1,0 +1,201 @@
+package main
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"golang.org/x/time/rate"
+
+	"github.com/forgekit/forgekit/forge"
+)
+
+// Sessions are signed cookies, not server-side rows, so that every
+// instance sharing the data directory (and its secret.key) accepts them
+// with no shared store. The cookie holds the user name, the expiry and a
+// random nonce, with an HMAC-SHA256 of the three; the CSRF token of a
+// session is an HMAC of its nonce. Non-goal: revoking one session before
+// it expires (signing out clears the cookie in that browser only).
+const (
+	sessionCookie = "forged_session"
+	sessionTTL    = 14 * 24 * time.Hour
+	csrfField     = "csrf"
+)
+
+type session struct {
+	user  *forge.User
+	nonce string
+}
+
+type sessionKey struct{}
+
+func (s *server) sign(parts ...string) string {
+	m := hmac.New(sha256.New, s.key)
+	for _, p := range parts {
+		m.Write([]byte(p))
+		m.Write([]byte{0})
+	}
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+// startSession sets the session cookie of user.
+func (s *server) startSession(w http.ResponseWriter, r *http.Request, user string) {
+	b := make([]byte, 16)
+	rand.Read(b)
+	nonce := hex.EncodeToString(b)
+	exp := strconv.FormatInt(time.Now().Add(sessionTTL).Unix(), 10)
+	payload := base64.RawURLEncoding.EncodeToString([]byte(user + "|" + exp + "|" + nonce))
+	http.SetCookie(w, &http.Cookie{
+		Name: sessionCookie, Value: payload + "." + s.sign("session", payload),
+		Path: "/", MaxAge: int(sessionTTL.Seconds()), HttpOnly: true,
+		Secure: s.secure(r), SameSite: http.SameSiteLaxMode,
+	})
+}
+
+func (s *server) endSession(w http.ResponseWriter, r *http.Request) {
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true,
+		Secure: s.secure(r), SameSite: http.SameSiteLaxMode})
+}
+
+func (s *server) secure(r *http.Request) bool {
+	return r.TLS != nil || (s.cfg.baseURL != nil && s.cfg.baseURL.Scheme == "https")
+}
+
+// session returns r's session, or nil: no cookie, a forged or expired
+// one, or a user that no longer exists. The result is kept in the request
+// context by withSession.
+func (s *server) session(r *http.Request) *session {
+	if v, ok := r.Context().Value(sessionKey{}).(*session); ok {
+		return v
+	}
+	c, err := r.Cookie(sessionCookie)
+	if err != nil {
+		return nil
+	}
+	payload, mac, ok := strings.Cut(c.Value, ".")
+	if !ok || !hmac.Equal([]byte(mac), []byte(s.sign("session", payload))) {
+		return nil
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(payload)
+	if err != nil {
+		return nil
+	}
+	f := strings.Split(string(raw), "|")
+	if len(f) != 3 {
+		return nil
+	}
+	exp, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil || time.Now().Unix() >= exp {
+		return nil
+	}
+	u, err := s.forge.Meta.User(r.Context(), f[0])
+	if err != nil {
+		return nil
+	}
+	return &session{user: u, nonce: f[2]}
+}
+
+// withSession reads the session once and keeps it in the context.
+func (s *server) withSession(r *http.Request) (*http.Request, *session) {
+	if v, ok := r.Context().Value(sessionKey{}).(*session); ok {
+		return r, v
+	}
+	sess := s.session(r)
+	return r.WithContext(context.WithValue(r.Context(), sessionKey{}, sess)), sess
+}
+
+// sessionUser is the signed-in user of r, or nil.
+func (s *server) sessionUser(r *http.Request) *forge.User {
+	if sess := s.session(r); sess != nil {
+		return sess.user
+	}
+	return nil
+}
+
+// principal is the forge principal of a web request.
+func principal(sess *session) *forge.Principal {
+	if sess == nil {
+		return nil
+	}
+	return &forge.Principal{User: sess.user}
+}
+
+// csrfToken is the token forms of sess carry.
+func (s *server) csrfToken(sess *session) string {
+	if sess == nil {
+		return ""
+	}
+	return s.sign("csrf", sess.nonce)
+}
+
+// checkCSRF verifies a signed-in form post. Cross-origin posts are
+// already refused by http.CrossOriginProtection (Sec-Fetch-Site and
+// Origin); the token covers browsers that send neither.
+func (s *server) checkCSRF(r *http.Request, sess *session) bool {
+	got := r.PostFormValue(csrfField)
+	return sess != nil && got != "" && hmac.Equal([]byte(got), []byte(s.csrfToken(sess)))
+}
+
+// adminOnly answers 404 to anyone but a site administrator.
+func (s *server) adminOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r, sess := s.withSession(r)
+		if sess == nil || !sess.user.Admin {
+			s.notFound(w, r)
+			return
+		}
+		w.Header().Set("Cache-Control", "private, no-store")
+		h.ServeHTTP(w, r)
+	})
+}
+
+// loginLimiter slows password guessing: per client address and per
+// account name, a burst of attempts, then one every few seconds. The
+// limiters of the most recent keys are kept (bounded memory).
+type loginLimiter struct {
+	limiters *lru.Cache[string, *rate.Limiter]
+}
+
+const (
+	loginBurst = 10
+	loginEvery = 6 * time.Second
+)
+
+func newLoginLimiter() *loginLimiter {
+	c, _ := lru.New[string, *rate.Limiter](10000)
+	return &loginLimiter{limiters: c}
+}
+
+// allow takes one attempt from each key's limiter; false means wait.
+func (l *loginLimiter) allow(keys ...string) bool {
+	ok := true
+	for _, k := range keys {
+		lim, found := l.limiters.Get(k)
+		if !found {
+			lim = rate.NewLimiter(rate.Every(loginEvery), loginBurst)
+			if prev, ok, _ := l.limiters.PeekOrAdd(k, lim); ok {
+				lim = prev
+			}
+		}
+		if !lim.Allow() {
+			ok = false
+		}
+	}
+	return ok
+}
+
+// localPath accepts a redirect target only within this site.
+func localPath(p string) string {
+	if !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//") || strings.HasPrefix(p, "/\\") || strings.ContainsAny(p, "\r\n") {
+		return "/"
+	}
+	return p
+}

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/forgekit/forgekit/forge"
+)
+
+// openForge opens the store and the metadata under data.
+func openForge(ctx context.Context, data string) (*forge.Forge, error) {
+	st, err := forge.NewStore(data)
+	if err != nil {
+		return nil, err
+	}
+	m, err := forge.OpenMeta(ctx, filepath.Join(data, "forge.db"))
+	if err != nil {
+		return nil, err
+	}
+	return &forge.Forge{Store: st, Meta: m}, nil
+}
+
+// parseInterspersed parses flags that may come before or after the
+// positional arguments ("user add NAME -admin" and "user add -admin NAME").
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+// randomPassword returns a password of 128 random bits.
+func randomPassword() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// admin runs "user add", "repo create" and "token create".
+func admin(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) < 2 || strings.HasPrefix(args[1], "-") {
+		return fmt.Errorf("usage: forged %s %s [flags] (see forged -h)", args[0], map[string]string{"user": "add NAME", "repo": "create OWNER/NAME", "token": "create USER"}[args[0]])
+	}
+	cmd := args[0] + " " + args[1]
+	fs := flag.NewFlagSet("forged "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	data := fs.String("data", "./forge-data", "data `directory`")
+	var run func(f *forge.Forge, pos []string) error
+	var usage string
+	switch cmd {
+	case "user add":
+		usage = "NAME"
+		isAdmin := fs.Bool("admin", false, "make the user a site administrator")
+		email := fs.String("email", "", "e-mail `address`")
+		fromStdin := fs.Bool("password-stdin", false, "read the password from the first line of standard input (else one is generated and printed)")
+		run = func(f *forge.Forge, pos []string) error {
+			pass := ""
+			if *fromStdin {
+				line, err := bufio.NewReader(stdin).ReadString('\n')
+				if err != nil && !errors.Is(err, io.EOF) {
+					return err
+				}
+				pass = strings.TrimRight(line, "\r\n")
+			} else {
+				pass = randomPassword()
+			}
+			u, err := f.Meta.CreateUser(ctx, pos[0], *email, pass, *isAdmin)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "created user %s", u.Name)
+			if u.Admin {
+				fmt.Fprint(stdout, " (site administrator)")
+			}
+			fmt.Fprintln(stdout)
+			if !*fromStdin {
+				fmt.Fprintf(stdout, "password: %s\n(shown once; it is stored only as a hash)\n", pass)
+			}
+			return nil
+		}
+	case "repo create":
+		usage = "OWNER/NAME"
+		private := fs.Bool("private", false, "only the owner and collaborators may see it")
+		desc := fs.String("description", "", "one-line `description`")
+		run = func(f *forge.Forge, pos []string) error {
+			owner, name, ok := strings.Cut(pos[0], "/")
+			if !ok {
+				return fmt.Errorf("%q is not OWNER/NAME", pos[0])
+			}
+			r, err := f.CreateRepo(ctx, owner, name, *private, *desc)
+			if err != nil {
+				return err
+			}
+			vis := "public"
+			if r.Private {
+				vis = "private"
+			}
+			fmt.Fprintf(stdout, "created %s repository %s/%s (default branch %s, protected)\n", vis, r.Owner, r.Name, r.DefaultBranch)
+			return nil
+		}
+	case "token create":
+		usage = "USER"
+		scope := fs.String("scope", "write", "`scope`: read (clone, fetch) or write (also push)")
+		name := fs.String("name", "", "token `name` (default: cli-TIMESTAMP)")
+		expires := fs.Duration("expires", 0, "lifetime, e.g. 720h (default: never expires)")
+		run = func(f *forge.Forge, pos []string) error {
+			if *scope != "read" && *scope != "write" {
+				return fmt.Errorf("-scope: %q is not read or write", *scope)
+			}
+			if *expires < 0 {
+				return errors.New("-expires: negative lifetime")
+			}
+			n := *name
+			if n == "" {
+				n = "cli-" + time.Now().UTC().Format("20060102T150405")
+			}
+			tok, err := f.Meta.CreateToken(ctx, pos[0], n, forge.Scope(*scope), *expires)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "token %s (%s) for %s:\n%s\n(shown once; use it as the password of git over HTTP)\n", n, *scope, pos[0], tok)
+			return nil
+		}
+	default:
+		return fmt.Errorf("unknown command %q (see forged -h)", cmd)
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: forged %s %s [flags]\n\nFlags:\n", cmd, usage)
+		fs.PrintDefaults()
+	}
+	pos, err := parseInterspersed(fs, args[2:])
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		fs.Usage()
+		return fmt.Errorf("forged %s takes exactly one %s", cmd, usage)
+	}
+	f, err := openForge(ctx, *data)
+	if err != nil {
+		return err
+	}
+	defer f.Meta.Close()
+	return run(f, pos)
+}

@@ -1,0 +1,486 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"html/template"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/forgekit/forgekit/forge"
+)
+
+// page is what the layout renders around a page's content.
+type page struct {
+	Title        string
+	Flash, Error string
+	User         *forge.User
+	CSRF         string
+	CSS, JS      string
+	Repo         *repoView
+	Data         any
+}
+
+// securityHeaders go on every HTML page: no framing, no sniffing, and a
+// policy that allows only this site's own scripts and styles (README
+// HTML is sanitized by the renderer; this is the second line).
+func securityHeaders(h http.Header) {
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Referrer-Policy", "same-origin")
+	h.Set("Content-Security-Policy", "default-src 'self'; img-src * data:; style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+	h.Add("Vary", "Cookie")
+}
+
+// render writes the page called name. Pages that set their own
+// Cache-Control (the repository pages) keep it; others are not cached.
+func (s *server) render(w http.ResponseWriter, r *http.Request, sess *session, status int, name string, p *page) {
+	if sess != nil {
+		p.User = sess.user
+		p.CSRF = s.csrfToken(sess)
+	}
+	p.CSS, p.JS = s.assets.urls["style.css"], s.assets.urls["forged.js"]
+	var buf bytes.Buffer
+	if err := s.pageSets[name].ExecuteTemplate(&buf, "layout", p); err != nil {
+		s.fail(w, r, fmt.Errorf("template %s: %w", name, err))
+		return
+	}
+	h := w.Header()
+	securityHeaders(h)
+	if h.Get("Cache-Control") == "" {
+		if sess != nil {
+			h.Set("Cache-Control", "private, no-store")
+		} else {
+			h.Set("Cache-Control", "no-cache")
+		}
+	}
+	w.WriteHeader(status)
+	w.Write(buf.Bytes())
+}
+
+// fragment renders one of the fragments' templates.
+func (s *server) fragment(name string, data any) ([]byte, error) {
+	var buf bytes.Buffer
+	if err := s.fragments.ExecuteTemplate(&buf, name, data); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// cached returns a viewlet from the fragment cache, rendering it with the
+// fragment template name and the data load returns when it is missing.
+func (s *server) cached(ctx context.Context, key string, deps []string, name string, load func(ctx context.Context) (any, error)) (template.HTML, error) {
+	b, err := s.cache.GetOrRender(ctx, key, deps, func(ctx context.Context) ([]byte, error) {
+		data, err := load(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return s.fragment(name, data)
+	})
+	return template.HTML(b), err
+}
+
+func (s *server) notFound(w http.ResponseWriter, r *http.Request) {
+	_, sess := s.withSession(r)
+	w.Header().Del("Cache-Control")
+	s.render(w, r, sess, http.StatusNotFound, "error", &page{Title: "Not found", Data: "There is nothing here, or you may not see it."})
+}
+
+// fail answers 500 and logs err; after the request's time limit it writes
+// nothing, since timebox answers (503) or cuts the response itself.
+func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if r.Context().Err() != nil {
+		return
+	}
+	s.log.Error("page failed", "id", requestID(r), "path", r.URL.Path, "err", err)
+	w.Header().Del("Cache-Control")
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusInternalServerError)
+	fmt.Fprintf(w, "Something went wrong (request %s).\n", requestID(r))
+}
+
+// redirect answers a form post with 303 See Other.
+func redirect(w http.ResponseWriter, r *http.Request, to string) {
+	http.Redirect(w, r, to, http.StatusSeeOther)
+}
+
+// requireLogin sends anonymous visitors to the login page.
+func (s *server) requireLogin(w http.ResponseWriter, r *http.Request) (*http.Request, *session, bool) {
+	r, sess := s.withSession(r)
+	if sess == nil {
+		http.Redirect(w, r, "/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
+		return r, nil, false
+	}
+	return r, sess, true
+}
+
+// post checks a signed-in form post: the session and its CSRF token.
+func (s *server) post(w http.ResponseWriter, r *http.Request) (*http.Request, *session, bool) {
+	r, sess := s.withSession(r)
+	r.Body = http.MaxBytesReader(w, r.Body, 1<<20)
+	if sess == nil {
+		http.Redirect(w, r, "/login", http.StatusSeeOther)
+		return r, nil, false
+	}
+	if !s.checkCSRF(r, sess) {
+		http.Error(w, "invalid or missing CSRF token; reload the form and try again", http.StatusForbidden)
+		return r, nil, false
+	}
+	return r, sess, true
+}
+
+// Explore.
+
+const defaultExploreEvery = 30 * time.Second
+
+type exploreRepo struct {
+	Owner, Name, Description string
+	Views                    int64
+	Pushed                   time.Time
+}
+
+type exploreSection struct {
+	Title string
+	Repos []exploreRepo
+}
+
+func (s *server) explore(w http.ResponseWriter, r *http.Request) {
+	r, sess := s.withSession(r)
+	every := s.exploreEvery
+	if every <= 0 {
+		every = defaultExploreEvery
+	}
+	// The lists are public and the same for everyone: one fragment per
+	// period of every, invalidated by pushes and visibility changes.
+	slot := time.Now().Truncate(every).Unix()
+	html, err := s.cached(r.Context(), fmt.Sprintf("explore|%d", slot), []string{"explore"}, "explorelist", s.exploreLists)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.render(w, r, sess, http.StatusOK, "explore", &page{Title: "Explore", Data: html})
+}
+
+// exploreLists ranks the public repositories by views today, this week
+// and in all time (counting), and by the latest push.
+func (s *server) exploreLists(ctx context.Context) (any, error) {
+	now := time.Now().UTC()
+	end := now.Add(time.Hour)
+	var out struct{ Sections []exploreSection }
+	for _, p := range []struct {
+		title string
+		from  time.Time
+	}{
+		{"Most viewed today", now.Truncate(24 * time.Hour)},
+		{"Most viewed this week", now.Add(-7 * 24 * time.Hour)},
+		{"Most viewed of all time", time.Unix(0, 0)},
+	} {
+		// Ask for more than shown: private repositories are left out.
+		top, err := s.views.MostViewed(ctx, p.from, end, 30)
+		if err != nil {
+			return nil, err
+		}
+		sec := exploreSection{Title: p.title}
+		for _, e := range top {
+			owner, name, _ := strings.Cut(e.ID, "/")
+			info, err := s.forge.Meta.RepoInfo(ctx, owner, name)
+			if err != nil || info.Private {
+				continue
+			}
+			sec.Repos = append(sec.Repos, exploreRepo{Owner: info.Owner, Name: info.Name, Description: info.Description, Views: e.N})
+			if len(sec.Repos) == 10 {
+				break
+			}
+		}
+		out.Sections = append(out.Sections, sec)
+	}
+	recent, err := s.forge.Meta.Repos(ctx, forge.RepoQuery{PublicOnly: true, Limit: 10})
+	if err != nil {
+		return nil, err
+	}
+	sec := exploreSection{Title: "Recently pushed"}
+	for _, r := range recent {
+		sec.Repos = append(sec.Repos, exploreRepo{Owner: r.Owner, Name: r.Name, Description: r.Description, Pushed: r.PushedAt})
+	}
+	out.Sections = append(out.Sections, sec)
+	return out, nil
+}
+
+// User page.
+
+func (s *server) userPage(w http.ResponseWriter, r *http.Request) {
+	r, sess := s.withSession(r)
+	owner := r.PathValue("owner")
+	u, err := s.forge.Meta.User(r.Context(), owner)
+	if err != nil {
+		s.notFound(w, r)
+		return
+	}
+	all, err := s.forge.Meta.Repos(r.Context(), forge.RepoQuery{Owner: u.Name, Limit: 1000})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	var visible []forge.RepoInfo
+	for _, ri := range all {
+		if !ri.Private || s.forge.Can(r.Context(), principal(sess), ri.Owner, ri.Name, forge.ActionRead) == nil {
+			visible = append(visible, ri)
+		}
+	}
+	s.render(w, r, sess, http.StatusOK, "user", &page{Title: u.Name, Data: struct {
+		Name  string
+		Repos []forge.RepoInfo
+	}{u.Name, visible}})
+}
+
+// Sign in and out.
+
+func (s *server) loginForm(w http.ResponseWriter, r *http.Request) {
+	r, sess := s.withSession(r)
+	if sess != nil {
+		http.Redirect(w, r, "/", http.StatusSeeOther)
+		return
+	}
+	s.render(w, r, nil, http.StatusOK, "login", &page{Title: "Sign in", Data: loginData{Next: localPath(r.URL.Query().Get("next"))}})
+}
+
+type loginData struct{ Name, Next string }
+
+func (s *server) login(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+	name, pass := r.PostFormValue("name"), r.PostFormValue("password")
+	data := loginData{Name: name, Next: localPath(r.PostFormValue("next"))}
+	if !s.logins.allow("ip:"+s.clientIP(r), "user:"+strings.ToLower(name)) {
+		w.Header().Set("Retry-After", fmt.Sprint(int(loginEvery.Seconds())))
+		s.render(w, r, nil, http.StatusTooManyRequests, "login", &page{Title: "Sign in", Error: "Too many attempts; wait a few seconds and try again.", Data: data})
+		return
+	}
+	u, err := s.forge.Meta.CheckPassword(r.Context(), name, pass)
+	if err != nil {
+		status := http.StatusUnauthorized
+		if !errors.Is(err, forge.ErrBadCredentials) {
+			s.log.Error("login", "err", err)
+			status = http.StatusInternalServerError
+		}
+		s.render(w, r, nil, status, "login", &page{Title: "Sign in", Error: "Wrong user name or password.", Data: data})
+		return
+	}
+	s.startSession(w, r, u.Name)
+	redirect(w, r, data.Next)
+}
+
+func (s *server) logout(w http.ResponseWriter, r *http.Request) {
+	if _, _, ok := s.post(w, r); !ok {
+		return
+	}
+	s.endSession(w, r)
+	redirect(w, r, "/")
+}
+
+// New repository.
+
+type newData struct {
+	Name, Description string
+	Private           bool
+}
+
+func (s *server) newForm(w http.ResponseWriter, r *http.Request) {
+	r, sess, ok := s.requireLogin(w, r)
+	if !ok {
+		return
+	}
+	s.render(w, r, sess, http.StatusOK, "new", &page{Title: "New repository", Data: newData{}})
+}
+
+func (s *server) newRepo(w http.ResponseWriter, r *http.Request) {
+	r, sess, ok := s.post(w, r)
+	if !ok {
+		return
+	}
+	d := newData{Name: strings.TrimSpace(r.PostFormValue("name")), Description: strings.TrimSpace(r.PostFormValue("description")), Private: r.PostFormValue("private") != ""}
+	info, err := s.forge.CreateRepo(r.Context(), sess.user.Name, d.Name, d.Private, d.Description)
+	if err != nil {
+		msg := err.Error()
+		switch {
+		case errors.Is(err, forge.ErrExists):
+			msg = "You already have a repository called " + d.Name + "."
+		case errors.Is(err, forge.ErrInvalidName):
+			msg = strings.TrimPrefix(msg, "forge: ")
+		default:
+			s.fail(w, r, err)
+			return
+		}
+		s.render(w, r, sess, http.StatusUnprocessableEntity, "new", &page{Title: "New repository", Error: msg, Data: d})
+		return
+	}
+	s.cache.Invalidate(r.Context(), "explore")
+	redirect(w, r, "/"+info.Owner+"/"+info.Name)
+}
+
+// Account settings.
+
+type settingsData struct {
+	Tokens   []forge.TokenInfo
+	NewToken string
+}
+
+func (s *server) settings(w http.ResponseWriter, r *http.Request) {
+	r, sess, ok := s.requireLogin(w, r)
+	if !ok {
+		return
+	}
+	s.settingsPage(w, r, sess, http.StatusOK, "", "", "")
+}
+
+func (s *server) settingsPage(w http.ResponseWriter, r *http.Request, sess *session, status int, flash, errMsg, token string) {
+	toks, err := s.forge.Meta.Tokens(r.Context(), sess.user.Name)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.render(w, r, sess, status, "settings", &page{Title: "Settings", Flash: flash, Error: errMsg, Data: settingsData{Tokens: toks, NewToken: token}})
+}
+
+func (s *server) settingsPost(w http.ResponseWriter, r *http.Request) {
+	r, sess, ok := s.post(w, r)
+	if !ok {
+		return
+	}
+	ctx := r.Context()
+	switch r.PostFormValue("action") {
+	case "password":
+		if !s.logins.allow("user:" + strings.ToLower(sess.user.Name)) {
+			s.settingsPage(w, r, sess, http.StatusTooManyRequests, "", "Too many attempts; wait a few seconds.", "")
+			return
+		}
+		if _, err := s.forge.Meta.CheckPassword(ctx, sess.user.Name, r.PostFormValue("current")); err != nil {
+			s.settingsPage(w, r, sess, http.StatusForbidden, "", "The current password is wrong.", "")
+			return
+		}
+		if err := s.forge.SetPassword(ctx, sess.user.Name, r.PostFormValue("new")); err != nil {
+			s.settingsPage(w, r, sess, http.StatusUnprocessableEntity, "", strings.TrimPrefix(err.Error(), "forge: "), "")
+			return
+		}
+		s.settingsPage(w, r, sess, http.StatusOK, "Password changed.", "", "")
+	case "token":
+		ttl, err := time.ParseDuration(r.PostFormValue("expires"))
+		if err != nil || ttl < 0 {
+			ttl = 30 * 24 * time.Hour
+		}
+		name := strings.TrimSpace(r.PostFormValue("name"))
+		if name == "" || len(name) > 100 {
+			s.settingsPage(w, r, sess, http.StatusUnprocessableEntity, "", "A token needs a name of at most 100 characters.", "")
+			return
+		}
+		tok, err := s.forge.Meta.CreateToken(ctx, sess.user.Name, name, forge.Scope(r.PostFormValue("scope")), ttl)
+		if err != nil {
+			s.settingsPage(w, r, sess, http.StatusUnprocessableEntity, "", strings.TrimPrefix(err.Error(), "forge: "), "")
+			return
+		}
+		// The token is in this response only: never cached.
+		s.settingsPage(w, r, sess, http.StatusOK, "", "", tok)
+	case "revoke":
+		if err := s.forge.Meta.RevokeToken(ctx, sess.user.Name, r.PostFormValue("name")); err != nil && !errors.Is(err, forge.ErrNotFound) {
+			s.fail(w, r, err)
+			return
+		}
+		redirect(w, r, "/settings")
+	default:
+		http.Error(w, "unknown action", http.StatusBadRequest)
+	}
+}
+
+// Administration.
+
+type adminData struct {
+	Users       []forge.User
+	Maintenance []forge.MaintainResult
+	Slow        time.Duration
+	Stats       string
+	NewPassword string
+	ProfileURL  string
+}
+
+func (s *server) adminHome(w http.ResponseWriter, r *http.Request) {
+	s.adminOnly(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, sess := s.withSession(r)
+		s.adminPage(w, r, sess, "", "", "")
+	})).ServeHTTP(w, r)
+}
+
+func (s *server) adminPage(w http.ResponseWriter, r *http.Request, sess *session, flash, pass, profileURL string) {
+	users, err := s.forge.Meta.Users(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	d := adminData{Users: users, Maintenance: s.maint.Results(), Slow: s.cfg.slowThreshold, NewPassword: pass, ProfileURL: profileURL}
+	d.Stats = fmt.Sprintf("fragments  %+v\nviews      %+v\ngit        %+v\ntime boxes %+v\nslow       %+v\narchives   %+v",
+		s.cache.Stats(), s.views.Stats(), s.git.Stats(), s.tbox.Stats(), s.watchdog.Stats(), s.archiver.Stats())
+	s.render(w, r, sess, http.StatusOK, "admin", &page{Title: "Administration", Flash: flash, Data: d})
+}
+
+func (s *server) adminPost(w http.ResponseWriter, r *http.Request) {
+	r, sess, ok := s.post(w, r)
+	if !ok {
+		return
+	}
+	if !sess.user.Admin {
+		s.notFound(w, r)
+		return
+	}
+	switch r.PostFormValue("action") {
+	case "adduser":
+		pass := randomPassword()
+		u, err := s.forge.Meta.CreateUser(r.Context(), strings.TrimSpace(r.PostFormValue("name")), strings.TrimSpace(r.PostFormValue("email")), pass, r.PostFormValue("admin") != "")
+		if err != nil {
+			s.adminPage(w, r, sess, strings.TrimPrefix(err.Error(), "forge: "), "", "")
+			return
+		}
+		s.adminPage(w, r, sess, "Created "+u.Name+".", pass, "")
+	case "profile":
+		p := localPath(r.PostFormValue("path"))
+		sep := "?"
+		if strings.Contains(p, "?") {
+			sep = "&"
+		}
+		tok := s.profiler.Token(sess.user.Name, 10*time.Minute)
+		s.adminPage(w, r, sess, "", "", s.baseURL(r)+p+sep+"__profile__="+url.QueryEscape(tok))
+	default:
+		http.Error(w, "unknown action", http.StatusBadRequest)
+	}
+}
+
+// Operations.
+
+func (s *server) healthz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	fmt.Fprintln(w, "ok")
+}
+
+// readyz checks the database and, when configured, memcached.
+func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	var problems []string
+	if err := s.forge.Meta.Ping(ctx); err != nil {
+		problems = append(problems, "database: "+err.Error())
+	}
+	if s.mc != nil {
+		if err := s.mc.Ping(); err != nil {
+			problems = append(problems, "memcached: "+err.Error())
+		}
+	}
+	if len(problems) > 0 {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, strings.Join(problems, "\n"))
+		return
+	}
+	fmt.Fprintln(w, "ready")
+}

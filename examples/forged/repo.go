@@ -1,0 +1,857 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"html/template"
+	"net/http"
+	"net/url"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/forgekit/forgekit/forge"
+)
+
+// Caps of what a page shows.
+const (
+	maxBlobShown  = 1 << 20  // bytes of a file shown highlighted
+	maxRawBytes   = 64 << 20 // bytes served by /raw (clone for more)
+	maxPatchBytes = 1 << 20  // bytes of patch text on a commit page
+	commitsPerPage = 30
+)
+
+// repoView is what the layout shows of the current repository.
+type repoView struct {
+	Info     *forge.RepoInfo
+	Base     string // /owner/name
+	CloneURL string
+	Tab      string
+	CanAdmin bool
+	Views    int64
+	Refs     template.HTML
+	Ref      string // the ref being browsed, as in the URL
+	RefPath  string // Ref, escaped for a URL path
+	Commit   string // what Ref resolved to; "" in an empty repository
+	dir      string // the repository on disk
+	key      string // lower-case owner/name: counting id and cache dependency
+}
+
+func (rv *repoView) deps() []string { return []string{"repo:" + rv.key} }
+
+// crumb is one step of a path.
+type crumb struct{ Name, URL string }
+
+// escPath escapes each segment of p for a URL path.
+func escPath(p string) string {
+	parts := strings.Split(p, "/")
+	for i, s := range parts {
+		parts[i] = url.PathEscape(s)
+	}
+	return strings.Join(parts, "/")
+}
+
+// openRepo checks that the request may do a on the repository of its
+// URL. Whoever may not read it gets 404, as if it did not exist; a reader
+// who may not do more gets 404 for the pages that need more too, except
+// that an anonymous visitor of a public repository is sent to sign in.
+func (s *server) openRepo(w http.ResponseWriter, r *http.Request, a forge.Action, tab string) (*http.Request, *session, *repoView, bool) {
+	r, sess := s.withSession(r)
+	ctx := r.Context()
+	owner, name := r.PathValue("owner"), strings.TrimSuffix(r.PathValue("repo"), ".git")
+	p := principal(sess)
+	if err := s.forge.Can(ctx, p, owner, name, a); err != nil {
+		if a > forge.ActionRead && sess == nil && s.forge.Can(ctx, nil, owner, name, forge.ActionRead) == nil {
+			http.Redirect(w, r, "/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
+			return r, nil, nil, false
+		}
+		if !errors.Is(err, forge.ErrNotFound) && !errors.Is(err, forge.ErrLoginRequired) && !errors.Is(err, forge.ErrForbidden) {
+			s.fail(w, r, err)
+			return r, nil, nil, false
+		}
+		s.notFound(w, r)
+		return r, nil, nil, false
+	}
+	info, err := s.forge.Meta.RepoInfo(ctx, owner, name)
+	if err != nil {
+		s.notFound(w, r)
+		return r, nil, nil, false
+	}
+	repo, err := s.forge.Store.Get(info.Owner, info.Name)
+	if err != nil {
+		s.notFound(w, r)
+		return r, nil, nil, false
+	}
+	rv := &repoView{
+		Info:     info,
+		Base:     "/" + info.Owner + "/" + info.Name,
+		CloneURL: s.baseURL(r) + "/" + info.Owner + "/" + info.Name + ".git",
+		Tab:      tab,
+		CanAdmin: s.forge.Can(ctx, p, info.Owner, info.Name, forge.ActionAdmin) == nil,
+		dir:      repo.Dir,
+		key:      strings.ToLower(info.Owner + "/" + info.Name),
+	}
+	return r, sess, rv, true
+}
+
+// countView counts a page view of the repository (bots excluded) and
+// reads the all-time total for the page.
+func (s *server) countView(r *http.Request, sess *session, rv *repoView) {
+	if !isBot(r.UserAgent()) {
+		viewer := s.clientIP(r)
+		if sess != nil {
+			viewer = "user:" + sess.user.Name
+		}
+		s.views.Hit(rv.key, viewer)
+	}
+	rv.Views, _ = s.views.Total(r.Context(), rv.key, time.Unix(0, 0), time.Now().Add(time.Hour))
+}
+
+// isBot recognizes crawlers by their user agents.
+func isBot(ua string) bool {
+	ua = strings.ToLower(ua)
+	if ua == "" {
+		return true
+	}
+	for _, w := range []string{"bot", "crawl", "spider", "slurp", "facebookexternalhit", "bingpreview", "mediapartners", "python-requests", "wget"} {
+		if strings.Contains(ua, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// browserEntry is a cached go-git view of a repository and the state of
+// its pack directory when it was opened: go-git reads the list of packs
+// once, so a push that adds a pack (here or in another instance) needs a
+// fresh one.
+type browserEntry struct {
+	b     *forge.Browser
+	stamp string
+}
+
+func packStamp(dir string) string {
+	fi, err := os.Stat(filepath.Join(dir, "objects", "pack"))
+	if err != nil {
+		return ""
+	}
+	return strconv.FormatInt(fi.ModTime().UnixNano(), 10)
+}
+
+func (s *server) browser(dir string) (*forge.Browser, error) {
+	stamp := packStamp(dir)
+	if e, ok := s.browsers.Get(dir); ok && e.stamp == stamp {
+		return e.b, nil
+	}
+	b, err := forge.Browse(dir)
+	if err != nil {
+		return nil, err
+	}
+	s.browsers.Add(dir, &browserEntry{b: b, stamp: stamp})
+	return b, nil
+}
+
+// resolve splits rest ("REF/PATH", REF possibly with slashes) into the
+// longest branch or tag it starts with, or a commit id, and the path.
+func resolve(ctx context.Context, br *forge.Browser, rest string) (ref, commit, p string, err error) {
+	refs, _, err := br.Refs(ctx)
+	if err != nil {
+		return "", "", "", err
+	}
+	for _, rf := range refs {
+		if (rest == rf.Name || strings.HasPrefix(rest, rf.Name+"/")) && len(rf.Name) > len(ref) {
+			ref, commit = rf.Name, rf.Commit
+		}
+	}
+	if ref != "" {
+		return ref, commit, strings.Trim(rest[len(ref):], "/"), nil
+	}
+	first, p, _ := strings.Cut(rest, "/")
+	if len(first) >= 4 && len(first) <= 64 && strings.Trim(first, "0123456789abcdef") == "" {
+		if commit, err = br.Resolve(ctx, first); err == nil {
+			return first, commit, strings.Trim(p, "/"), nil
+		}
+	}
+	return "", "", "", forge.ErrNotFound
+}
+
+// setRef resolves rest and fills the ref fields and the ref selector.
+func (s *server) setRef(ctx context.Context, br *forge.Browser, rv *repoView, rest string) (p string, err error) {
+	ref, commit, p, err := resolve(ctx, br, rest)
+	if err != nil {
+		return "", err
+	}
+	rv.Ref, rv.RefPath, rv.Commit = ref, escPath(ref), commit
+	rv.Refs, err = s.refsFragment(ctx, br, rv)
+	return p, err
+}
+
+type refLink struct{ Name, Path string }
+
+// refsFragment is the branch and tag selector, cached until a push.
+func (s *server) refsFragment(ctx context.Context, br *forge.Browser, rv *repoView) (template.HTML, error) {
+	key := "refs|" + rv.key + "|" + rv.Ref
+	return s.cached(ctx, key, append(rv.deps(), "refs:"+rv.key), "refs", func(ctx context.Context) (any, error) {
+		refs, _, err := br.Refs(ctx)
+		if err != nil {
+			return nil, err
+		}
+		d := struct {
+			Base, Current    string
+			Branches, Tags []refLink
+		}{Base: rv.Base, Current: rv.Ref}
+		for _, rf := range refs {
+			l := refLink{rf.Name, escPath(rf.Name)}
+			if rf.Tag {
+				d.Tags = append(d.Tags, l)
+			} else {
+				d.Branches = append(d.Branches, l)
+			}
+		}
+		return d, nil
+	})
+}
+
+// pinned reports whether ref names the commit itself, so that the page
+// can never change.
+func pinned(ref, commit string) bool { return ref == commit }
+
+// cacheHeaders sets a repository page's caching policy and answers 304
+// when the client's copy is current. Pages of a public repository seen
+// anonymously are public (immutable when the URL pins a commit); the
+// rest are private. The ETag covers the commit, the repository's
+// settings, the user and the template version; not the view count, which
+// a 304 leaves as the client last saw it.
+func (s *server) cacheHeaders(w http.ResponseWriter, r *http.Request, sess *session, rv *repoView, pin bool) bool {
+	h := w.Header()
+	switch {
+	case rv.Info.Private || sess != nil:
+		h.Set("Cache-Control", "private, no-cache")
+	case pin:
+		h.Set("Cache-Control", "public, max-age=31536000, immutable")
+	default:
+		h.Set("Cache-Control", "public, no-cache")
+	}
+	sum := sha256.New()
+	fmt.Fprintf(sum, "%s\x00%s\x00%s\x00%s\x00%v\x00%s\x00%s\x00%d", templateVersion, r.URL.Path, r.URL.RawQuery, rv.Commit,
+		rv.Info.Private, rv.Info.Description, rv.Info.DefaultBranch, rv.Info.PushedAt.Unix())
+	if sess != nil {
+		fmt.Fprintf(sum, "\x00%s\x00%s", sess.user.Name, sess.nonce)
+	}
+	etag := `W/"` + hex.EncodeToString(sum.Sum(nil)[:12]) + `"`
+	h.Set("ETag", etag)
+	for _, c := range strings.Split(r.Header.Get("If-None-Match"), ",") {
+		if c = strings.TrimSpace(c); c == etag || c == "*" || strings.TrimPrefix(c, "W/") == strings.TrimPrefix(etag, "W/") {
+			h.Add("Vary", "Cookie")
+			w.WriteHeader(http.StatusNotModified)
+			return true
+		}
+	}
+	return false
+}
+
+// Repository home and trees.
+
+type repoData struct {
+	Empty  bool
+	Crumbs []crumb
+	Files  template.HTML
+	Readme template.HTML
+}
+
+func (s *server) repoHome(w http.ResponseWriter, r *http.Request) {
+	r, sess, rv, ok := s.openRepo(w, r, forge.ActionRead, "code")
+	if !ok {
+		return
+	}
+	br, err := s.browser(rv.dir)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.countView(r, sess, rv)
+	if _, err := s.setRef(r.Context(), br, rv, rv.Info.DefaultBranch); err != nil {
+		// Empty, or the default branch is missing: show the first branch.
+		refs, _, _ := br.Refs(r.Context())
+		if len(refs) == 0 {
+			w.Header().Set("Cache-Control", "private, no-cache")
+			s.render(w, r, sess, http.StatusOK, "repo", &page{Title: rv.Info.Owner + "/" + rv.Info.Name, Repo: rv, Data: repoData{Empty: true}})
+			return
+		}
+		if _, err := s.setRef(r.Context(), br, rv, refs[0].Name); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
+	s.treePage(w, r, sess, rv, br, "")
+}
+
+func (s *server) tree(w http.ResponseWriter, r *http.Request) {
+	r, sess, rv, ok := s.openRepo(w, r, forge.ActionRead, "code")
+	if !ok {
+		return
+	}
+	br, err := s.browser(rv.dir)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.countView(r, sess, rv)
+	dir, err := s.setRef(r.Context(), br, rv, r.PathValue("rest"))
+	if err != nil {
+		s.notFound(w, r)
+		return
+	}
+	s.treePage(w, r, sess, rv, br, dir)
+}
+
+func (s *server) treePage(w http.ResponseWriter, r *http.Request, sess *session, rv *repoView, br *forge.Browser, dir string) {
+	ctx := r.Context()
+	if _, err := br.Tree(ctx, rv.Commit, dir); err != nil {
+		if _, berr := br.Blob(ctx, rv.Commit, dir, 1); berr == nil {
+			http.Redirect(w, r, rv.Base+"/blob/"+rv.RefPath+"/"+escPath(dir), http.StatusFound)
+			return
+		}
+		s.notFound(w, r)
+		return
+	}
+	if s.cacheHeaders(w, r, sess, rv, pinned(rv.Ref, rv.Commit)) {
+		return
+	}
+	files, err := s.filesFragment(ctx, br, rv, dir)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	readme, err := s.readmeFragment(ctx, br, rv, dir)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	title := rv.Info.Owner + "/" + rv.Info.Name
+	if dir != "" {
+		title = dir + " · " + title
+	}
+	s.render(w, r, sess, http.StatusOK, "repo", &page{Title: title, Repo: rv, Data: repoData{
+		Crumbs: crumbs(rv, dir, true), Files: files, Readme: readme}})
+}
+
+// crumbs links each directory of p.
+func crumbs(rv *repoView, p string, lastIsDir bool) []crumb {
+	out := []crumb{{Name: rv.Info.Name, URL: rv.Base + "/tree/" + rv.RefPath}}
+	if p == "" {
+		out[0].URL = ""
+		return out
+	}
+	parts := strings.Split(p, "/")
+	for i, part := range parts {
+		c := crumb{Name: part, URL: rv.Base + "/tree/" + rv.RefPath + "/" + escPath(strings.Join(parts[:i+1], "/"))}
+		if i == len(parts)-1 {
+			c.URL = ""
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+type fileRow struct {
+	Name, URL, Size, Target string
+	IsDir                   bool
+	Commit                  *forge.CommitInfo
+}
+
+type filesData struct {
+	Base, FillURL, Parent string
+	Entries               []fileRow
+	Complete              bool
+}
+
+// incomplete is the error a file-list render returns when the last
+// commits were not all found within the page's budget: it carries the
+// partial list, which the page shows while the rest is computed in the
+// background (the error keeps it out of the cache).
+type incomplete struct{ partial []byte }
+
+func (e *incomplete) Error() string { return "forged: last commits not complete yet" }
+
+func (s *server) filesKey(rv *repoView, dir string) string {
+	return "files|" + rv.key + "|" + rv.Ref + "|" + rv.Commit + "|" + dir
+}
+
+// renderFiles renders the file list of dir with the last commit of each
+// entry found within budget.
+func (s *server) renderFiles(ctx context.Context, br *forge.Browser, rv *repoView, dir string, budget time.Duration) ([]byte, bool, error) {
+	entries, err := br.Tree(ctx, rv.Commit, dir)
+	if err != nil {
+		return nil, false, err
+	}
+	last, complete, err := br.LastCommits(ctx, rv.Commit, dir, budget)
+	if err != nil {
+		return nil, false, err
+	}
+	d := filesData{Base: rv.Base, Complete: complete,
+		FillURL: rv.Base + "/lastcommits/" + escPath(dir) + "?ref=" + url.QueryEscape(rv.Ref) + "&c=" + rv.Commit}
+	if dir != "" {
+		d.Parent = rv.Base + "/tree/" + rv.RefPath + "/" + escPath(path.Dir(dir))
+		if path.Dir(dir) == "." {
+			d.Parent = rv.Base + "/tree/" + rv.RefPath
+		}
+	}
+	for _, e := range entries {
+		full := path.Join(dir, e.Name)
+		row := fileRow{Name: e.Name, Commit: last[e.Name]}
+		switch e.Type {
+		case "tree":
+			row.IsDir, row.URL = true, rv.Base+"/tree/"+rv.RefPath+"/"+escPath(full)
+		case "commit":
+			row.URL, row.Target = "#", "submodule @ "+e.Hash[:min(10, len(e.Hash))]
+		default:
+			row.URL, row.Size = rv.Base+"/blob/"+rv.RefPath+"/"+escPath(full), humanSize(e.Size)
+		}
+		d.Entries = append(d.Entries, row)
+	}
+	b, err := s.fragment("files", d)
+	return b, complete, err
+}
+
+// filesFragment returns the cached file list; when its last commits are
+// not all known within lastCommitBudget, the page gets the partial list
+// and the full one is computed in the background (and fetched by the
+// page's script from the lastcommits URL).
+func (s *server) filesFragment(ctx context.Context, br *forge.Browser, rv *repoView, dir string) (template.HTML, error) {
+	key := s.filesKey(rv, dir)
+	render := func(budget time.Duration) func(ctx context.Context) ([]byte, error) {
+		return func(ctx context.Context) ([]byte, error) {
+			b, complete, err := s.renderFiles(ctx, br, rv, dir, budget)
+			if err == nil && !complete {
+				return nil, &incomplete{partial: b}
+			}
+			return b, err
+		}
+	}
+	budget := s.pageBudget
+	if budget <= 0 {
+		budget = lastCommitBudget
+	}
+	b, err := s.cache.GetOrRender(ctx, key, rv.deps(), render(budget))
+	var inc *incomplete
+	if !errors.As(err, &inc) {
+		return template.HTML(b), err
+	}
+	if _, busy := s.filling.LoadOrStore(key, true); !busy {
+		s.fillWG.Add(1)
+		go func() {
+			defer s.fillWG.Done()
+			defer s.filling.Delete(key)
+			ctx, cancel := context.WithTimeout(s.fillCtx, lastCommitFill)
+			defer cancel()
+			if _, err := s.cache.GetOrRender(ctx, key, rv.deps(), render(lastCommitFill)); err != nil {
+				s.log.Warn("last commits", "repo", rv.key, "dir", dir, "err", err)
+			}
+		}()
+	}
+	return template.HTML(inc.partial), nil
+}
+
+// lastCommitsFragment serves the complete file list for the page's
+// script; it waits for the background fill (or does it).
+func (s *server) lastCommitsFragment(w http.ResponseWriter, r *http.Request) {
+	r, sess, rv, ok := s.openRepo(w, r, forge.ActionRead, "code")
+	if !ok {
+		return
+	}
+	br, err := s.browser(rv.dir)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	q := r.URL.Query()
+	ref, commit, _, err := resolve(r.Context(), br, q.Get("c"))
+	if err != nil || commit != q.Get("c") {
+		s.notFound(w, r)
+		return
+	}
+	rv.Ref, rv.Commit = q.Get("ref"), commit
+	if rv.Ref == "" {
+		rv.Ref = ref
+	}
+	rv.RefPath = escPath(rv.Ref)
+	dir := strings.Trim(r.PathValue("rest"), "/")
+	if s.cacheHeaders(w, r, sess, rv, true) { // the URL names the commit
+		return
+	}
+	b, err := s.cache.GetOrRender(r.Context(), s.filesKey(rv, dir), rv.deps(), func(ctx context.Context) ([]byte, error) {
+		b, _, err := s.renderFiles(ctx, br, rv, dir, lastCommitFill)
+		return b, err
+	})
+	if err != nil {
+		s.notFound(w, r)
+		return
+	}
+	securityHeaders(w.Header())
+	w.Write(b)
+}
+
+// readmeFragment renders the README of dir, if any.
+func (s *server) readmeFragment(ctx context.Context, br *forge.Browser, rv *repoView, dir string) (template.HTML, error) {
+	key := "readme|" + rv.key + "|" + rv.Commit + "|" + dir
+	b, err := s.cache.GetOrRender(ctx, key, rv.deps(), func(ctx context.Context) ([]byte, error) {
+		entries, err := br.Tree(ctx, rv.Commit, dir)
+		if err != nil {
+			return nil, err
+		}
+		e, ok := forge.FindReadme(entries)
+		if !ok {
+			return []byte{}, nil
+		}
+		blob, err := br.Blob(ctx, rv.Commit, path.Join(dir, e.Name), maxBlobShown)
+		if err != nil || blob.Binary {
+			return []byte{}, err
+		}
+		var html template.HTML
+		if forge.IsMarkdown(e.Name) {
+			html, err = forge.RenderMarkdown(blob.Data)
+		} else {
+			html = template.HTML("<pre>" + template.HTMLEscapeString(string(blob.Data)) + "</pre>")
+		}
+		return []byte(html), err
+	})
+	return template.HTML(b), err
+}
+
+// Files.
+
+type blobData struct {
+	Crumbs                    []crumb
+	Size, RawURL, HistoryURL  string
+	Binary, Truncated         bool
+	Code, Rendered            template.HTML
+}
+
+func (s *server) blob(w http.ResponseWriter, r *http.Request) {
+	r, sess, rv, ok := s.openRepo(w, r, forge.ActionRead, "code")
+	if !ok {
+		return
+	}
+	br, err := s.browser(rv.dir)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.countView(r, sess, rv)
+	ctx := r.Context()
+	p, err := s.setRef(ctx, br, rv, r.PathValue("rest"))
+	if err != nil || p == "" {
+		s.notFound(w, r)
+		return
+	}
+	blob, err := br.Blob(ctx, rv.Commit, p, maxBlobShown)
+	if err != nil {
+		if _, terr := br.Tree(ctx, rv.Commit, p); terr == nil {
+			http.Redirect(w, r, rv.Base+"/tree/"+rv.RefPath+"/"+escPath(p), http.StatusFound)
+			return
+		}
+		s.notFound(w, r)
+		return
+	}
+	if s.cacheHeaders(w, r, sess, rv, pinned(rv.Ref, rv.Commit)) {
+		return
+	}
+	d := blobData{Crumbs: crumbs(rv, p, false), Size: humanSize(blob.Size), Binary: blob.Binary, Truncated: blob.Truncated,
+		RawURL: rv.Base + "/raw/" + rv.RefPath + "/" + escPath(p), HistoryURL: rv.Base + "/commits/" + rv.RefPath + "/" + escPath(p)}
+	if !blob.Binary {
+		key := "blob|" + rv.key + "|" + rv.Commit + "|" + p
+		b, err := s.cache.GetOrRender(ctx, key, rv.deps(), func(ctx context.Context) ([]byte, error) {
+			h, err := forge.Highlight(path.Base(p), blob.Data)
+			return []byte(h), err
+		})
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		d.Code = template.HTML(b)
+		if forge.IsMarkdown(p) {
+			if d.Rendered, err = forge.RenderMarkdown(blob.Data); err != nil {
+				s.fail(w, r, err)
+				return
+			}
+		}
+	}
+	s.render(w, r, sess, http.StatusOK, "blob", &page{Title: p + " · " + rv.Info.Owner + "/" + rv.Info.Name, Repo: rv, Data: d})
+}
+
+// raw serves a file's bytes, never as HTML: text as text/plain, the rest
+// as a download, in a sandbox.
+func (s *server) raw(w http.ResponseWriter, r *http.Request) {
+	r, sess, rv, ok := s.openRepo(w, r, forge.ActionRead, "code")
+	if !ok {
+		return
+	}
+	br, err := s.browser(rv.dir)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	ref, commit, p, err := resolve(r.Context(), br, r.PathValue("rest"))
+	if err != nil || p == "" {
+		s.notFound(w, r)
+		return
+	}
+	rv.Ref, rv.Commit = ref, commit
+	blob, err := br.Blob(r.Context(), commit, p, maxRawBytes)
+	if err != nil {
+		s.notFound(w, r)
+		return
+	}
+	if blob.Truncated {
+		http.Error(w, "file too large for raw view; clone the repository", http.StatusRequestEntityTooLarge)
+		return
+	}
+	if s.cacheHeaders(w, r, sess, rv, pinned(rv.Ref, rv.Commit)) {
+		return
+	}
+	h := w.Header()
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Security-Policy", "sandbox; default-src 'none'")
+	if blob.Binary {
+		h.Set("Content-Type", "application/octet-stream")
+		h.Set("Content-Disposition", `attachment; filename="`+strings.ReplaceAll(path.Base(p), `"`, "")+`"`)
+	} else {
+		h.Set("Content-Type", "text/plain; charset=utf-8")
+	}
+	h.Set("Content-Length", strconv.Itoa(len(blob.Data)))
+	w.Write(blob.Data)
+}
+
+// History.
+
+type logRow struct {
+	*forge.CommitInfo
+	URL string
+}
+
+func (s *server) commits(w http.ResponseWriter, r *http.Request) {
+	r, sess, rv, ok := s.openRepo(w, r, forge.ActionRead, "commits")
+	if !ok {
+		return
+	}
+	br, err := s.browser(rv.dir)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.countView(r, sess, rv)
+	ctx := r.Context()
+	p, err := s.setRef(ctx, br, rv, r.PathValue("rest"))
+	if err != nil {
+		s.notFound(w, r)
+		return
+	}
+	pg, _ := strconv.Atoi(r.URL.Query().Get("page"))
+	pg = max(pg, 1)
+	if pg > 10000 {
+		s.notFound(w, r)
+		return
+	}
+	if s.cacheHeaders(w, r, sess, rv, pinned(rv.Ref, rv.Commit)) {
+		return
+	}
+	key := fmt.Sprintf("log|%s|%s|%s|%d", rv.key, rv.Commit, p, pg)
+	var more bool
+	log, err := s.cache.GetOrRender(ctx, key, rv.deps(), func(ctx context.Context) ([]byte, error) {
+		var cs []*forge.CommitInfo
+		var err error
+		// One more than shown tells whether there is a next page.
+		if p == "" {
+			cs, err = br.Log(ctx, rv.Commit, (pg-1)*commitsPerPage, commitsPerPage+1)
+		} else {
+			cs, err = br.LogPath(ctx, rv.Commit, p, (pg-1)*commitsPerPage, commitsPerPage+1)
+		}
+		if err != nil {
+			return nil, err
+		}
+		rows := make([]logRow, 0, len(cs))
+		for i, c := range cs {
+			if i == commitsPerPage {
+				break
+			}
+			rows = append(rows, logRow{c, rv.Base + "/commit/" + c.Hash})
+		}
+		b, err := s.fragment("log", rows)
+		if len(cs) > commitsPerPage {
+			b = append(b, "<!--more-->"...)
+		}
+		return b, err
+	})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	more = strings.HasSuffix(string(log), "<!--more-->")
+	d := struct {
+		Path       string
+		Log        template.HTML
+		Prev, Next string
+	}{Path: p, Log: template.HTML(log)}
+	base := rv.Base + "/commits/" + rv.RefPath
+	if p != "" {
+		base += "/" + escPath(p)
+	}
+	if pg > 1 {
+		d.Prev = base + "?page=" + strconv.Itoa(pg-1)
+	}
+	if more {
+		d.Next = base + "?page=" + strconv.Itoa(pg+1)
+	}
+	s.render(w, r, sess, http.StatusOK, "commits", &page{Title: "Commits · " + rv.Info.Owner + "/" + rv.Info.Name, Repo: rv, Data: d})
+}
+
+type diffLine struct{ Class, Text string }
+
+type diffFile struct {
+	forge.FileChange
+	Lines []diffLine
+}
+
+func (s *server) commit(w http.ResponseWriter, r *http.Request) {
+	r, sess, rv, ok := s.openRepo(w, r, forge.ActionRead, "commits")
+	if !ok {
+		return
+	}
+	br, err := s.browser(rv.dir)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.countView(r, sess, rv)
+	ctx := r.Context()
+	sha := r.PathValue("sha")
+	if _, err := s.setRef(ctx, br, rv, sha); err != nil {
+		s.notFound(w, r)
+		return
+	}
+	if s.cacheHeaders(w, r, sess, rv, pinned(rv.Ref, rv.Commit)) {
+		return
+	}
+	html, err := s.cached(ctx, "commit|"+rv.key+"|"+rv.Commit, rv.deps(), "diff", func(ctx context.Context) (any, error) {
+		d, err := br.Commit(ctx, rv.Commit, maxPatchBytes)
+		if err != nil {
+			return nil, err
+		}
+		files := make([]diffFile, 0, len(d.Files))
+		for _, f := range d.Files {
+			df := diffFile{FileChange: f}
+			for _, line := range strings.Split(strings.TrimSuffix(f.Patch, "\n"), "\n") {
+				if f.Patch == "" {
+					break
+				}
+				class := ""
+				switch {
+				case strings.HasPrefix(line, "+++"), strings.HasPrefix(line, "---"):
+					class = "hunk"
+				case strings.HasPrefix(line, "+"):
+					class = "add"
+				case strings.HasPrefix(line, "-"):
+					class = "del"
+				case strings.HasPrefix(line, "@@"):
+					class = "hunk"
+				}
+				df.Lines = append(df.Lines, diffLine{class, line})
+			}
+			files = append(files, df)
+		}
+		return struct {
+			*forge.CommitDiff
+			Base  string
+			Files []diffFile
+		}{d, rv.Base, files}, nil
+	})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.render(w, r, sess, http.StatusOK, "commit", &page{Title: "Commit " + rv.Commit[:10] + " · " + rv.Info.Owner + "/" + rv.Info.Name, Repo: rv, Data: html})
+}
+
+// archive serves /archive/REF.tar.gz and .zip. A ref that is not a
+// commit id is redirected to the commit's URL, which never changes and
+// is cached as such (by browsers, Varnish, and the archiver on disk).
+func (s *server) archive(w http.ResponseWriter, r *http.Request) {
+	r, sess, rv, ok := s.openRepo(w, r, forge.ActionRead, "code")
+	if !ok {
+		return
+	}
+	rest := r.PathValue("rest")
+	format := ""
+	for _, f := range []string{"tar.gz", "zip"} {
+		if strings.HasSuffix(rest, "."+f) {
+			format, rest = f, strings.TrimSuffix(rest, "."+f)
+		}
+	}
+	if format == "" {
+		s.notFound(w, r)
+		return
+	}
+	br, err := s.browser(rv.dir)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	ref, commit, p, err := resolve(r.Context(), br, rest)
+	if err != nil || p != "" {
+		s.notFound(w, r)
+		return
+	}
+	if !pinned(ref, commit) {
+		if rv.Info.Private || sess != nil {
+			w.Header().Set("Cache-Control", "private, no-cache")
+		} else {
+			w.Header().Set("Cache-Control", "public, no-cache")
+		}
+		http.Redirect(w, r, rv.Base+"/archive/"+commit+"."+format, http.StatusFound)
+		return
+	}
+	if rv.Info.Private {
+		w = &privateCache{ResponseWriter: w}
+	}
+	s.archiver.Serve(w, r, rv.dir, rv.Info.Name, commit, format)
+}
+
+// privateCache keeps a private repository's archive out of shared
+// caches, whatever the archiver says.
+type privateCache struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (p *privateCache) WriteHeader(code int) {
+	if !p.wrote {
+		p.wrote = true
+		p.Header().Set("Cache-Control", "private, max-age=31536000, immutable")
+	}
+	p.ResponseWriter.WriteHeader(code)
+}
+
+func (p *privateCache) Write(b []byte) (int, error) {
+	if !p.wrote {
+		p.WriteHeader(http.StatusOK)
+	}
+	return p.ResponseWriter.Write(b)
+}
+
+func (p *privateCache) Unwrap() http.ResponseWriter { return p.ResponseWriter }
+
+// pushed is the forge's push listener: the ref selector and the explore
+// lists change. Fragments keyed by commit stay valid.
+func (s *server) pushed(ctx context.Context, ev forge.PushEvent) {
+	key := strings.ToLower(ev.Repo)
+	if err := s.cache.Invalidate(ctx, "refs:"+key, "explore"); err != nil {
+		s.log.Warn("invalidate after push", "repo", ev.Repo, "err", err)
+	}
+}

@@ -1,0 +1,466 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"html/template"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/bradfitz/gomemcache/memcache"
+	lru "github.com/hashicorp/golang-lru/v2"
+
+	"github.com/forgekit/forgekit/counting"
+	"github.com/forgekit/forgekit/forge"
+	"github.com/forgekit/forgekit/gitproto"
+	"github.com/forgekit/forgekit/slowlog"
+	"github.com/forgekit/forgekit/timebox"
+	"github.com/forgekit/forgekit/viewcache"
+)
+
+// Defaults of the server's flags and limits.
+const (
+	// firstAdminName is the administrator created on the first start
+	// ("admin" is reserved: it is the /admin URL).
+	firstAdminName = "root"
+	defaultAddr          = "127.0.0.1:8080"
+	defaultPageTimeout   = 10 * time.Second
+	defaultGitTimeout    = time.Hour
+	defaultSlowThreshold = 2 * time.Second
+	// lastCommitBudget is how long a page waits for the last commit of
+	// each entry before it is sent without them, to be filled in after.
+	lastCommitBudget = 150 * time.Millisecond
+	// lastCommitFill bounds the background fill of one directory.
+	lastCommitFill = 30 * time.Second
+)
+
+type config struct {
+	addr           string
+	data           string
+	memcached      []string
+	baseURL        *url.URL
+	accel          string
+	trustedProxies []netip.Prefix
+	logFile        string
+	engine         string
+	packCache      bool
+	advertCache    bool
+	pageTimeout    time.Duration
+	gitTimeout     time.Duration
+	slowThreshold  time.Duration
+}
+
+func parseFlags(args []string, stderr io.Writer) (*config, error) {
+	c := &config{}
+	fs := flag.NewFlagSet("forged", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var memcached, baseURL, proxies string
+	fs.StringVar(&c.addr, "addr", defaultAddr, "listen `address`; loopback unless you say otherwise")
+	fs.StringVar(&c.data, "data", "./forge-data", "data `directory` (repositories, databases, caches, secret key)")
+	fs.StringVar(&memcached, "memcached", "", "memcached `servers` host:port,... for the shared fragment cache (default: in-process only)")
+	fs.StringVar(&baseURL, "base-url", "", "public `URL` of the forge, for clone URLs and secure cookies (default: http://ADDR)")
+	fs.StringVar(&c.accel, "accel", "none", "front server that sends archive and pack files: nginx (X-Accel-Redirect), lighttpd (X-Sendfile) or none")
+	fs.StringVar(&proxies, "trusted-proxies", "", "comma-separated `CIDRs` of front servers whose X-Forwarded-For and X-Request-Id are believed")
+	fs.StringVar(&c.logFile, "log", "", "JSON log `file`, reopened on SIGUSR1 (default: standard error)")
+	fs.StringVar(&c.engine, "engine", "auto", "git protocol `engine`: git, gogit, or auto (git if installed)")
+	fs.BoolVar(&c.packCache, "pack-cache", true, "share and keep pack generations of identical fetches")
+	fs.BoolVar(&c.advertCache, "advert-cache", true, "keep ref advertisements in memory")
+	fs.DurationVar(&c.pageTimeout, "page-timeout", defaultPageTimeout, "time limit of a web page")
+	fs.DurationVar(&c.gitTimeout, "git-timeout", defaultGitTimeout, "time limit of a git request (clone, fetch, push)")
+	fs.DurationVar(&c.slowThreshold, "slow", defaultSlowThreshold, "requests still running after this are reported with their stacks")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), `Usage:
+  forged [serve] [flags]                 serve the forge
+  forged user add NAME [-admin] [-email E] [-password-stdin] [-data DIR]
+  forged repo create OWNER/NAME [-private] [-description D] [-data DIR]
+  forged token create USER [-scope read|write] [-name N] [-expires D] [-data DIR]
+
+Signals: SIGTERM or SIGINT drain and stop; SIGHUP or SIGUSR2 start a new
+binary on the same socket and stop once it serves; SIGUSR1 reopens -log.
+
+Flags of serve:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q (see -h)", fs.Arg(0))
+	}
+	switch c.engine {
+	case "auto", "git", "gogit":
+	default:
+		return nil, fmt.Errorf("-engine: %q is not git, gogit or auto", c.engine)
+	}
+	switch c.accel {
+	case "none", "nginx", "lighttpd":
+	default:
+		return nil, fmt.Errorf("-accel: %q is not nginx, lighttpd or none", c.accel)
+	}
+	if _, _, err := net.SplitHostPort(c.addr); err != nil {
+		return nil, fmt.Errorf("-addr: %v", err)
+	}
+	if memcached != "" {
+		for _, s := range strings.Split(memcached, ",") {
+			if _, _, err := net.SplitHostPort(strings.TrimSpace(s)); err != nil {
+				return nil, fmt.Errorf("-memcached: %q: %v", s, err)
+			}
+			c.memcached = append(c.memcached, strings.TrimSpace(s))
+		}
+	}
+	if baseURL != "" {
+		u, err := url.Parse(baseURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("-base-url: %q is not an http(s) URL", baseURL)
+		}
+		u.Path = strings.TrimSuffix(u.Path, "/")
+		c.baseURL = u
+	}
+	if proxies != "" {
+		for _, p := range strings.Split(proxies, ",") {
+			p = strings.TrimSpace(p)
+			if !strings.Contains(p, "/") {
+				if a, err := netip.ParseAddr(p); err == nil {
+					p = netip.PrefixFrom(a, a.BitLen()).String()
+				}
+			}
+			pfx, err := netip.ParsePrefix(p)
+			if err != nil {
+				return nil, fmt.Errorf("-trusted-proxies: %v", err)
+			}
+			c.trustedProxies = append(c.trustedProxies, pfx.Masked())
+		}
+	}
+	for name, d := range map[string]time.Duration{"-page-timeout": c.pageTimeout, "-git-timeout": c.gitTimeout, "-slow": c.slowThreshold} {
+		if d <= 0 {
+			return nil, fmt.Errorf("%s: must be positive", name)
+		}
+	}
+	return c, nil
+}
+
+// server is the assembled forge.
+type server struct {
+	cfg      *config
+	log      *slog.Logger
+	forge    *forge.Forge
+	git      *gitproto.Handler
+	views    *counting.Counter
+	viewsDB  *counting.SQLiteStore
+	cache    *viewcache.Cache
+	mc       *memcache.Client
+	archiver *forge.Archiver
+	maint    *forge.Maintainer
+	hooks    *forge.Deliverer
+	watchdog *slowlog.Watchdog
+	profiler *slowlog.Profiler
+	tbox     *timebox.Handler
+	key      []byte
+	pageSets  map[string]*template.Template // by page name: layout, fragments and the page
+	fragments *template.Template            // layout and fragments only
+	assets   *assets
+	logins   *loginLimiter
+	browsers *lru.Cache[string, *browserEntry]
+	metrics  *metrics
+	handler  http.Handler
+
+	fillWG   sync.WaitGroup // background last-commit fills, for Close
+	fillCtx  context.Context
+	fillStop context.CancelFunc
+	filling  sync.Map // fragment keys being filled in the background
+
+	// exploreEvery is how long the explore lists are reused. If zero,
+	// defaultExploreEvery.
+	exploreEvery time.Duration
+	// pageBudget is how long a page waits for the last commits of a
+	// directory. If zero, lastCommitBudget.
+	pageBudget time.Duration
+}
+
+// newServer opens everything under cfg.data.
+func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server, err error) {
+	if err := os.MkdirAll(cfg.data, 0o755); err != nil {
+		return nil, err
+	}
+	s = &server{cfg: cfg, log: logger}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	if s.key, err = secretKey(filepath.Join(cfg.data, "secret.key")); err != nil {
+		return nil, err
+	}
+	if s.forge, err = openForge(ctx, cfg.data); err != nil {
+		return nil, err
+	}
+	s.hooks = &forge.Deliverer{Meta: s.forge.Meta, Logger: logger}
+	s.forge.Deliverer = s.hooks
+	s.forge.OnPush = append(s.forge.OnPush, s.pushed)
+
+	if s.viewsDB, err = counting.OpenSQLite(filepath.Join(cfg.data, "views.db")); err != nil {
+		return nil, err
+	}
+	s.views = counting.New(s.viewsDB)
+	s.views.Logger = logger
+
+	s.cache = viewcache.New("forged", templateVersion)
+	s.cache.SoftTTL = 5 * time.Minute
+	s.cache.Jitter = 0.1
+	s.cache.Logger = logger
+	if len(cfg.memcached) > 0 {
+		s.mc = memcache.New(cfg.memcached...)
+		s.mc.Timeout = 200 * time.Millisecond
+		s.cache.Memcache = s.mc
+	}
+
+	var sendFile func(http.ResponseWriter, *http.Request, string) bool
+	switch cfg.accel {
+	case "nginx":
+		sendFile = gitproto.AccelRedirect(cfg.data, "/_accel")
+	case "lighttpd":
+		sendFile = gitproto.XSendfile()
+	}
+	if s.archiver, err = forge.NewArchiver(filepath.Join(cfg.data, "cache", "archives", instanceID()), 0); err != nil {
+		return nil, err
+	}
+	s.archiver.SendFile = sendFile
+
+	s.git = s.forge.GitHandler()
+	s.git.Admission = &gitproto.Admission{}
+	s.git.Logger = logger
+	s.git.SendFile = sendFile
+	engine := cfg.engine
+	if engine == "auto" {
+		engine = "gogit"
+		if _, err := exec.LookPath("git"); err == nil {
+			engine = "git"
+		}
+	}
+	if engine == "gogit" {
+		s.git.Engine = &gitproto.GoGitEngine{}
+	}
+	if cfg.packCache {
+		if s.git.PackCache, err = gitproto.NewPackCache(filepath.Join(cfg.data, "cache", "packs", instanceID()), 0); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.advertCache {
+		s.git.AdvertCache = &gitproto.AdvertCache{}
+	}
+
+	s.maint = &forge.Maintainer{Store: s.forge.Store, Logger: logger}
+	s.maint.Start(0)
+
+	s.watchdog = &slowlog.Watchdog{
+		Threshold: cfg.slowThreshold,
+		Sink:      slowlog.Sinks{slowlog.SlogSink{Logger: logger}, &slowlog.DirSink{Dir: filepath.Join(cfg.data, "slow")}},
+		Logger:    logger,
+		Route:     route,
+		RequestID: requestID,
+		Principal: func(r *http.Request) string {
+			if u := s.sessionUser(r); u != nil {
+				return u.Name
+			}
+			return ""
+		},
+	}
+	s.profiler = slowlog.NewProfiler(s.key)
+	s.profiler.Dir = filepath.Join(cfg.data, "profiles")
+	s.profiler.URLPrefix = "/admin/profiles/"
+	s.profiler.Audit = func(r *http.Request, subject, outcome string) {
+		logger.Info("profile", "subject", subject, "outcome", outcome, "path", r.URL.Path)
+	}
+
+	s.browsers, _ = lru.New[string, *browserEntry](256)
+	s.logins = newLoginLimiter()
+	if s.assets, err = loadAssets(); err != nil {
+		return nil, err
+	}
+	if err = s.templates(); err != nil {
+		return nil, err
+	}
+	s.metrics = newMetrics(s)
+	s.fillCtx, s.fillStop = context.WithCancel(context.Background())
+	s.handler = s.routes()
+	return s, nil
+}
+
+// instanceID names this process's private cache directories: several
+// instances may share a data directory, and the archive and pack caches
+// clear their directory when they start.
+func instanceID() string {
+	return fmt.Sprintf("pid%d", os.Getpid())
+}
+
+// Close stops the background work and closes the databases.
+func (s *server) Close() error {
+	if s.fillStop != nil {
+		s.fillStop()
+		s.fillWG.Wait()
+	}
+	if s.maint != nil {
+		s.maint.Close()
+	}
+	if s.hooks != nil {
+		s.hooks.Close()
+	}
+	if s.watchdog != nil {
+		s.watchdog.Close()
+	}
+	var err error
+	if s.views != nil {
+		err = s.views.Close()
+	}
+	if s.viewsDB != nil {
+		s.viewsDB.Close()
+	}
+	if s.cache != nil {
+		s.cache.Close()
+	}
+	if s.forge != nil {
+		s.forge.Meta.Close()
+	}
+	if s.archiver != nil {
+		os.RemoveAll(filepath.Join(s.cfg.data, "cache", "archives", instanceID()))
+	}
+	if s.git != nil && s.git.PackCache != nil {
+		os.RemoveAll(filepath.Join(s.cfg.data, "cache", "packs", instanceID()))
+	}
+	return err
+}
+
+// secretKey reads the 32-byte key at path, creating it (mode 0600) on
+// first use. Every instance sharing the data directory uses the same key,
+// so sessions and CSRF tokens work across them.
+func secretKey(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err == nil && len(b) >= 32 {
+		return b[:32], nil
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	b = make([]byte, 32)
+	rand.Read(b)
+	tmp := fmt.Sprintf("%s.%d", path, os.Getpid())
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return nil, err
+	}
+	// Link, not rename: if another instance created it meanwhile, keep
+	// theirs.
+	if err := os.Link(tmp, path); err != nil && !errors.Is(err, os.ErrExist) {
+		os.Remove(tmp)
+		return nil, err
+	}
+	os.Remove(tmp)
+	return secretKey(path)
+}
+
+// firstAdmin creates the administrator "root" with a random password when there
+// are no users, and returns the password ("" if nothing was created).
+func (s *server) firstAdmin(ctx context.Context) (string, error) {
+	users, err := s.forge.Meta.Users(ctx)
+	if err != nil || len(users) > 0 {
+		return "", err
+	}
+	pass := randomPassword()
+	if _, err := s.forge.Meta.CreateUser(ctx, firstAdminName, "", pass, true); err != nil {
+		if errors.Is(err, forge.ErrUserExists) {
+			return "", nil // another instance was first
+		}
+		return "", err
+	}
+	return pass, nil
+}
+
+// baseURL is the forge's public URL for r.
+func (s *server) baseURL(r *http.Request) string {
+	if s.cfg.baseURL != nil {
+		return s.cfg.baseURL.String()
+	}
+	return "http://" + r.Host
+}
+
+// run serves until ctx is done. ready, if set, receives the base URL once
+// the server listens.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready func(url string)) error {
+	cfg, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	logw := io.Writer(stderr)
+	var lf *logFile
+	if cfg.logFile != "" {
+		if lf, err = openLogFile(cfg.logFile); err != nil {
+			return err
+		}
+		defer lf.Close()
+		logw = lf
+	}
+	logger := slog.New(slog.NewJSONHandler(logw, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	s, err := newServer(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	pass, err := s.firstAdmin(ctx)
+	if err != nil {
+		return err
+	}
+	ln, inherited, err := listen(cfg.addr)
+	if err != nil {
+		return err
+	}
+	base := "http://" + ln.Addr().String()
+	if cfg.baseURL != nil {
+		base = cfg.baseURL.String()
+	}
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	if inherited {
+		fmt.Fprintf(stdout, "forged: took over %s from the previous process\n", ln.Addr())
+	} else {
+		fmt.Fprintf(stdout, "forged: serving %s on %s\n", cfg.data, base)
+	}
+	if pass != "" {
+		fmt.Fprintf(stdout, "forged: created the administrator; sign in at %s/login as %s with password %s\n", base, firstAdminName, pass)
+		fmt.Fprintf(stdout, "forged: (shown once; add users with: forged user add NAME -data %s)\n", cfg.data)
+	} else if !inherited {
+		fmt.Fprintf(stdout, "forged: sign in at %s/login (add users with: forged user add NAME -data %s)\n", base, cfg.data)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	if ready != nil {
+		ready(base)
+	}
+	notifyParent(logger) // a restarted process tells its parent it serves
+	err = s.signals(ctx, ln, lf, errc)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if serr := srv.Shutdown(shutdownCtx); serr != nil && err == nil {
+		err = serr
+	}
+	if serveErr := <-errc; !errors.Is(serveErr, http.ErrServerClosed) && err == nil {
+		err = serveErr
+	}
+	return err
+}

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/forgekit/forgekit/forge"
+)
+
+type repoSettingsData struct {
+	Info          *forge.RepoInfo
+	Collaborators []forge.Collaborator
+	Protected     []string
+	Webhooks      []forge.Webhook
+}
+
+func (s *server) repoSettings(w http.ResponseWriter, r *http.Request) {
+	r, sess, rv, ok := s.openRepo(w, r, forge.ActionAdmin, "settings")
+	if !ok {
+		return
+	}
+	s.repoSettingsPage(w, r, sess, rv, http.StatusOK, "", "")
+}
+
+func (s *server) repoSettingsPage(w http.ResponseWriter, r *http.Request, sess *session, rv *repoView, status int, flash, errMsg string) {
+	ctx := r.Context()
+	d := repoSettingsData{Info: rv.Info}
+	var err error
+	if d.Collaborators, err = s.forge.Meta.Collaborators(ctx, rv.Info.ID); err == nil {
+		if d.Protected, err = s.forge.Meta.ProtectedBranches(ctx, rv.Info.ID); err == nil {
+			d.Webhooks, err = s.forge.Meta.Webhooks(ctx, rv.Info.ID)
+		}
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.render(w, r, sess, status, "repo_settings", &page{Title: "Settings · " + rv.Info.Owner + "/" + rv.Info.Name, Repo: rv, Flash: flash, Error: errMsg, Data: d})
+}
+
+// repoSettingsPost applies one settings form. Changes that alter what
+// pages show (visibility, description, default branch, deletion)
+// invalidate the repository's fragments and the explore lists.
+func (s *server) repoSettingsPost(w http.ResponseWriter, r *http.Request) {
+	r, _, ok := s.post(w, r)
+	if !ok {
+		return
+	}
+	r, sess, rv, ok := s.openRepo(w, r, forge.ActionAdmin, "settings")
+	if !ok {
+		return
+	}
+	ctx := r.Context()
+	m := s.forge.Meta
+	id := rv.Info.ID
+	bad := func(msg string) { s.repoSettingsPage(w, r, sess, rv, http.StatusUnprocessableEntity, "", msg) }
+	var err error
+	switch r.PostFormValue("action") {
+	case "general":
+		info := *rv.Info
+		info.Description = strings.TrimSpace(r.PostFormValue("description"))
+		info.Private = r.PostFormValue("private") != ""
+		info.DefaultBranch = strings.TrimSpace(r.PostFormValue("default_branch"))
+		if info.DefaultBranch == "" || strings.ContainsAny(info.DefaultBranch, " ~^:?*[\\") || strings.Contains(info.DefaultBranch, "..") {
+			bad("That is not a branch name.")
+			return
+		}
+		err = m.UpdateRepoInfo(ctx, &info)
+	case "collab":
+		err = m.SetCollaborator(ctx, id, strings.TrimSpace(r.PostFormValue("user")), forge.Level(r.PostFormValue("level")))
+		if err != nil {
+			bad(strings.TrimPrefix(err.Error(), "forge: "))
+			return
+		}
+	case "uncollab":
+		err = m.RemoveCollaborator(ctx, id, r.PostFormValue("user"))
+	case "protect":
+		pattern := strings.TrimSpace(r.PostFormValue("pattern"))
+		if pattern == "" {
+			bad("A pattern is needed.")
+			return
+		}
+		err = m.ProtectBranch(ctx, id, pattern)
+	case "unprotect":
+		err = m.UnprotectBranch(ctx, id, r.PostFormValue("pattern"))
+	case "hook":
+		u, perr := url.Parse(strings.TrimSpace(r.PostFormValue("url")))
+		if perr != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("A webhook needs an http or https URL.")
+			return
+		}
+		_, err = m.AddWebhook(ctx, id, u.String(), r.PostFormValue("secret"))
+	case "unhook":
+		hid, _ := strconv.ParseInt(r.PostFormValue("id"), 10, 64)
+		err = m.DeleteWebhook(ctx, id, hid)
+	case "delete":
+		if r.PostFormValue("confirm") != rv.Info.Name {
+			bad("Type the repository's name to confirm.")
+			return
+		}
+		if err = s.forge.DeleteRepo(ctx, rv.Info.Owner, rv.Info.Name); err == nil {
+			s.cache.Invalidate(ctx, "repo:"+rv.key, "refs:"+rv.key, "explore")
+			redirect(w, r, "/"+rv.Info.Owner)
+			return
+		}
+	default:
+		http.Error(w, "unknown action", http.StatusBadRequest)
+		return
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.cache.Invalidate(ctx, "repo:"+rv.key, "refs:"+rv.key, "explore")
+	redirect(w, r, rv.Base+"/settings")
+}
