@@ -21,9 +21,9 @@ import (
 
 // Caps of what a page shows.
 const (
-	maxBlobShown  = 1 << 20  // bytes of a file shown highlighted
-	maxRawBytes   = 64 << 20 // bytes served by /raw (clone for more)
-	maxPatchBytes = 1 << 20  // bytes of patch text on a commit page
+	maxBlobShown   = 1 << 20  // bytes of a file shown highlighted
+	maxRawBytes    = 64 << 20 // bytes served by /raw (clone for more)
+	maxPatchBytes  = 1 << 20  // bytes of patch text on a commit page
 	commitsPerPage = 30
 )
 
@@ -203,7 +203,7 @@ func (s *server) refsFragment(ctx context.Context, br *forge.Browser, rv *repoVi
 			return nil, err
 		}
 		d := struct {
-			Base, Current    string
+			Base, Current  string
 			Branches, Tags []refLink
 		}{Base: rv.Base, Current: rv.Ref}
 		for _, rf := range refs {
@@ -528,10 +528,10 @@ func (s *server) readmeFragment(ctx context.Context, br *forge.Browser, rv *repo
 // Files.
 
 type blobData struct {
-	Crumbs                    []crumb
-	Size, RawURL, HistoryURL  string
-	Binary, Truncated         bool
-	Code, Rendered            template.HTML
+	Crumbs                   []crumb
+	Size, RawURL, HistoryURL string
+	Binary, Truncated        bool
+	Code, Rendered           template.HTML
 }
 
 func (s *server) blob(w http.ResponseWriter, r *http.Request) {

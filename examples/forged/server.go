@@ -35,7 +35,7 @@ import (
 const (
 	// firstAdminName is the administrator created on the first start
 	// ("admin" is reserved: it is the /admin URL).
-	firstAdminName = "root"
+	firstAdminName       = "root"
 	defaultAddr          = "127.0.0.1:8080"
 	defaultPageTimeout   = 10 * time.Second
 	defaultGitTimeout    = time.Hour
@@ -155,28 +155,28 @@ Flags of serve:
 
 // server is the assembled forge.
 type server struct {
-	cfg      *config
-	log      *slog.Logger
-	forge    *forge.Forge
-	git      *gitproto.Handler
-	views    *counting.Counter
-	viewsDB  *counting.SQLiteStore
-	cache    *viewcache.Cache
-	mc       *memcache.Client
-	archiver *forge.Archiver
-	maint    *forge.Maintainer
-	hooks    *forge.Deliverer
-	watchdog *slowlog.Watchdog
-	profiler *slowlog.Profiler
-	tbox     *timebox.Handler
-	key      []byte
+	cfg       *config
+	log       *slog.Logger
+	forge     *forge.Forge
+	git       *gitproto.Handler
+	views     *counting.Counter
+	viewsDB   *counting.SQLiteStore
+	cache     *viewcache.Cache
+	mc        *memcache.Client
+	archiver  *forge.Archiver
+	maint     *forge.Maintainer
+	hooks     *forge.Deliverer
+	watchdog  *slowlog.Watchdog
+	profiler  *slowlog.Profiler
+	tbox      *timebox.Handler
+	key       []byte
 	pageSets  map[string]*template.Template // by page name: layout, fragments and the page
 	fragments *template.Template            // layout and fragments only
-	assets   *assets
-	logins   *loginLimiter
-	browsers *lru.Cache[string, *browserEntry]
-	metrics  *metrics
-	handler  http.Handler
+	assets    *assets
+	logins    *loginLimiter
+	browsers  *lru.Cache[string, *browserEntry]
+	metrics   *metrics
+	handler   http.Handler
 
 	fillWG   sync.WaitGroup // background last-commit fills, for Close
 	fillCtx  context.Context
