@@ -157,8 +157,8 @@ func (s *server) explore(w http.ResponseWriter, r *http.Request) {
 	}
 	// The lists are public and the same for everyone: one fragment per
 	// period of every, invalidated by pushes and visibility changes.
-	slot := time.Now().Truncate(every).Unix()
-	html, err := s.cached(r.Context(), fmt.Sprintf("explore|%d", slot), []string{"explore"}, "explorelist", s.exploreLists)
+	slot := time.Now().UnixNano() / int64(every)
+	html, err := s.cached(r.Context(), fmt.Sprintf("explore|%d|%d", every, slot), []string{"explore"}, "explorelist", s.exploreLists)
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -1,0 +1,448 @@
+package main
+
+import (
+	"archive/zip"
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/forgekit/forgekit/forge"
+	"github.com/forgekit/forgekit/internal/testenv"
+)
+
+// TestJourney is the new user's path: accounts and repositories from the
+// CLI, a push, every page, archives, anonymous and private clones, a
+// repository made through the form, and the view counts and explore
+// ranking moving.
+func TestJourney(t *testing.T) {
+	t.Parallel()
+	f := newForge(t)
+	f.s.exploreEvery = time.Nanosecond // no reuse of the lists in this test
+	f.user("alice")
+	f.mustCLI("", "repo", "create", "alice/proj", "-description", "Alice's project")
+	f.mustCLI("", "repo", "create", "alice/secret", "-private")
+	tok := f.token("alice")
+	f.pushSample("alice/proj", "alice", tok)
+	f.pushSample("alice/secret", "alice", tok)
+	head := strings.Fields(testenv.Run(t, "", "ls-remote", f.gitURL("alice/proj", "", ""), "refs/heads/main"))[0]
+
+	anon := f.browser()
+	for _, tc := range []struct {
+		name, path string
+		want       []string
+	}{
+		{"home", "/alice/proj", []string{"Alice&#39;s project", "<h1>Sample project</h1>", ">src</a>", ">docs</a>", "Say &lt;b&gt;hi&lt;/b&gt;", f.ts.URL + "/alice/proj.git", "feature/login", "v1.0"}},
+		{"tree", "/alice/proj/tree/main/src", []string{">main.go</a>", "Say &lt;b&gt;hi&lt;/b&gt;"}},
+		{"branch with a slash", "/alice/proj/tree/feature/login", []string{">login.go</a>"}},
+		{"tag", "/alice/proj/tree/v1.0/docs", []string{">guide.md</a>"}},
+		{"commit id", "/alice/proj/tree/" + head[:8], []string{">README.md</a>"}},
+		{"blob", "/alice/proj/blob/main/src/main.go", []string{`id="L3"`, "println"}},
+		{"markdown blob", "/alice/proj/blob/main/docs/guide.md", []string{"<h1>Guide</h1>"}},
+		{"commits", "/alice/proj/commits/main", []string{"Initial import", "Say &lt;b&gt;hi&lt;/b&gt;"}},
+		{"commits of a path", "/alice/proj/commits/main/docs", []string{"Initial import"}},
+		{"commit", "/alice/proj/commit/" + head, []string{"modified</span> src/main.go", `<span class="add">&#43;func main() { println(&#34;hi&#34;) }</span>`}},
+		{"user", "/alice", []string{">proj</a>"}},
+		{"explore", "/explore", []string{"alice/proj", "Recently pushed"}},
+	} {
+		r := anon.get(tc.path)
+		require.Equal(t, http.StatusOK, r.code, "%s: %s", tc.name, r.body)
+		for _, w := range tc.want {
+			assert.Contains(t, r.body, w, tc.name)
+		}
+		assert.NotContains(t, r.body, "<script>alert", "%s: raw HTML is never passed through", tc.name)
+		assert.Empty(t, r.h.Values("Set-Cookie"), "%s: anonymous responses set no cookie", tc.name)
+	}
+	assert.NotContains(t, anon.get("/alice").body, "secret", "private repositories are not listed")
+	assert.NotContains(t, anon.get("/explore").body, "alice/secret")
+
+	raw := anon.get("/alice/proj/raw/main/src/main.go")
+	assert.Equal(t, http.StatusOK, raw.code)
+	assert.Equal(t, "package main\n\nfunc main() { println(\"hi\") }\n", raw.body)
+	assert.Equal(t, "text/plain; charset=utf-8", raw.h.Get("Content-Type"))
+	assert.Contains(t, raw.h.Get("Content-Security-Policy"), "sandbox")
+	rawHTML := anon.get("/alice/proj/raw/main/README.md")
+	assert.Equal(t, "text/plain; charset=utf-8", rawHTML.h.Get("Content-Type"), "never served as HTML")
+
+	// Archives: a ref is redirected to its commit, which is immutable.
+	r := anon.get("/alice/proj/archive/main.zip")
+	require.Equal(t, http.StatusFound, r.code)
+	assert.Equal(t, "/alice/proj/archive/"+head+".zip", r.h.Get("Location"))
+	r = anon.get(r.h.Get("Location"))
+	require.Equal(t, http.StatusOK, r.code)
+	assert.Contains(t, r.h.Get("Cache-Control"), "immutable")
+	assert.Contains(t, r.h.Get("Content-Disposition"), "proj-"+head[:12]+".zip")
+	zr, err := zip.NewReader(bytes.NewReader([]byte(r.body)), int64(len(r.body)))
+	require.NoError(t, err)
+	var names []string
+	for _, f := range zr.File {
+		names = append(names, f.Name)
+	}
+	assert.Contains(t, names, "proj-"+head[:12]+"/src/main.go")
+	r = anon.get("/alice/proj/archive/v1.0.tar.gz")
+	require.Equal(t, http.StatusFound, r.code)
+	r = anon.get(r.h.Get("Location"))
+	assert.Equal(t, "\x1f\x8b", r.body[:2], "gzip")
+
+	// Private: invisible to the anonymous, and to git without credentials.
+	for _, p := range []string{"/alice/secret", "/alice/secret/tree/main", "/alice/secret/raw/main/README.md", "/alice/secret/archive/main.zip", "/alice/secret/commits/main"} {
+		assert.Equal(t, http.StatusNotFound, anon.get(p).code, p)
+	}
+	dst := t.TempDir()
+	_, err = testenv.RunErr(t, testenv.Cmd{Args: []string{"clone", "-q", f.gitURL("alice/secret", "", ""), filepath.Join(dst, "anon")}})
+	require.Error(t, err, "no anonymous clone of a private repository")
+	testenv.Run(t, "", "clone", "-q", f.gitURL("alice/secret", "alice", tok), filepath.Join(dst, "private"))
+	testenv.Run(t, "", "clone", "-q", f.gitURL("alice/proj", "", ""), filepath.Join(dst, "public"))
+	testenv.Run(t, "", "clone", "-q", f.ts.URL+"/alice/proj", filepath.Join(dst, "without-suffix"))
+	assert.FileExists(t, filepath.Join(dst, "private", "src", "main.go"))
+
+	// Signed in, alice sees her private repository, privately cached.
+	alice := f.browser()
+	alice.login("alice", "alice-password")
+	r = alice.get("/alice/secret")
+	require.Equal(t, http.StatusOK, r.code)
+	assert.Contains(t, r.h.Get("Cache-Control"), "private")
+	assert.Contains(t, alice.get("/alice").body, ">secret</a>")
+
+	// A repository from the form: the empty page says how to push.
+	r = alice.post("/new", url.Values{"name": {"other"}, "description": {"made in the browser"}})
+	require.Equal(t, http.StatusSeeOther, r.code, r.body)
+	assert.Equal(t, "/alice/other", r.h.Get("Location"))
+	r = alice.get("/alice/other")
+	assert.Contains(t, r.body, "This repository is empty")
+	assert.Contains(t, r.body, "git remote add origin "+f.ts.URL+"/alice/other.git")
+	r = alice.post("/new", url.Values{"name": {"Other"}})
+	assert.Equal(t, http.StatusUnprocessableEntity, r.code)
+	assert.Contains(t, r.body, "already have a repository")
+	r = alice.post("/new", url.Values{"name": {"../x"}})
+	assert.Equal(t, http.StatusUnprocessableEntity, r.code)
+	f.pushSample("alice/other", "alice", tok)
+
+	// Views: counted per page, shown, and ranked on explore.
+	for range 3 {
+		anon.get("/alice/proj")
+	}
+	for range 8 {
+		anon.get("/alice/other")
+	}
+	// A crawler is not counted.
+	anon.get("/alice/proj", "User-Agent", "Googlebot/2.1")
+	require.NoError(t, f.s.views.Flush(context.Background()))
+	views := func(repo string) string {
+		return regexp.MustCompile(`(\d+) views?</span>`).FindStringSubmatch(anon.get("/alice/" + repo).body)[1]
+	}
+	assert.Equal(t, "10", views("other"), "8 + the signed-in view + this one")
+	assert.Equal(t, "14", views("proj"), "the 10 pages above, 3 more and this one; not the crawler")
+	today := func() string {
+		body := anon.get("/explore").body
+		return body[strings.Index(body, "Most viewed today"):strings.Index(body, "Most viewed this week")]
+	}
+	assert.Less(t, strings.Index(today(), "alice/proj"), strings.Index(today(), "alice/other"))
+	for range 15 {
+		anon.get("/alice/other/commits/main")
+	}
+	assert.Less(t, strings.Index(today(), "alice/other"), strings.Index(today(), "alice/proj"), "the ranking follows the views")
+
+	// Tokens from the settings page: shown once, usable by git, revocable.
+	r = alice.post("/settings", url.Values{"action": {"token"}, "name": {"laptop"}, "scope": {"read"}, "expires": {"720h"}})
+	require.Equal(t, http.StatusOK, r.code)
+	readTok := tokenRE.FindString(r.body)
+	require.NotEmpty(t, readTok)
+	assert.Contains(t, r.h.Get("Cache-Control"), "no-store")
+	testenv.Run(t, "", "clone", "-q", f.gitURL("alice/secret", "alice", readTok), filepath.Join(dst, "with-read-token"))
+	assert.NotContains(t, alice.get("/settings").body, readTok, "shown once")
+	r = alice.post("/settings", url.Values{"action": {"revoke"}, "name": {"laptop"}})
+	assert.Equal(t, http.StatusSeeOther, r.code)
+	_, err = testenv.RunErr(t, testenv.Cmd{Args: []string{"clone", "-q", f.gitURL("alice/secret", "alice", readTok), filepath.Join(dst, "revoked")}})
+	assert.Error(t, err, "a revoked token no longer works")
+
+	// Password change; signing out ends the session.
+	r = alice.post("/settings", url.Values{"action": {"password"}, "current": {"wrong-password"}, "new": {"another-password"}})
+	assert.Equal(t, http.StatusForbidden, r.code)
+	r = alice.post("/settings", url.Values{"action": {"password"}, "current": {"alice-password"}, "new": {"another-password"}})
+	assert.Contains(t, r.body, "Password changed")
+	r = alice.post("/logout", url.Values{})
+	assert.Equal(t, http.StatusSeeOther, r.code)
+	assert.Equal(t, http.StatusNotFound, alice.get("/alice/secret").code)
+	alice.login("alice", "another-password")
+}
+
+// TestAccessMatrix checks every repository route for every kind of
+// visitor on a public and a private repository: whoever may not see a
+// repository gets 404, like a missing one.
+func TestAccessMatrix(t *testing.T) {
+	t.Parallel()
+	f := newForge(t)
+	for _, u := range []string{"alice", "bob", "carol"} {
+		f.user(u)
+	}
+	f.user("boss", "-admin")
+	tok := f.token("alice")
+	f.mustCLI("", "repo", "create", "alice/pub")
+	f.mustCLI("", "repo", "create", "alice/priv", "-private")
+	f.pushSample("alice/pub", "alice", tok)
+	f.pushSample("alice/priv", "alice", tok)
+	info, err := f.s.forge.Meta.RepoInfo(context.Background(), "alice", "priv")
+	require.NoError(t, err)
+	require.NoError(t, f.s.forge.Meta.SetCollaborator(context.Background(), info.ID, "bob", "read"))
+	head := strings.Fields(testenv.Run(t, "", "ls-remote", f.gitURL("alice/pub", "alice", tok), "refs/heads/main"))[0]
+
+	clients := map[string]*browser{"anonymous": f.browser()}
+	for _, u := range []string{"alice", "bob", "carol", "boss"} {
+		clients[u] = f.browser()
+		clients[u].login(u, u+"-password")
+	}
+	routes := []string{"", "/tree/main/src", "/blob/main/src/main.go", "/raw/main/README.md", "/commits/main",
+		"/commit/" + head, "/archive/" + head + ".zip", "/lastcommits/?c=" + head + "&ref=main", "/settings"}
+	const ok, hide, login = http.StatusOK, http.StatusNotFound, http.StatusSeeOther
+	// want[visitor][repo] = the status of the read routes, then of settings.
+	want := map[string]map[string][2]int{
+		"anonymous": {"pub": {ok, login}, "priv": {hide, hide}},
+		"carol":     {"pub": {ok, hide}, "priv": {hide, hide}},
+		"bob":       {"pub": {ok, hide}, "priv": {ok, hide}},
+		"alice":     {"pub": {ok, ok}, "priv": {ok, ok}},
+		"boss":      {"pub": {ok, ok}, "priv": {ok, ok}},
+	}
+	for who, repos := range want {
+		for repo, codes := range repos {
+			for _, rt := range routes {
+				path := "/alice/" + repo + rt
+				if repo == "priv" {
+					path = strings.ReplaceAll(path, head, privHead(t, f, tok))
+				}
+				w := codes[0]
+				if rt == "/settings" {
+					w = codes[1]
+				}
+				assert.Equal(t, w, clients[who].get(path).code, "%s GET %s", who, path)
+			}
+		}
+	}
+	// Settings posts need admin too; the missing look like the hidden.
+	r := clients["bob"].post("/alice/priv/settings", url.Values{"action": {"general"}, "description": {"x"}, "default_branch": {"main"}})
+	assert.Equal(t, http.StatusNotFound, r.code)
+	assert.Equal(t, http.StatusNotFound, clients["carol"].get("/alice/nothing").code)
+	assert.Equal(t, http.StatusNotFound, clients["anonymous"].get("/nobody").code)
+	assert.Equal(t, http.StatusNotFound, clients["alice"].get("/admin/").code, "admin pages hide from non-admins")
+	assert.Equal(t, http.StatusNotFound, clients["alice"].get("/admin/slow/").code)
+	assert.Equal(t, http.StatusOK, clients["boss"].get("/admin/").code)
+	assert.Equal(t, http.StatusOK, clients["boss"].get("/admin/slow/").code)
+
+	// Settings: visibility, collaborators, protected branches, deletion.
+	alice := clients["alice"]
+	alice.get("/alice/pub/settings")
+	r = alice.post("/alice/pub/settings", url.Values{"action": {"general"}, "description": {"now private"}, "default_branch": {"main"}, "private": {"1"}})
+	require.Equal(t, http.StatusSeeOther, r.code, r.body)
+	assert.Equal(t, http.StatusNotFound, clients["anonymous"].get("/alice/pub").code, "hidden at once (fragments invalidated)")
+	r = alice.post("/alice/pub/settings", url.Values{"action": {"collab"}, "user": {"carol"}, "level": {"write"}})
+	require.Equal(t, http.StatusSeeOther, r.code, r.body)
+	assert.Equal(t, http.StatusOK, clients["carol"].get("/alice/pub").code)
+	r = alice.post("/alice/pub/settings", url.Values{"action": {"collab"}, "user": {"nobody"}, "level": {"write"}})
+	assert.Equal(t, http.StatusUnprocessableEntity, r.code)
+	r = alice.post("/alice/pub/settings", url.Values{"action": {"protect"}, "pattern": {"release/*"}})
+	require.Equal(t, http.StatusSeeOther, r.code)
+	assert.Contains(t, alice.get("/alice/pub/settings").body, "release/*")
+	r = alice.post("/alice/pub/settings", url.Values{"action": {"hook"}, "url": {"javascript:alert(1)"}, "secret": {"s"}})
+	assert.Equal(t, http.StatusUnprocessableEntity, r.code)
+	r = alice.post("/alice/pub/settings", url.Values{"action": {"delete"}, "confirm": {"wrong"}})
+	assert.Equal(t, http.StatusUnprocessableEntity, r.code)
+	r = alice.post("/alice/pub/settings", url.Values{"action": {"delete"}, "confirm": {"pub"}})
+	assert.Equal(t, http.StatusSeeOther, r.code)
+	assert.Equal(t, http.StatusNotFound, alice.get("/alice/pub").code)
+}
+
+func privHead(t *testing.T, f *testForge, tok string) string {
+	return strings.Fields(testenv.Run(t, "", "ls-remote", f.gitURL("alice/priv", "alice", tok), "refs/heads/main"))[0]
+}
+
+// TestSessionsAndCSRF: forged and tampered cookies are anonymous, posts
+// need the session's token and the same origin, logins are rate limited.
+func TestSessionsAndCSRF(t *testing.T) {
+	t.Parallel()
+	f := newForge(t)
+	f.user("alice")
+	f.user("mallory")
+	alice := f.browser()
+	r := alice.post("/login", url.Values{"name": {"alice"}, "password": {"alice-password"}, "next": {"//evil.example/"}})
+	require.Equal(t, http.StatusSeeOther, r.code)
+	assert.Equal(t, "/", r.h.Get("Location"), "no open redirect")
+	c := r.h.Get("Set-Cookie")
+	for _, attr := range []string{"HttpOnly", "SameSite=Lax", "Path=/"} {
+		assert.Contains(t, c, attr)
+	}
+	alice.get("/settings")
+	mallory := f.browser()
+	mallory.login("mallory", "mallory-password")
+
+	for _, tc := range []struct {
+		name   string
+		form   url.Values
+		header []string
+	}{
+		{"no token", url.Values{"csrf": {""}}, nil},
+		{"wrong token", url.Values{"csrf": {"x" + alice.csrf}}, nil},
+		{"another session's token", url.Values{"csrf": {mallory.csrf}}, nil},
+		{"cross-site", url.Values{}, []string{"Sec-Fetch-Site", "cross-site"}},
+		{"foreign origin", url.Values{}, []string{"Origin", "https://evil.example"}},
+	} {
+		tc.form.Set("name", "csrf-"+strings.ReplaceAll(tc.name, " ", "-"))
+		r := alice.post("/new", tc.form, tc.header...)
+		assert.Equal(t, http.StatusForbidden, r.code, tc.name)
+	}
+	repos, err := f.s.forge.Meta.Repos(context.Background(), forge.RepoQuery{Limit: 1000})
+	require.NoError(t, err)
+	assert.Empty(t, repos, "no forged post created anything")
+
+	// A tampered or foreign cookie is no session.
+	u, _ := url.Parse(f.ts.URL)
+	cookie := alice.c.Jar.Cookies(u)[0]
+	for _, v := range []string{cookie.Value[:len(cookie.Value)-2] + "xx", "bWFs" + cookie.Value[4:], "bWFsbG9yeXw5OTk5OTk5OTk5fDAw.sig"} {
+		eve := f.browser()
+		eve.c.Jar.SetCookies(u, []*http.Cookie{{Name: sessionCookie, Value: v}})
+		r := eve.get("/new")
+		assert.Equal(t, http.StatusSeeOther, r.code, "treated as anonymous: sent to sign in")
+	}
+
+	// Logins are rate limited per address and per name.
+	eve := f.browser()
+	var last resp
+	for range loginBurst + 1 {
+		last = eve.post("/login", url.Values{"name": {"alice"}, "password": {"guess"}})
+	}
+	assert.Equal(t, http.StatusTooManyRequests, last.code)
+	assert.NotEmpty(t, last.h.Get("Retry-After"))
+	// Even the right password waits now.
+	assert.Equal(t, http.StatusTooManyRequests, eve.post("/login", url.Values{"name": {"alice"}, "password": {"alice-password"}}).code)
+}
+
+// TestHTTPCaching: ETags and 304 for ref-named pages, immutable pinned
+// pages for anonymous visitors of public repositories, private
+// otherwise, fingerprinted static files, gzip.
+func TestHTTPCaching(t *testing.T) {
+	t.Parallel()
+	f := newForge(t)
+	f.user("alice")
+	tok := f.token("alice")
+	f.mustCLI("", "repo", "create", "alice/proj")
+	work := f.pushSample("alice/proj", "alice", tok)
+	head := strings.TrimSpace(testenv.Run(t, work, "rev-parse", "HEAD"))
+	anon := f.browser()
+
+	r := anon.get("/alice/proj")
+	etag := r.h.Get("ETag")
+	require.NotEmpty(t, etag)
+	assert.Equal(t, "public, no-cache", r.h.Get("Cache-Control"))
+	r = anon.get("/alice/proj", "If-None-Match", etag)
+	assert.Equal(t, http.StatusNotModified, r.code)
+	assert.Empty(t, r.body)
+
+	r = anon.get("/alice/proj/tree/" + head + "/src")
+	assert.Equal(t, "public, max-age=31536000, immutable", r.h.Get("Cache-Control"))
+	assert.Equal(t, "public, max-age=31536000, immutable", anon.get("/alice/proj/commit/"+head).h.Get("Cache-Control"))
+	assert.Equal(t, "public, no-cache", anon.get("/alice/proj/blob/main/README.md").h.Get("Cache-Control"))
+
+	// A push moves main: the ETag of the ref-named page changes.
+	testenv.Run(t, work, "commit", "-q", "--allow-empty", "-m", "Another")
+	testenv.Run(t, work, "push", "-q", f.gitURL("alice/proj", "alice", tok), "main")
+	r = anon.get("/alice/proj", "If-None-Match", etag)
+	assert.Equal(t, http.StatusOK, r.code)
+	assert.NotEqual(t, etag, r.h.Get("ETag"))
+
+	alice := f.browser()
+	alice.login("alice", "alice-password")
+	r = alice.get("/alice/proj/tree/" + head)
+	assert.Equal(t, "private, no-cache", r.h.Get("Cache-Control"), "signed-in pages are private")
+	assert.NotEqual(t, anon.get("/alice/proj/tree/"+head).h.Get("ETag"), r.h.Get("ETag"))
+
+	// Static files: fingerprinted and immutable.
+	css := regexp.MustCompile(`href="(/static/style\.[0-9a-f]+\.css)"`).FindStringSubmatch(r.body)
+	require.NotNil(t, css)
+	s := anon.get(css[1])
+	assert.Equal(t, http.StatusOK, s.code)
+	assert.Equal(t, "public, max-age=31536000, immutable", s.h.Get("Cache-Control"))
+	assert.Contains(t, s.body, ".chroma", "highlighting styles included")
+
+	// gzip when asked for.
+	req, _ := http.NewRequest("GET", f.ts.URL+"/alice/proj", nil)
+	req.Header.Set("Accept-Encoding", "gzip")
+	res, err := (&http.Transport{DisableCompression: true}).RoundTrip(req)
+	require.NoError(t, err)
+	res.Body.Close()
+	assert.Equal(t, "gzip", res.Header.Get("Content-Encoding"))
+}
+
+// TestLastCommitsFilledAfter: when the last commits are not found within
+// the page's budget, the page comes without them, with a URL its script
+// fetches; the background fill completes them for later pages.
+func TestLastCommitsFilledAfter(t *testing.T) {
+	t.Parallel()
+	f := newForge(t)
+	f.s.pageBudget = time.Nanosecond
+	f.user("alice")
+	tok := f.token("alice")
+	f.mustCLI("", "repo", "create", "alice/proj")
+	f.pushSample("alice/proj", "alice", tok)
+	anon := f.browser()
+	r := anon.get("/alice/proj")
+	require.Equal(t, http.StatusOK, r.code)
+	fill := regexp.MustCompile(`data-fill="([^"]+)"`).FindStringSubmatch(r.body)
+	require.NotNil(t, fill, "the page says where to get the rest")
+	assert.NotContains(t, r.body, "Say &lt;b&gt;hi")
+	r = anon.get(strings.ReplaceAll(fill[1], "&amp;", "&"))
+	require.Equal(t, http.StatusOK, r.code)
+	assert.Contains(t, r.body, "Say &lt;b&gt;hi")
+	assert.NotContains(t, r.body, "data-fill")
+	assert.Contains(t, r.h.Get("Cache-Control"), "immutable")
+	// Later pages have them at once.
+	f.s.fillWG.Wait()
+	assert.Contains(t, anon.get("/alice/proj").body, "Say &lt;b&gt;hi")
+}
+
+// TestOperations: health, readiness, metrics, request ids.
+func TestOperations(t *testing.T) {
+	t.Parallel()
+	f := newForge(t)
+	anon := f.browser()
+	assert.Equal(t, "ok\n", anon.get("/healthz").body)
+	assert.Equal(t, "ready\n", anon.get("/readyz").body)
+	anon.get("/explore")
+	m := anon.get("/metrics")
+	require.Equal(t, http.StatusOK, m.code, "loopback may read the metrics")
+	assert.Contains(t, m.body, `forged_request_duration_seconds_count{code="2xx",method="GET",route="/explore"} 1`)
+	assert.Contains(t, m.body, "forged_fragment_renders_total")
+	r := anon.get("/explore", "X-Request-Id", "from-the-client")
+	assert.Len(t, r.h.Get("X-Request-Id"), 16, "ids from untrusted clients are replaced")
+	res, err := http.Get(f.ts.URL + "/robots.txt")
+	require.NoError(t, err)
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	assert.Contains(t, string(b), "Disallow: /*/*/archive/")
+}
+
+// TestReadyzWithMemcached: the shared fragment tier in use, and readiness
+// failing when memcached goes away.
+func TestReadyzWithMemcached(t *testing.T) {
+	t.Parallel()
+	mc := testenv.Memcached(t)
+	f := newForge(t, "-memcached", mc)
+	f.user("alice")
+	tok := f.token("alice")
+	f.mustCLI("", "repo", "create", "alice/proj")
+	f.pushSample("alice/proj", "alice", tok)
+	anon := f.browser()
+	assert.Equal(t, "ready\n", anon.get("/readyz").body)
+	anon.get("/alice/proj")
+	anon.get("/alice/proj")
+	st := f.s.cache.Stats()
+	assert.Positive(t, st.L1Hits+st.L2Hits)
+	assert.Zero(t, st.L2Errors)
+}
