@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"os/signal"
 	"sync"
 	"syscall"
@@ -55,36 +54,66 @@ func notifyParent(logger *slog.Logger) {
 }
 
 // restart starts a new process on ln and waits until it serves.
+//
+// The socket goes to the child as a raw descriptor through
+// syscall.ForkExec, not as an *os.File through exec.Cmd.ExtraFiles:
+// os/exec calls File.Fd, which switches the descriptor to blocking mode,
+// and O_NONBLOCK belongs to the open file description that the duplicate
+// shares with ln. The old process's accept would then block in the
+// kernel past Shutdown, take one more connection and drop it.
 func restart(ln net.Listener, logger *slog.Logger) error {
-	tl, ok := ln.(*net.TCPListener)
+	sc, ok := ln.(syscall.Conn)
 	if !ok {
-		return errors.New("restart: not a TCP listener")
+		return errors.New("restart: the listener has no descriptor")
 	}
-	lf, err := tl.File() // a duplicate; ln stays open
+	raw, err := sc.SyscallConn()
 	if err != nil {
 		return err
 	}
-	defer lf.Close()
+	dup := -1
+	var dupErr error
+	if err := raw.Control(func(fd uintptr) {
+		// Close-on-exec, so that no other child (git) inherits it.
+		r, _, errno := syscall.Syscall(syscall.SYS_FCNTL, fd, syscall.F_DUPFD_CLOEXEC, 0)
+		if errno != 0 {
+			dupErr = errno
+			return
+		}
+		dup = int(r)
+	}); err != nil {
+		return err
+	}
+	if dupErr != nil {
+		return fmt.Errorf("restart: dup: %w", dupErr)
+	}
+	defer syscall.Close(dup)
 	exe, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	pr, pw, err := os.Pipe()
-	if err != nil {
+	var p [2]int
+	if err := syscall.Pipe2(p[:], syscall.O_CLOEXEC); err != nil {
 		return err
 	}
+	pr := os.NewFile(uintptr(p[0]), "ready")
 	defer pr.Close()
-	cmd := exec.Command(exe, os.Args[1:]...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, os.Stdout, os.Stderr
-	cmd.ExtraFiles = []*os.File{lf, pw}
-	cmd.Env = append(os.Environ(), envListenFD+"=3", envReadyFD+"=4")
-	if err := cmd.Start(); err != nil {
-		pw.Close()
-		return err
+	pid, err := syscall.ForkExec(exe, os.Args, &syscall.ProcAttr{
+		Env:   append(os.Environ(), envListenFD+"=3", envReadyFD+"=4"),
+		Files: []uintptr{uintptr(syscall.Stdin), uintptr(syscall.Stdout), uintptr(syscall.Stderr), uintptr(dup), uintptr(p[1])},
+	})
+	syscall.Close(p[1])
+	if err != nil {
+		return fmt.Errorf("restart: %w", err)
 	}
-	pw.Close()
+	proc, _ := os.FindProcess(pid)
 	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	go func() {
+		st, err := proc.Wait()
+		if err == nil {
+			err = errors.New(st.String())
+		}
+		exited <- err
+	}()
 	got := make(chan error, 1)
 	go func() {
 		buf := make([]byte, 6)
@@ -94,15 +123,15 @@ func restart(ln net.Listener, logger *slog.Logger) error {
 	select {
 	case err := <-got:
 		if err != nil {
-			cmd.Process.Kill()
+			proc.Kill()
 			return fmt.Errorf("restart: the new process did not start serving: %v", err)
 		}
-		logger.Info("restart: the new process serves; draining", "pid", cmd.Process.Pid)
+		logger.Info("restart: the new process serves; draining", "pid", pid)
 		return nil
 	case err := <-exited:
 		return fmt.Errorf("restart: the new process exited: %v", err)
 	case <-time.After(restartWait):
-		cmd.Process.Kill()
+		proc.Kill()
 		return errors.New("restart: the new process did not answer in time")
 	}
 }

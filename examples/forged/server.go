@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bradfitz/gomemcache/memcache"
@@ -447,6 +448,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	} else if !inherited {
 		fmt.Fprintf(stdout, "forged: sign in at %s/login (add users with: forged user add NAME -data %s)\n", base, cfg.data)
 	}
+	fresh := trackFresh(srv)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	if ready != nil {
@@ -454,13 +456,53 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	}
 	notifyParent(logger) // a restarted process tells its parent it serves
 	err = s.signals(ctx, ln, lf, errc)
+	// Stop accepting (after a restart the new process accepts on the same
+	// socket), then let the connections already accepted send their
+	// requests: Shutdown closes, unanswered, a connection whose request
+	// it reads after Shutdown began.
+	ln.Close()
+	fresh.wait(drainFresh)
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if serr := srv.Shutdown(shutdownCtx); serr != nil && err == nil {
 		err = serr
 	}
-	if serveErr := <-errc; !errors.Is(serveErr, http.ErrServerClosed) && err == nil {
+	if serveErr := <-errc; !errors.Is(serveErr, http.ErrServerClosed) && !errors.Is(serveErr, net.ErrClosed) && err == nil {
 		err = serveErr
 	}
 	return err
+}
+
+// drainFresh bounds the wait for accepted connections to send their
+// first request before shutting down; a client that connects and stays
+// silent longer is dropped.
+const drainFresh = time.Second
+
+// freshConns tracks the connections accepted whose first request has not
+// been read yet.
+type freshConns struct {
+	conns sync.Map // net.Conn → struct{}
+	n     atomic.Int64
+}
+
+func trackFresh(srv *http.Server) *freshConns {
+	f := &freshConns{}
+	srv.ConnState = func(c net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			f.conns.Store(c, struct{}{})
+			f.n.Add(1)
+		} else if _, ok := f.conns.LoadAndDelete(c); ok {
+			f.n.Add(-1)
+		}
+	}
+	return f
+}
+
+// wait waits until no accepted connection is waiting for its first
+// request, or for at most d.
+func (f *freshConns) wait(d time.Duration) {
+	deadline := time.Now().Add(d)
+	for f.n.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(2 * time.Millisecond)
+	}
 }
