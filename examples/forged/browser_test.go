@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/forgekit/forgekit/internal/testenv"
+)
+
+// TestBrowser drives headless Chromium through the forms: sign in,
+// create a repository, and, after a push, the repository page, whose
+// script fills in the last commits and copies the clone URL. The
+// screenshot goes to $FORGEKIT_SCREENSHOTS when set.
+func TestBrowser(t *testing.T) {
+	chrome := testenv.Binary(t, "chromium", "chromium")
+	f := newForge(t)
+	f.s.pageBudget = time.Nanosecond // the last commits come from the script
+	f.user("alice")
+	tok := f.token("alice")
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chrome),
+		chromedp.NoSandbox, // root in a test sandbox
+		chromedp.WindowSize(1280, 900),
+		chromedp.UserDataDir(t.TempDir()),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancelAlloc()
+	ctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	ctx, cancelTimeout := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancelTimeout()
+
+	var created string
+	require.NoError(t, chromedp.Run(ctx,
+		chromedp.Navigate(f.ts.URL+"/login"),
+		chromedp.SendKeys(`input[name=name]`, "alice"),
+		chromedp.SendKeys(`input[name=password]`, "alice-password"),
+		chromedp.Submit(`input[name=password]`),
+		chromedp.WaitVisible(`a[href="/new"]`),
+		chromedp.Click(`a[href="/new"]`),
+		chromedp.WaitVisible(`input[name=description]`),
+		chromedp.SendKeys(`input[name=name]`, "webproj"),
+		chromedp.SendKeys(`input[name=description]`, "Made in a browser"),
+		chromedp.Submit(`input[name=name]`),
+		chromedp.WaitVisible(`section.empty`),
+		chromedp.Location(&created),
+	))
+	assert.Equal(t, f.ts.URL+"/alice/webproj", created)
+
+	f.pushSample("alice/webproj", "alice", tok)
+	var shot []byte
+	var files, copied string
+	require.NoError(t, chromedp.Run(ctx,
+		chromedp.Navigate(f.ts.URL+"/alice/webproj"),
+		chromedp.WaitVisible(`article.readme`),
+		// The script swaps the partial list for the complete one.
+		chromedp.WaitVisible(`table.files:not([data-fill])`),
+		chromedp.Text(`table.files`, &files),
+		chromedp.Click(`button.copy`),
+		chromedp.Text(`button.copy`, &copied),
+		chromedp.FullScreenshot(&shot, 100),
+	))
+	assert.Contains(t, files, "Say <b>hi</b>", "the last commit of src, filled in by the script")
+	assert.Equal(t, "Copied", copied)
+	assert.Greater(t, len(shot), 10000)
+	if dir := os.Getenv("FORGEKIT_SCREENSHOTS"); dir != "" {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "repo.png"), shot, 0o644))
+		var blob []byte
+		require.NoError(t, chromedp.Run(ctx,
+			chromedp.Navigate(f.ts.URL+"/alice/webproj/blob/main/src/main.go"),
+			chromedp.WaitVisible(`.code`),
+			chromedp.FullScreenshot(&blob, 100),
+		))
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "blob.png"), blob, 0o644))
+		var commit []byte
+		require.NoError(t, chromedp.Run(ctx,
+			chromedp.Navigate(f.ts.URL+"/alice/webproj/commits/main"),
+			chromedp.Click(`ol.log li a.sha`),
+			chromedp.WaitVisible(`pre.patch`),
+			chromedp.FullScreenshot(&commit, 100),
+		))
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "commit.png"), commit, 0o644))
+	}
+	require.NoError(t, chromedp.Cancel(ctx))
+}
