@@ -282,6 +282,9 @@ func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server
 	}
 	s.profiler = slowlog.NewProfiler(s.key)
 	s.profiler.Dir = filepath.Join(cfg.data, "profiles")
+	if err := os.MkdirAll(s.profiler.Dir, 0o750); err != nil {
+		return nil, err
+	}
 	s.profiler.URLPrefix = "/admin/profiles/"
 	s.profiler.Audit = func(r *http.Request, subject, outcome string) {
 		logger.Info("profile", "subject", subject, "outcome", outcome, "path", r.URL.Path)
