@@ -27,6 +27,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/cgi"
@@ -41,6 +42,10 @@ import (
 	"text/tabwriter"
 	"time"
 )
+
+// quiet drops the CGI handler's complaints about clients that go away
+// when a measurement ends.
+var quiet = log.New(io.Discard, "", 0)
 
 func main() {
 	if err := run(); err != nil {
@@ -89,14 +94,14 @@ func run() error {
 		}
 	}
 
-	// forged's data directory, with a copy of the repository as bench/repo.
+	// forged's data directory, with a copy of the repository as bench/big.
 	data := filepath.Join(work, "data")
-	for _, args := range [][]string{{"user", "add", "bench"}, {"repo", "create", "bench/repo"}} {
+	for _, args := range [][]string{{"user", "add", "bench"}, {"repo", "create", "bench/big"}} {
 		if out, err := exec.Command(c.forged, append(args, "-data", data)...).CombinedOutput(); err != nil {
 			return fmt.Errorf("forged %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 	}
-	dst := filepath.Join(data, "repos", "bench", "repo.git")
+	dst := filepath.Join(data, "repos", "bench", "big.git")
 	if err := os.RemoveAll(dst); err != nil {
 		return err
 	}
@@ -109,14 +114,17 @@ func run() error {
 	}
 
 	// cgit, with its page cache, and git http-backend, as CGIs.
+	if err := os.MkdirAll(filepath.Join(work, "cgit-cache"), 0o755); err != nil {
+		return err
+	}
 	rc := filepath.Join(work, "cgitrc")
 	os.WriteFile(rc, []byte(fmt.Sprintf("cache-root=%s\ncache-size=1000\nvirtual-root=/\nrepo.url=repo\nrepo.path=%s\n", filepath.Join(work, "cgit-cache"), c.repo)), 0o644)
-	cgitURL, stopCgit, err := serve(&cgi.Handler{Path: c.cgit, Env: []string{"CGIT_CONFIG=" + rc}})
+	cgitURL, stopCgit, err := serve(&cgi.Handler{Path: c.cgit, Env: []string{"CGIT_CONFIG=" + rc}, Logger: quiet})
 	if err != nil {
 		return err
 	}
 	defer stopCgit()
-	backendURL, stopBackend, err := serve(&cgi.Handler{Path: c.backend, Env: []string{"GIT_PROJECT_ROOT=" + filepath.Dir(c.repo), "GIT_HTTP_EXPORT_ALL=1"}})
+	backendURL, stopBackend, err := serve(&cgi.Handler{Path: c.backend, Env: []string{"GIT_PROJECT_ROOT=" + filepath.Dir(c.repo), "GIT_HTTP_EXPORT_ALL=1"}, Logger: quiet})
 	if err != nil {
 		return err
 	}
@@ -131,7 +139,7 @@ func run() error {
 
 	// The first view after a start, and the fill of its last commits.
 	t0 := time.Now()
-	body, err := fetch(f.url + "/bench/repo")
+	body, err := fetch(f.url + "/bench/big")
 	if err != nil {
 		return err
 	}
@@ -145,17 +153,29 @@ func run() error {
 	}
 
 	pages := []struct{ name, forged, cgit string }{
-		{"repository home", "/bench/repo", "/repo/"},
-		{"tree of " + dir, "/bench/repo/tree/main/" + dir, "/repo/tree/" + dir},
-		{"commit (HEAD)", "/bench/repo/commit/" + head, "/repo/commit/?id=" + head},
-		{"blob " + file, "/bench/repo/blob/main/" + file, "/repo/tree/" + file},
+		{"repository home", "/bench/big", "/repo/"},
+		{"tree of " + dir, "/bench/big/tree/main/" + dir, "/repo/tree/" + dir},
+		{"commit (HEAD)", "/bench/big/commit/" + head, "/repo/commit/?id=" + head},
+		{"blob " + file, "/bench/big/blob/main/" + file, "/repo/tree/" + file},
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "page\tforged cold\tcgit cold\tforged req/s\tcgit req/s\tratio\t\n")
+	fmt.Fprintf(tw, "page\tforged cold\tlast commits\tcgit cold\tforged req/s\tcgit req/s\tratio\t\n")
 	for _, p := range pages {
-		fc, err := timeOne(f.url + p.forged)
+		t0 := time.Now()
+		page, err := fetch(f.url + p.forged)
 		if err != nil {
 			return err
+		}
+		fc := time.Since(t0)
+		complete := "-"
+		if strings.Contains(page, `class="files"`) {
+			complete = "in the page"
+			if m := regexp.MustCompile(`data-fill="([^"]+)"`).FindStringSubmatch(page); m != nil {
+				if _, err := fetch(f.url + strings.ReplaceAll(m[1], "&amp;", "&")); err != nil {
+					return err
+				}
+				complete = "after " + ms(time.Since(t0))
+			}
 		}
 		cc, err := timeOne(cgitURL + p.cgit)
 		if err != nil {
@@ -169,13 +189,13 @@ func run() error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(tw, "%s\t%v\t%v\t%.0f\t%.0f\t%.2fx\t\n", p.name, ms(fc), ms(cc), fr, cr, fr/cr)
+		fmt.Fprintf(tw, "%s\t%v\t%s\t%v\t%.0f\t%.0f\t%.2fx\t\n", p.name, ms(fc), complete, ms(cc), fr, cr, fr/cr)
 	}
 	tw.Flush()
 	fmt.Printf("\nfirst view of the repository after a start: %v (last commits %s)\n", ms(firstView), fill)
 
 	if c.clone {
-		fd, err := cloneTime(f.url+"/bench/repo.git", work)
+		fd, err := cloneTime(f.url+"/bench/big.git", work)
 		if err != nil {
 			return err
 		}
@@ -310,7 +330,9 @@ func timeOne(url string) (time.Duration, error) {
 func throughput(url string, conc int, d time.Duration) (float64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	tr := &http.Transport{MaxIdleConnsPerHost: conc}
+	// No gzip: inflating would take the load generator's share of the
+	// same cores, and cgit sends none, so neither server compresses.
+	tr := &http.Transport{MaxIdleConnsPerHost: conc, DisableCompression: true}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr}
 	var n atomic.Int64

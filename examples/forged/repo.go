@@ -157,10 +157,35 @@ func (s *server) browser(dir string) (*forge.Browser, error) {
 	return b, nil
 }
 
+// refsTTL is how long a repository's ref list is reused: this
+// instance's pushes drop it at once, another instance's are seen within
+// refsTTL. Reading the refs is most of the cost of a warm page
+// otherwise (go-git reads every loose ref file and peels every tag).
+const refsTTL = time.Second
+
+type refsEntry struct {
+	refs []forge.Ref
+	at   time.Time
+}
+
+// refsOf returns the repository's branches and tags.
+func (s *server) refsOf(ctx context.Context, br *forge.Browser, rv *repoView) ([]forge.Ref, error) {
+	if e, ok := s.refs.Get(rv.key); ok && time.Since(e.at) < refsTTL {
+		return e.refs, nil
+	}
+	refs, _, err := br.Refs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.refs.Add(rv.key, refsEntry{refs, time.Now()})
+	return refs, nil
+}
+
 // resolve splits rest ("REF/PATH", REF possibly with slashes) into the
 // longest branch or tag it starts with, or a commit id, and the path.
-func resolve(ctx context.Context, br *forge.Browser, rest string) (ref, commit, p string, err error) {
-	refs, _, err := br.Refs(ctx)
+// Full commit ids found once are remembered: a commit never changes.
+func (s *server) resolve(ctx context.Context, br *forge.Browser, rv *repoView, rest string) (ref, commit, p string, err error) {
+	refs, err := s.refsOf(ctx, br, rv)
 	if err != nil {
 		return "", "", "", err
 	}
@@ -173,17 +198,24 @@ func resolve(ctx context.Context, br *forge.Browser, rest string) (ref, commit, 
 		return ref, commit, strings.Trim(rest[len(ref):], "/"), nil
 	}
 	first, p, _ := strings.Cut(rest, "/")
-	if len(first) >= 4 && len(first) <= 64 && strings.Trim(first, "0123456789abcdef") == "" {
-		if commit, err = br.Resolve(ctx, first); err == nil {
-			return first, commit, strings.Trim(p, "/"), nil
-		}
+	if len(first) < 4 || len(first) > 64 || strings.Trim(first, "0123456789abcdef") != "" {
+		return "", "", "", forge.ErrNotFound
 	}
-	return "", "", "", forge.ErrNotFound
+	if c, ok := s.resolved.Get(rv.key + "|" + first); ok {
+		return first, c, strings.Trim(p, "/"), nil
+	}
+	if commit, err = br.Resolve(ctx, first); err != nil {
+		return "", "", "", forge.ErrNotFound
+	}
+	if len(first) == len(commit) {
+		s.resolved.Add(rv.key+"|"+first, commit)
+	}
+	return first, commit, strings.Trim(p, "/"), nil
 }
 
 // setRef resolves rest and fills the ref fields and the ref selector.
 func (s *server) setRef(ctx context.Context, br *forge.Browser, rv *repoView, rest string) (p string, err error) {
-	ref, commit, p, err := resolve(ctx, br, rest)
+	ref, commit, p, err := s.resolve(ctx, br, rv, rest)
 	if err != nil {
 		return "", err
 	}
@@ -198,7 +230,7 @@ type refLink struct{ Name, Path string }
 func (s *server) refsFragment(ctx context.Context, br *forge.Browser, rv *repoView) (template.HTML, error) {
 	key := "refs|" + rv.key + "|" + rv.Ref
 	return s.cached(ctx, key, append(rv.deps(), "refs:"+rv.key), "refs", func(ctx context.Context) (any, error) {
-		refs, _, err := br.Refs(ctx)
+		refs, err := s.refsOf(ctx, br, rv)
 		if err != nil {
 			return nil, err
 		}
@@ -313,7 +345,14 @@ func (s *server) tree(w http.ResponseWriter, r *http.Request) {
 
 func (s *server) treePage(w http.ResponseWriter, r *http.Request, sess *session, rv *repoView, br *forge.Browser, dir string) {
 	ctx := r.Context()
-	if _, err := br.Tree(ctx, rv.Commit, dir); err != nil {
+	// A 304 first: a client holding this ETag had the page, so it exists.
+	if s.cacheHeaders(w, r, sess, rv, pinned(rv.Ref, rv.Commit)) {
+		return
+	}
+	files, err := s.filesFragment(ctx, br, rv, dir)
+	if errors.Is(err, forge.ErrNotFound) {
+		w.Header().Del("Cache-Control")
+		w.Header().Del("ETag")
 		if _, berr := br.Blob(ctx, rv.Commit, dir, 1); berr == nil {
 			http.Redirect(w, r, rv.Base+"/blob/"+rv.RefPath+"/"+escPath(dir), http.StatusFound)
 			return
@@ -321,10 +360,6 @@ func (s *server) treePage(w http.ResponseWriter, r *http.Request, sess *session,
 		s.notFound(w, r)
 		return
 	}
-	if s.cacheHeaders(w, r, sess, rv, pinned(rv.Ref, rv.Commit)) {
-		return
-	}
-	files, err := s.filesFragment(ctx, br, rv, dir)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -372,30 +407,28 @@ type filesData struct {
 	Complete              bool
 }
 
-// incomplete is the error a file-list render returns when the last
-// commits were not all found within the page's budget: it carries the
-// partial list, which the page shows while the rest is computed in the
-// background (the error keeps it out of the cache).
-type incomplete struct{ partial []byte }
-
-func (e *incomplete) Error() string { return "forged: last commits not complete yet" }
-
 func (s *server) filesKey(rv *repoView, dir string) string {
 	return "files|" + rv.key + "|" + rv.Ref + "|" + rv.Commit + "|" + dir
 }
 
-// renderFiles renders the file list of dir with the last commit of each
-// entry found within budget.
-func (s *server) renderFiles(ctx context.Context, br *forge.Browser, rv *repoView, dir string, budget time.Duration) ([]byte, bool, error) {
+// renderFiles renders the file list of dir, with the last commit of
+// each entry if withLast.
+func (s *server) renderFiles(ctx context.Context, br *forge.Browser, rv *repoView, dir string, withLast bool) ([]byte, error) {
 	entries, err := br.Tree(ctx, rv.Commit, dir)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
-	last, complete, err := br.LastCommits(ctx, rv.Commit, dir, budget)
-	if err != nil {
-		return nil, false, err
+	var last map[string]*forge.CommitInfo
+	if withLast {
+		var complete bool
+		if last, complete, err = br.LastCommits(ctx, rv.Commit, dir, lastCommitFill); err != nil {
+			return nil, err
+		}
+		if !complete {
+			return nil, fmt.Errorf("last commits of %s/%s not found within %v", rv.key, dir, lastCommitFill)
+		}
 	}
-	d := filesData{Base: rv.Base, Complete: complete,
+	d := filesData{Base: rv.Base, Complete: withLast,
 		FillURL: rv.Base + "/lastcommits/" + escPath(dir) + "?ref=" + url.QueryEscape(rv.Ref) + "&c=" + rv.Commit}
 	if dir != "" {
 		d.Parent = rv.Base + "/tree/" + rv.RefPath + "/" + escPath(path.Dir(dir))
@@ -416,47 +449,31 @@ func (s *server) renderFiles(ctx context.Context, br *forge.Browser, rv *repoVie
 		}
 		d.Entries = append(d.Entries, row)
 	}
-	b, err := s.fragment("files", d)
-	return b, complete, err
+	return s.fragment("files", d)
 }
 
-// filesFragment returns the cached file list; when its last commits are
-// not all known within lastCommitBudget, the page gets the partial list
-// and the full one is computed in the background (and fetched by the
-// page's script from the lastcommits URL).
+// filesFragment returns the file list with the last commit of each entry
+// from the cache, or renders it, waiting at most the page budget. Past
+// it, the page gets the list without them and a URL for its script: the
+// render goes on (viewcache detaches it from the request) and stores the
+// complete list, which the script's request and later pages get.
 func (s *server) filesFragment(ctx context.Context, br *forge.Browser, rv *repoView, dir string) (template.HTML, error) {
-	key := s.filesKey(rv, dir)
-	render := func(budget time.Duration) func(ctx context.Context) ([]byte, error) {
-		return func(ctx context.Context) ([]byte, error) {
-			b, complete, err := s.renderFiles(ctx, br, rv, dir, budget)
-			if err == nil && !complete {
-				return nil, &incomplete{partial: b}
-			}
-			return b, err
-		}
-	}
 	budget := s.pageBudget
 	if budget <= 0 {
 		budget = lastCommitBudget
 	}
-	b, err := s.cache.GetOrRender(ctx, key, rv.deps(), render(budget))
-	var inc *incomplete
-	if !errors.As(err, &inc) {
+	wctx, cancel := context.WithTimeout(ctx, budget)
+	defer cancel()
+	b, err := s.cache.GetOrRender(wctx, s.filesKey(rv, dir), rv.deps(), func(ctx context.Context) ([]byte, error) {
+		return s.renderFiles(ctx, br, rv, dir, true)
+	})
+	if err == nil || ctx.Err() != nil || wctx.Err() == nil {
 		return template.HTML(b), err
 	}
-	if _, busy := s.filling.LoadOrStore(key, true); !busy {
-		s.fillWG.Add(1)
-		go func() {
-			defer s.fillWG.Done()
-			defer s.filling.Delete(key)
-			ctx, cancel := context.WithTimeout(s.fillCtx, lastCommitFill)
-			defer cancel()
-			if _, err := s.cache.GetOrRender(ctx, key, rv.deps(), render(lastCommitFill)); err != nil {
-				s.log.Warn("last commits", "repo", rv.key, "dir", dir, "err", err)
-			}
-		}()
-	}
-	return template.HTML(inc.partial), nil
+	b, err = s.cache.GetOrRender(ctx, "plain"+s.filesKey(rv, dir), rv.deps(), func(ctx context.Context) ([]byte, error) {
+		return s.renderFiles(ctx, br, rv, dir, false)
+	})
+	return template.HTML(b), err
 }
 
 // lastCommitsFragment serves the complete file list for the page's
@@ -472,7 +489,7 @@ func (s *server) lastCommitsFragment(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	ref, commit, _, err := resolve(r.Context(), br, q.Get("c"))
+	ref, commit, _, err := s.resolve(r.Context(), br, rv, q.Get("c"))
 	if err != nil || commit != q.Get("c") {
 		s.notFound(w, r)
 		return
@@ -487,8 +504,7 @@ func (s *server) lastCommitsFragment(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	b, err := s.cache.GetOrRender(r.Context(), s.filesKey(rv, dir), rv.deps(), func(ctx context.Context) ([]byte, error) {
-		b, _, err := s.renderFiles(ctx, br, rv, dir, lastCommitFill)
-		return b, err
+		return s.renderFiles(ctx, br, rv, dir, true)
 	})
 	if err != nil {
 		s.notFound(w, r)
@@ -528,7 +544,11 @@ func (s *server) readmeFragment(ctx context.Context, br *forge.Browser, rv *repo
 // Files.
 
 type blobData struct {
-	Crumbs                   []crumb
+	Crumbs []crumb
+	View   template.HTML
+}
+
+type blobView struct {
 	Size, RawURL, HistoryURL string
 	Binary, Truncated        bool
 	Code, Rendered           template.HTML
@@ -551,8 +571,33 @@ func (s *server) blob(w http.ResponseWriter, r *http.Request) {
 		s.notFound(w, r)
 		return
 	}
-	blob, err := br.Blob(ctx, rv.Commit, p, maxBlobShown)
-	if err != nil {
+	if s.cacheHeaders(w, r, sess, rv, pinned(rv.Ref, rv.Commit)) {
+		return
+	}
+	// The whole view of the file, by commit and path: a warm page reads
+	// no object.
+	key := "blob|" + rv.key + "|" + rv.Ref + "|" + rv.Commit + "|" + p
+	view, err := s.cached(ctx, key, rv.deps(), "blobview", func(ctx context.Context) (any, error) {
+		blob, err := br.Blob(ctx, rv.Commit, p, maxBlobShown)
+		if err != nil {
+			return nil, err
+		}
+		v := blobView{Size: humanSize(blob.Size), Binary: blob.Binary, Truncated: blob.Truncated,
+			RawURL: rv.Base + "/raw/" + rv.RefPath + "/" + escPath(p), HistoryURL: rv.Base + "/commits/" + rv.RefPath + "/" + escPath(p)}
+		if blob.Binary {
+			return v, nil
+		}
+		if v.Code, err = forge.Highlight(path.Base(p), blob.Data); err != nil {
+			return nil, err
+		}
+		if forge.IsMarkdown(p) {
+			v.Rendered, err = forge.RenderMarkdown(blob.Data)
+		}
+		return v, err
+	})
+	if errors.Is(err, forge.ErrNotFound) {
+		w.Header().Del("Cache-Control")
+		w.Header().Del("ETag")
 		if _, terr := br.Tree(ctx, rv.Commit, p); terr == nil {
 			http.Redirect(w, r, rv.Base+"/tree/"+rv.RefPath+"/"+escPath(p), http.StatusFound)
 			return
@@ -560,30 +605,12 @@ func (s *server) blob(w http.ResponseWriter, r *http.Request) {
 		s.notFound(w, r)
 		return
 	}
-	if s.cacheHeaders(w, r, sess, rv, pinned(rv.Ref, rv.Commit)) {
+	if err != nil {
+		s.fail(w, r, err)
 		return
 	}
-	d := blobData{Crumbs: crumbs(rv, p, false), Size: humanSize(blob.Size), Binary: blob.Binary, Truncated: blob.Truncated,
-		RawURL: rv.Base + "/raw/" + rv.RefPath + "/" + escPath(p), HistoryURL: rv.Base + "/commits/" + rv.RefPath + "/" + escPath(p)}
-	if !blob.Binary {
-		key := "blob|" + rv.key + "|" + rv.Commit + "|" + p
-		b, err := s.cache.GetOrRender(ctx, key, rv.deps(), func(ctx context.Context) ([]byte, error) {
-			h, err := forge.Highlight(path.Base(p), blob.Data)
-			return []byte(h), err
-		})
-		if err != nil {
-			s.fail(w, r, err)
-			return
-		}
-		d.Code = template.HTML(b)
-		if forge.IsMarkdown(p) {
-			if d.Rendered, err = forge.RenderMarkdown(blob.Data); err != nil {
-				s.fail(w, r, err)
-				return
-			}
-		}
-	}
-	s.render(w, r, sess, http.StatusOK, "blob", &page{Title: p + " · " + rv.Info.Owner + "/" + rv.Info.Name, Repo: rv, Data: d})
+	s.render(w, r, sess, http.StatusOK, "blob", &page{Title: p + " · " + rv.Info.Owner + "/" + rv.Info.Name, Repo: rv,
+		Data: blobData{Crumbs: crumbs(rv, p, false), View: view}})
 }
 
 // raw serves a file's bytes, never as HTML: text as text/plain, the rest
@@ -598,7 +625,7 @@ func (s *server) raw(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	ref, commit, p, err := resolve(r.Context(), br, r.PathValue("rest"))
+	ref, commit, p, err := s.resolve(r.Context(), br, rv, r.PathValue("rest"))
 	if err != nil || p == "" {
 		s.notFound(w, r)
 		return
@@ -803,7 +830,7 @@ func (s *server) archive(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	ref, commit, p, err := resolve(r.Context(), br, rest)
+	ref, commit, p, err := s.resolve(r.Context(), br, rv, rest)
 	if err != nil || p != "" {
 		s.notFound(w, r)
 		return
@@ -851,6 +878,7 @@ func (p *privateCache) Unwrap() http.ResponseWriter { return p.ResponseWriter }
 // lists change. Fragments keyed by commit stay valid.
 func (s *server) pushed(ctx context.Context, ev forge.PushEvent) {
 	key := strings.ToLower(ev.Repo)
+	s.refs.Remove(key)
 	if err := s.cache.Invalidate(ctx, "refs:"+key, "explore"); err != nil {
 		s.log.Warn("invalidate after push", "repo", ev.Repo, "err", err)
 	}

@@ -44,7 +44,8 @@ const (
 	// lastCommitBudget is how long a page waits for the last commit of
 	// each entry before it is sent without them, to be filled in after.
 	lastCommitBudget = 150 * time.Millisecond
-	// lastCommitFill bounds the background fill of one directory.
+	// lastCommitFill bounds the walk for the last commits of one
+	// directory (it goes on past the page's budget, detached).
 	lastCommitFill = 30 * time.Second
 )
 
@@ -176,13 +177,10 @@ type server struct {
 	assets    *assets
 	logins    *loginLimiter
 	browsers  *lru.Cache[string, *browserEntry]
+	refs      *lru.Cache[string, refsEntry] // by repository key, for refsTTL
+	resolved  *lru.Cache[string, string]    // "repo|commit id" → commit, once resolved
 	metrics   *metrics
 	handler   http.Handler
-
-	fillWG   sync.WaitGroup // background last-commit fills, for Close
-	fillCtx  context.Context
-	fillStop context.CancelFunc
-	filling  sync.Map // fragment keys being filled in the background
 
 	// exploreEvery is how long the explore lists are reused. If zero,
 	// defaultExploreEvery.
@@ -291,6 +289,8 @@ func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server
 	}
 
 	s.browsers, _ = lru.New[string, *browserEntry](256)
+	s.refs, _ = lru.New[string, refsEntry](1024)
+	s.resolved, _ = lru.New[string, string](16384)
 	s.logins = newLoginLimiter()
 	if s.assets, err = loadAssets(); err != nil {
 		return nil, err
@@ -299,7 +299,6 @@ func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server
 		return nil, err
 	}
 	s.metrics = newMetrics(s)
-	s.fillCtx, s.fillStop = context.WithCancel(context.Background())
 	s.handler = s.routes()
 	return s, nil
 }
@@ -313,10 +312,6 @@ func instanceID() string {
 
 // Close stops the background work and closes the databases.
 func (s *server) Close() error {
-	if s.fillStop != nil {
-		s.fillStop()
-		s.fillWG.Wait()
-	}
 	if s.maint != nil {
 		s.maint.Close()
 	}
