@@ -26,9 +26,7 @@ func newWorld(t *testing.T) *world {
 	root := t.TempDir()
 	st, err := forge.NewStore(root)
 	require.NoError(t, err)
-	m, err := forge.OpenMeta(context.Background(), filepath.Join(root, "forge.db"))
-	require.NoError(t, err)
-	t.Cleanup(func() { m.Close() })
+	m, _ := openMetaAt(t, root)
 	w := &world{f: &forge.Forge{Store: st, Meta: m}, users: map[string]*forge.User{}}
 	ctx := context.Background()
 	for _, u := range []string{"owner", "reader", "writer", "repoadmin", "stranger", "siteadmin"} {

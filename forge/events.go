@@ -36,17 +36,16 @@ type Webhook struct {
 
 // AddWebhook registers url for the repository's push events.
 func (m *Meta) AddWebhook(ctx context.Context, repoID int64, url, secret string) (*Webhook, error) {
-	res, err := m.db.ExecContext(ctx, `INSERT INTO webhooks (repo_id, url, secret, active) VALUES (?, ?, ?, 1)`, repoID, url, secret)
+	id, err := m.insert(ctx, `INSERT INTO webhooks (repo_id, url, secret, active) VALUES (?, ?, ?, TRUE) RETURNING id`, repoID, url, secret)
 	if err != nil {
 		return nil, fmt.Errorf("forge: %w", err)
 	}
-	id, _ := res.LastInsertId()
 	return &Webhook{ID: id, RepoID: repoID, URL: url, Secret: secret, Active: true}, nil
 }
 
 // Webhooks returns the repository's active webhooks.
 func (m *Meta) Webhooks(ctx context.Context, repoID int64) ([]Webhook, error) {
-	rows, err := m.db.QueryContext(ctx, `SELECT id, repo_id, url, secret, active FROM webhooks WHERE repo_id = ? AND active = 1 ORDER BY id`, repoID)
+	rows, err := m.query(ctx, `SELECT id, repo_id, url, secret, active FROM webhooks WHERE repo_id = ? AND active = TRUE ORDER BY id`, repoID)
 	if err != nil {
 		return nil, fmt.Errorf("forge: %w", err)
 	}
@@ -74,7 +73,7 @@ type Delivery struct {
 
 // Deliveries returns a webhook's delivery log, newest first.
 func (m *Meta) Deliveries(ctx context.Context, webhookID int64, limit int) ([]Delivery, error) {
-	rows, err := m.db.QueryContext(ctx, `SELECT id, event, attempts, status, error, delivered_at FROM webhook_deliveries
+	rows, err := m.query(ctx, `SELECT id, event, attempts, status, error, delivered_at FROM webhook_deliveries
 		WHERE webhook_id = ? ORDER BY id DESC LIMIT ?`, webhookID, limit)
 	if err != nil {
 		return nil, fmt.Errorf("forge: %w", err)
@@ -165,12 +164,11 @@ func (d *Deliverer) Push(ctx context.Context, repoID int64, ev PushEvent) error 
 		return fmt.Errorf("forge: %w", err)
 	}
 	for _, h := range hooks {
-		res, err := d.Meta.db.ExecContext(ctx, `INSERT INTO webhook_deliveries (webhook_id, event, payload, created_at) VALUES (?, 'push', ?, ?)`,
+		id, err := d.Meta.insert(ctx, `INSERT INTO webhook_deliveries (webhook_id, event, payload, created_at) VALUES (?, 'push', ?, ?) RETURNING id`,
 			h.ID, string(body), time.Now().Unix())
 		if err != nil {
 			return fmt.Errorf("forge: %w", err)
 		}
-		id, _ := res.LastInsertId()
 		d.wg.Add(1)
 		go func() {
 			defer d.wg.Done()
@@ -205,7 +203,7 @@ func (d *Deliverer) deliver(h Webhook, deliveryID int64, body []byte) {
 		if ok {
 			at = time.Now().Unix()
 		}
-		d.Meta.db.ExecContext(ctx, `UPDATE webhook_deliveries SET attempts = ?, status = ?, error = ?, delivered_at = ? WHERE id = ?`,
+		d.Meta.exec(ctx, `UPDATE webhook_deliveries SET attempts = ?, status = ?, error = ?, delivered_at = ? WHERE id = ?`,
 			i, status, errText, at, deliveryID)
 		if ok {
 			return

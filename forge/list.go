@@ -15,7 +15,7 @@ import (
 
 // Users returns every user, by name.
 func (m *Meta) Users(ctx context.Context) ([]User, error) {
-	rows, err := m.db.QueryContext(ctx, `SELECT id, name, email, admin FROM users ORDER BY name_lower`)
+	rows, err := m.query(ctx, `SELECT id, name, email, admin FROM users ORDER BY name_lower`)
 	if err != nil {
 		return nil, fmt.Errorf("forge: %w", err)
 	}
@@ -40,7 +40,7 @@ func (m *Meta) SetPassword(ctx context.Context, user, password string) error {
 	if err != nil {
 		return fmt.Errorf("forge: %w", err)
 	}
-	res, err := m.db.ExecContext(ctx, `UPDATE users SET password_hash = ? WHERE name_lower = ?`, hash, strings.ToLower(user))
+	res, err := m.exec(ctx, `UPDATE users SET password_hash = ? WHERE name_lower = ?`, hash, strings.ToLower(user))
 	if err != nil {
 		return fmt.Errorf("forge: %w", err)
 	}
@@ -61,7 +61,7 @@ type TokenInfo struct {
 
 // Tokens returns user's tokens, newest first.
 func (m *Meta) Tokens(ctx context.Context, user string) ([]TokenInfo, error) {
-	rows, err := m.db.QueryContext(ctx, `SELECT t.name, t.scope, t.created_at, t.expires_at FROM tokens t
+	rows, err := m.query(ctx, `SELECT t.name, t.scope, t.created_at, t.expires_at FROM tokens t
 		JOIN users u ON u.id = t.user_id WHERE u.name_lower = ? ORDER BY t.id DESC`, strings.ToLower(user))
 	if err != nil {
 		return nil, fmt.Errorf("forge: %w", err)
@@ -103,7 +103,7 @@ func (m *Meta) Repos(ctx context.Context, q RepoQuery) ([]RepoInfo, error) {
 		args = append(args, strings.ToLower(q.Owner))
 	}
 	if q.PublicOnly {
-		where = append(where, `private = 0`)
+		where = append(where, `private = FALSE`)
 	}
 	query := `SELECT id, owner, name, private, description, default_branch, pushed_at, size FROM repos`
 	if len(where) > 0 {
@@ -114,7 +114,7 @@ func (m *Meta) Repos(ctx context.Context, q RepoQuery) ([]RepoInfo, error) {
 	}
 	query += ` ORDER BY pushed_at DESC, full_lower LIMIT ?`
 	args = append(args, q.Limit)
-	rows, err := m.db.QueryContext(ctx, query, args...)
+	rows, err := m.query(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("forge: %w", err)
 	}
@@ -151,7 +151,7 @@ func (m *Meta) UpdateRepoInfo(ctx context.Context, r *RepoInfo) error {
 	if r.DefaultBranch == "" {
 		r.DefaultBranch = "main"
 	}
-	res, err := m.db.ExecContext(ctx, `UPDATE repos SET private = ?, description = ?, default_branch = ? WHERE id = ?`,
+	res, err := m.exec(ctx, `UPDATE repos SET private = ?, description = ?, default_branch = ? WHERE id = ?`,
 		r.Private, r.Description, r.DefaultBranch, r.ID)
 	if err != nil {
 		return fmt.Errorf("forge: %w", err)
@@ -170,7 +170,7 @@ type Collaborator struct {
 
 // Collaborators returns the repository's collaborators by name.
 func (m *Meta) Collaborators(ctx context.Context, repoID int64) ([]Collaborator, error) {
-	rows, err := m.db.QueryContext(ctx, `SELECT u.name, c.level FROM collaborators c JOIN users u ON u.id = c.user_id
+	rows, err := m.query(ctx, `SELECT u.name, c.level FROM collaborators c JOIN users u ON u.id = c.user_id
 		WHERE c.repo_id = ? ORDER BY u.name_lower`, repoID)
 	if err != nil {
 		return nil, fmt.Errorf("forge: %w", err)
@@ -189,20 +189,20 @@ func (m *Meta) Collaborators(ctx context.Context, repoID int64) ([]Collaborator,
 
 // RemoveCollaborator takes user's access to the repository away.
 func (m *Meta) RemoveCollaborator(ctx context.Context, repoID int64, user string) error {
-	_, err := m.db.ExecContext(ctx, `DELETE FROM collaborators WHERE repo_id = ? AND user_id = (SELECT id FROM users WHERE name_lower = ?)`,
+	_, err := m.exec(ctx, `DELETE FROM collaborators WHERE repo_id = ? AND user_id = (SELECT id FROM users WHERE name_lower = ?)`,
 		repoID, strings.ToLower(user))
 	return err
 }
 
 // UnprotectBranch removes a protected-branch pattern.
 func (m *Meta) UnprotectBranch(ctx context.Context, repoID int64, pattern string) error {
-	_, err := m.db.ExecContext(ctx, `DELETE FROM protected_branches WHERE repo_id = ? AND pattern = ?`, repoID, pattern)
+	_, err := m.exec(ctx, `DELETE FROM protected_branches WHERE repo_id = ? AND pattern = ?`, repoID, pattern)
 	return err
 }
 
 // DeleteWebhook removes one of the repository's webhooks.
 func (m *Meta) DeleteWebhook(ctx context.Context, repoID, id int64) error {
-	_, err := m.db.ExecContext(ctx, `DELETE FROM webhooks WHERE repo_id = ? AND id = ?`, repoID, id)
+	_, err := m.exec(ctx, `DELETE FROM webhooks WHERE repo_id = ? AND id = ?`, repoID, id)
 	return err
 }
 
@@ -240,7 +240,7 @@ func (f *Forge) DeleteRepo(ctx context.Context, owner, name string) error {
 	if err := f.Store.Delete(ctx, info.Owner, info.Name); err != nil && !errors.Is(err, ErrNotFound) {
 		return err
 	}
-	if _, err := f.Meta.db.ExecContext(ctx, `DELETE FROM repos WHERE id = ?`, info.ID); err != nil {
+	if _, err := f.Meta.exec(ctx, `DELETE FROM repos WHERE id = ?`, info.ID); err != nil {
 		return fmt.Errorf("forge: %w", err)
 	}
 	return nil

@@ -12,16 +12,18 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"path"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
-	_ "github.com/mattn/go-sqlite3" // the database/sql driver "sqlite3"
+	_ "github.com/jackc/pgx/v5/stdlib" // the database/sql driver "pgx"
+	_ "github.com/mattn/go-sqlite3"    // the database/sql driver "sqlite3"
 	"golang.org/x/crypto/argon2"
 )
 
-//go:embed migrations/*.sql
+//go:embed migrations/sqlite/*.sql migrations/postgres/*.sql
 var migrations embed.FS
 
 var (
@@ -37,11 +39,18 @@ var (
 
 // Meta is the forge's metadata (users, tokens, repositories,
 // collaborators, protected branches, webhooks) in a SQL database: SQLite
-// by default (WAL, busy timeout, foreign keys). The SQL is kept portable
-// (upserts with ON CONFLICT, no SQLite-only functions) so that a
-// PostgreSQL implementation can follow. A Meta is safe for concurrent use.
+// by default (WAL, busy timeout, foreign keys), or PostgreSQL for
+// deployments of several machines (OpenMetaDSN). Both run the same
+// statements through database/sql, portable SQL (upserts with ON
+// CONFLICT, RETURNING for new ids, TRUE and FALSE), with the placeholders
+// rewritten for PostgreSQL; the migrations are kept per database, with
+// the same versions. A Meta is safe for concurrent use.
+//
+// There is deliberately no interface with a method per query: database/sql
+// is the seam, and a third database would be a third dialect.
 type Meta struct {
-	db *sql.DB
+	db       *sql.DB
+	postgres bool // $n placeholders, BOOLEAN columns, advisory lock while migrating
 }
 
 // OpenMeta opens (creating and migrating if needed) the SQLite database
@@ -51,7 +60,30 @@ func OpenMeta(ctx context.Context, path string) (*Meta, error) {
 	if err != nil {
 		return nil, fmt.Errorf("forge: %w", err)
 	}
-	m := &Meta{db: db}
+	return openMeta(ctx, db, false)
+}
+
+// OpenMetaDSN opens the metadata database named by dsn: a PostgreSQL URL
+// (postgres://user@host/db?sslmode=disable, through pgx), or a SQLite
+// file ("sqlite:PATH" or a plain path).
+func OpenMetaDSN(ctx context.Context, dsn string) (*Meta, error) {
+	if !IsPostgresDSN(dsn) {
+		return OpenMeta(ctx, strings.TrimPrefix(dsn, "sqlite:"))
+	}
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("forge: %w", err)
+	}
+	return openMeta(ctx, db, true)
+}
+
+// IsPostgresDSN reports whether dsn names a PostgreSQL database.
+func IsPostgresDSN(dsn string) bool {
+	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
+}
+
+func openMeta(ctx context.Context, db *sql.DB, postgres bool) (*Meta, error) {
+	m := &Meta{db: db, postgres: postgres}
 	if err := m.migrate(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -62,38 +94,107 @@ func OpenMeta(ctx context.Context, path string) (*Meta, error) {
 // Close closes the database.
 func (m *Meta) Close() error { return m.db.Close() }
 
-// migrate applies the embedded migrations not applied yet, each in its
-// own transaction, in the order of their version numbers.
+// rebind rewrites ? placeholders as $1, $2, ... for PostgreSQL. (No
+// statement of this package has a ? inside a string literal.)
+func (m *Meta) rebind(q string) string {
+	if !m.postgres || !strings.Contains(q, "?") {
+		return q
+	}
+	var b strings.Builder
+	n := 0
+	for i := 0; i < len(q); i++ {
+		if q[i] == '?' {
+			n++
+			b.WriteString("$" + strconv.Itoa(n))
+			continue
+		}
+		b.WriteByte(q[i])
+	}
+	return b.String()
+}
+
+// queryer is what *sql.DB, *sql.Conn and *sql.Tx have in common.
+type queryer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func (m *Meta) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	return m.db.ExecContext(ctx, m.rebind(q), args...)
+}
+
+func (m *Meta) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	return m.db.QueryContext(ctx, m.rebind(q), args...)
+}
+
+func (m *Meta) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
+	return m.db.QueryRowContext(ctx, m.rebind(q), args...)
+}
+
+// insert runs an INSERT ... RETURNING id and returns the id, or
+// sql.ErrNoRows when ON CONFLICT DO NOTHING inserted nothing.
+func (m *Meta) insert(ctx context.Context, q string, args ...any) (int64, error) {
+	var id int64
+	err := m.queryRow(ctx, q, args...).Scan(&id)
+	return id, err
+}
+
+// migrate applies the embedded migrations of the database not applied
+// yet, each in its own transaction, in the order of their version
+// numbers. Processes opening the database together take turns: SQLite's
+// immediate transactions, PostgreSQL's advisory lock.
 func (m *Meta) migrate(ctx context.Context) error {
-	if _, err := m.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)`); err != nil {
+	dir := "migrations/sqlite"
+	var q queryer = m.db
+	if m.postgres {
+		dir = "migrations/postgres"
+		conn, err := m.db.Conn(ctx)
+		if err != nil {
+			return fmt.Errorf("forge: migrations: %w", err)
+		}
+		defer conn.Close()
+		if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock(7270001)`); err != nil {
+			return fmt.Errorf("forge: migrations: %w", err)
+		}
+		defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(7270001)`)
+		q = conn
+	}
+	if _, err := q.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)`); err != nil {
 		return fmt.Errorf("forge: migrations: %w", err)
 	}
-	names, err := fs.Glob(migrations, "migrations/*.sql")
+	names, err := fs.Glob(migrations, dir+"/*.sql")
 	if err != nil {
 		return fmt.Errorf("forge: migrations: %w", err)
 	}
 	sort.Strings(names)
 	for _, name := range names {
-		base := strings.TrimPrefix(name, "migrations/")
+		base := path.Base(name)
 		v, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
 		if err != nil {
 			return fmt.Errorf("forge: migration %s: bad version", base)
 		}
-		if err := m.apply(ctx, v, name); err != nil {
+		if err := m.apply(ctx, q, v, name); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (m *Meta) apply(ctx context.Context, version int, name string) error {
-	tx, err := m.db.BeginTx(ctx, nil)
+func (m *Meta) apply(ctx context.Context, q queryer, version int, name string) error {
+	begin := func() (*sql.Tx, error) {
+		if c, ok := q.(*sql.Conn); ok {
+			return c.BeginTx(ctx, nil)
+		}
+		return m.db.BeginTx(ctx, nil)
+	}
+	tx, err := begin()
 	if err != nil {
 		return fmt.Errorf("forge: migration %d: %w", version, err)
 	}
 	defer tx.Rollback()
 	var n int
-	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations WHERE version = ?`, version).Scan(&n); err != nil {
+	if err := tx.QueryRowContext(ctx, m.rebind(`SELECT COUNT(*) FROM schema_migrations WHERE version = ?`), version).Scan(&n); err != nil {
 		return fmt.Errorf("forge: migration %d: %w", version, err)
 	}
 	if n > 0 {
@@ -106,7 +207,7 @@ func (m *Meta) apply(ctx context.Context, version int, name string) error {
 	if _, err := tx.ExecContext(ctx, string(body)); err != nil {
 		return fmt.Errorf("forge: migration %d: %w", version, err)
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`, version, time.Now().Unix()); err != nil {
+	if _, err := tx.ExecContext(ctx, m.rebind(`INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`), version, time.Now().Unix()); err != nil {
 		return fmt.Errorf("forge: migration %d: %w", version, err)
 	}
 	return tx.Commit()
@@ -115,7 +216,7 @@ func (m *Meta) apply(ctx context.Context, version int, name string) error {
 // SchemaVersion returns the highest migration applied.
 func (m *Meta) SchemaVersion(ctx context.Context) (int, error) {
 	var v sql.NullInt64
-	err := m.db.QueryRowContext(ctx, `SELECT MAX(version) FROM schema_migrations`).Scan(&v)
+	err := m.queryRow(ctx, `SELECT MAX(version) FROM schema_migrations`).Scan(&v)
 	return int(v.Int64), err
 }
 
@@ -178,22 +279,21 @@ func (m *Meta) CreateUser(ctx context.Context, name, email, password string, adm
 	if err != nil {
 		return nil, fmt.Errorf("forge: %w", err)
 	}
-	res, err := m.db.ExecContext(ctx, `INSERT INTO users (name, name_lower, email, password_hash, admin, created_at) VALUES (?, ?, ?, ?, ?, ?)
-		ON CONFLICT (name_lower) DO NOTHING`, name, strings.ToLower(name), email, hash, admin, time.Now().Unix())
+	id, err := m.insert(ctx, `INSERT INTO users (name, name_lower, email, password_hash, admin, created_at) VALUES (?, ?, ?, ?, ?, ?)
+		ON CONFLICT (name_lower) DO NOTHING RETURNING id`, name, strings.ToLower(name), email, hash, admin, time.Now().Unix())
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("%w: %s", ErrUserExists, name)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("forge: %w", err)
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return nil, fmt.Errorf("%w: %s", ErrUserExists, name)
-	}
-	id, _ := res.LastInsertId()
 	return &User{ID: id, Name: name, Email: email, Admin: admin}, nil
 }
 
 // User returns the user called name (in any case).
 func (m *Meta) User(ctx context.Context, name string) (*User, error) {
 	u := &User{}
-	err := m.db.QueryRowContext(ctx, `SELECT id, name, email, admin FROM users WHERE name_lower = ?`, strings.ToLower(name)).
+	err := m.queryRow(ctx, `SELECT id, name, email, admin FROM users WHERE name_lower = ?`, strings.ToLower(name)).
 		Scan(&u.ID, &u.Name, &u.Email, &u.Admin)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNoUser
@@ -209,7 +309,7 @@ func (m *Meta) User(ctx context.Context, name string) (*User, error) {
 func (m *Meta) CheckPassword(ctx context.Context, name, password string) (*User, error) {
 	var hash string
 	u := &User{}
-	err := m.db.QueryRowContext(ctx, `SELECT id, name, email, admin, password_hash FROM users WHERE name_lower = ?`, strings.ToLower(name)).
+	err := m.queryRow(ctx, `SELECT id, name, email, admin, password_hash FROM users WHERE name_lower = ?`, strings.ToLower(name)).
 		Scan(&u.ID, &u.Name, &u.Email, &u.Admin, &hash)
 	if errors.Is(err, sql.ErrNoRows) {
 		checkPassword(dummyHash, password)
@@ -265,7 +365,7 @@ func (m *Meta) CreateToken(ctx context.Context, user, name string, scope Scope, 
 	if ttl > 0 {
 		exp = time.Now().Add(ttl).Unix()
 	}
-	if _, err := m.db.ExecContext(ctx, `INSERT INTO tokens (user_id, name, hash, scope, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+	if _, err := m.exec(ctx, `INSERT INTO tokens (user_id, name, hash, scope, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
 		u.ID, name, tokenHash(token), string(scope), exp, time.Now().Unix()); err != nil {
 		return "", fmt.Errorf("forge: %w", err)
 	}
@@ -280,7 +380,7 @@ func (m *Meta) CheckToken(ctx context.Context, token string) (*User, Scope, erro
 	u := &User{}
 	var scope string
 	var exp int64
-	err := m.db.QueryRowContext(ctx, `SELECT u.id, u.name, u.email, u.admin, t.scope, t.expires_at
+	err := m.queryRow(ctx, `SELECT u.id, u.name, u.email, u.admin, t.scope, t.expires_at
 		FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.hash = ?`, tokenHash(token)).
 		Scan(&u.ID, &u.Name, &u.Email, &u.Admin, &scope, &exp)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -297,7 +397,7 @@ func (m *Meta) CheckToken(ctx context.Context, token string) (*User, Scope, erro
 
 // RevokeToken deletes user's token called name.
 func (m *Meta) RevokeToken(ctx context.Context, user, name string) error {
-	res, err := m.db.ExecContext(ctx, `DELETE FROM tokens WHERE name = ? AND user_id = (SELECT id FROM users WHERE name_lower = ?)`, name, strings.ToLower(user))
+	res, err := m.exec(ctx, `DELETE FROM tokens WHERE name = ? AND user_id = (SELECT id FROM users WHERE name_lower = ?)`, name, strings.ToLower(user))
 	if err != nil {
 		return fmt.Errorf("forge: %w", err)
 	}
@@ -323,28 +423,28 @@ func (m *Meta) CreateRepoInfo(ctx context.Context, r RepoInfo) (*RepoInfo, error
 	if r.DefaultBranch == "" {
 		r.DefaultBranch = "main"
 	}
-	res, err := m.db.ExecContext(ctx, `INSERT INTO repos (owner, name, full_lower, private, description, default_branch, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (full_lower) DO NOTHING`,
+	id, err := m.insert(ctx, `INSERT INTO repos (owner, name, full_lower, private, description, default_branch, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (full_lower) DO NOTHING RETURNING id`,
 		r.Owner, r.Name, strings.ToLower(r.Owner+"/"+r.Name), r.Private, r.Description, r.DefaultBranch, time.Now().Unix())
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("%w: %s/%s", ErrExists, r.Owner, r.Name)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("forge: %w", err)
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return nil, fmt.Errorf("%w: %s/%s", ErrExists, r.Owner, r.Name)
-	}
-	r.ID, _ = res.LastInsertId()
+	r.ID = id
 	return &r, nil
 }
 
 // RepoInfo returns the metadata of owner/name (in any case).
 func (m *Meta) RepoInfo(ctx context.Context, owner, name string) (*RepoInfo, error) {
-	return scanRepo(m.db.QueryRowContext(ctx, `SELECT id, owner, name, private, description, default_branch, pushed_at, size FROM repos WHERE full_lower = ?`,
+	return scanRepo(m.queryRow(ctx, `SELECT id, owner, name, private, description, default_branch, pushed_at, size FROM repos WHERE full_lower = ?`,
 		strings.ToLower(owner+"/"+name)).Scan)
 }
 
 // Pushed records a push: its time and the repository's new size.
 func (m *Meta) Pushed(ctx context.Context, repoID int64, at time.Time, size int64) error {
-	_, err := m.db.ExecContext(ctx, `UPDATE repos SET pushed_at = ?, size = ? WHERE id = ?`, at.Unix(), size, repoID)
+	_, err := m.exec(ctx, `UPDATE repos SET pushed_at = ?, size = ? WHERE id = ?`, at.Unix(), size, repoID)
 	return err
 }
 
@@ -369,7 +469,7 @@ func (m *Meta) SetCollaborator(ctx context.Context, repoID int64, user string, l
 	if err != nil {
 		return err
 	}
-	_, err = m.db.ExecContext(ctx, `INSERT INTO collaborators (repo_id, user_id, level) VALUES (?, ?, ?)
+	_, err = m.exec(ctx, `INSERT INTO collaborators (repo_id, user_id, level) VALUES (?, ?, ?)
 		ON CONFLICT (repo_id, user_id) DO UPDATE SET level = excluded.level`, repoID, u.ID, string(level))
 	return err
 }
@@ -377,7 +477,7 @@ func (m *Meta) SetCollaborator(ctx context.Context, repoID int64, user string, l
 // Collaborator returns user's level on the repository, or "".
 func (m *Meta) Collaborator(ctx context.Context, repoID, userID int64) (Level, error) {
 	var l string
-	err := m.db.QueryRowContext(ctx, `SELECT level FROM collaborators WHERE repo_id = ? AND user_id = ?`, repoID, userID).Scan(&l)
+	err := m.queryRow(ctx, `SELECT level FROM collaborators WHERE repo_id = ? AND user_id = ?`, repoID, userID).Scan(&l)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", nil
 	}
@@ -387,13 +487,13 @@ func (m *Meta) Collaborator(ctx context.Context, repoID, userID int64) (Level, e
 // ProtectBranch adds a protected-branch pattern (a ref name, or a
 // path.Match pattern such as "release/*").
 func (m *Meta) ProtectBranch(ctx context.Context, repoID int64, pattern string) error {
-	_, err := m.db.ExecContext(ctx, `INSERT INTO protected_branches (repo_id, pattern) VALUES (?, ?) ON CONFLICT DO NOTHING`, repoID, pattern)
+	_, err := m.exec(ctx, `INSERT INTO protected_branches (repo_id, pattern) VALUES (?, ?) ON CONFLICT DO NOTHING`, repoID, pattern)
 	return err
 }
 
 // ProtectedBranches returns the repository's protected-branch patterns.
 func (m *Meta) ProtectedBranches(ctx context.Context, repoID int64) ([]string, error) {
-	rows, err := m.db.QueryContext(ctx, `SELECT pattern FROM protected_branches WHERE repo_id = ? ORDER BY pattern`, repoID)
+	rows, err := m.query(ctx, `SELECT pattern FROM protected_branches WHERE repo_id = ? ORDER BY pattern`, repoID)
 	if err != nil {
 		return nil, err
 	}

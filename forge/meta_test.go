@@ -2,7 +2,6 @@ package forge_test
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,23 +13,23 @@ import (
 	"github.com/forgekit/forgekit/forge"
 )
 
+// openMeta opens a fresh metadata database: a SQLite file, or under
+// TestOnPostgres a PostgreSQL database. It returns the DSN too.
 func openMeta(t *testing.T) (*forge.Meta, string) {
-	path := filepath.Join(t.TempDir(), "forge.db")
-	m, err := forge.OpenMeta(context.Background(), path)
-	require.NoError(t, err)
-	t.Cleanup(func() { m.Close() })
-	return m, path
+	return openMetaAt(t, t.TempDir())
 }
 
 func TestMigrations(t *testing.T) {
 	t.Parallel()
 	m, path := openMeta(t)
-	files, _ := filepath.Glob("migrations/*.sql")
+	files, _ := filepath.Glob("migrations/sqlite/*.sql")
+	pgFiles, _ := filepath.Glob("migrations/postgres/*.sql")
+	require.Len(t, pgFiles, len(files), "the same versions for both databases")
 	v, err := m.SchemaVersion(context.Background())
 	require.NoError(t, err)
 	assert.Equal(t, len(files), v, "every embedded migration applied")
 	// Opening again applies nothing twice.
-	m2, err := forge.OpenMeta(context.Background(), path)
+	m2, err := forge.OpenMetaDSN(context.Background(), path)
 	require.NoError(t, err)
 	defer m2.Close()
 	v, _ = m2.SchemaVersion(context.Background())
@@ -61,11 +60,9 @@ func TestUsersAndPasswords(t *testing.T) {
 
 	// Only an argon2id hash is stored.
 	m.Close()
-	b, err := os.ReadFile(path)
-	require.NoError(t, err)
-	wal, _ := os.ReadFile(path + "-wal")
-	assert.NotContains(t, string(b)+string(wal), "correct horse")
-	assert.Contains(t, string(b)+string(wal), "$argon2id$")
+	all := stored(t, path)
+	assert.NotContains(t, all, "correct horse")
+	assert.Contains(t, all, "$argon2id$")
 }
 
 func TestTokens(t *testing.T) {
@@ -99,9 +96,9 @@ func TestTokens(t *testing.T) {
 	assert.Error(t, err)
 
 	m.Close()
-	b, _ := os.ReadFile(path)
-	wal, _ := os.ReadFile(path + "-wal")
-	assert.NotContains(t, string(b)+string(wal), tok, "tokens are stored hashed")
+	all := stored(t, path)
+	assert.NotContains(t, all, tok, "tokens are stored hashed")
+	assert.Contains(t, all, "short", "the rows are there, with hashes")
 }
 
 func TestRepoInfoAndCollaborators(t *testing.T) {

@@ -1,0 +1,104 @@
+package forge_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/forgekit/forgekit/forge"
+	"github.com/forgekit/forgekit/internal/testenv"
+)
+
+// cluster is the PostgreSQL cluster of TestOnPostgres; its subtests
+// each create a database of their own on it.
+var cluster struct {
+	mu  sync.Mutex // guards dsn and n
+	dsn string
+	n   int
+}
+
+// TestOnPostgres runs the tests of the metadata against PostgreSQL: the
+// same test functions, each in a fresh database of one throwaway
+// cluster. (Run alone they use SQLite.)
+func TestOnPostgres(t *testing.T) {
+	dsn := testenv.Postgres(t)
+	cluster.mu.Lock()
+	cluster.dsn = dsn
+	cluster.mu.Unlock()
+	for _, tc := range []struct {
+		name string
+		test func(*testing.T)
+	}{
+		{"TestMigrations", TestMigrations},
+		{"TestUsersAndPasswords", TestUsersAndPasswords},
+		{"TestTokens", TestTokens},
+		{"TestRepoInfoAndCollaborators", TestRepoInfoAndCollaborators},
+		{"TestAccessMatrix", TestAccessMatrix},
+		{"TestGitThroughTheForge", TestGitThroughTheForge},
+		{"TestPasswordLoginsAreRemembered", TestPasswordLoginsAreRemembered},
+		{"TestWebhooksOnPush", TestWebhooksOnPush},
+		{"TestWebhookGivesUp", TestWebhookGivesUp},
+		{"TestListingsAndSettings", TestListingsAndSettings},
+		{"TestCreateAndDeleteRepo", TestCreateAndDeleteRepo},
+		{"TestSetPasswordForgetsRememberedLogins", TestSetPasswordForgetsRememberedLogins},
+	} {
+		t.Run(tc.name, tc.test)
+	}
+}
+
+// metaDSN returns where t keeps its metadata: a new database on the
+// PostgreSQL cluster when t runs under TestOnPostgres, else a SQLite file
+// in dir.
+func metaDSN(t *testing.T, dir string) string {
+	t.Helper()
+	if !strings.HasPrefix(t.Name(), "TestOnPostgres/") {
+		return filepath.Join(dir, "forge.db")
+	}
+	cluster.mu.Lock()
+	cluster.n++
+	dsn, name := cluster.dsn, fmt.Sprintf("t%d", cluster.n)
+	cluster.mu.Unlock()
+	admin, err := sql.Open("pgx", dsn)
+	require.NoError(t, err)
+	defer admin.Close()
+	_, err = admin.Exec("CREATE DATABASE " + name)
+	require.NoError(t, err)
+	return strings.Replace(dsn, "/postgres?", "/"+name+"?", 1)
+}
+
+// openMetaAt opens the metadata database for t (see metaDSN).
+func openMetaAt(t *testing.T, dir string) (*forge.Meta, string) {
+	t.Helper()
+	dsn := metaDSN(t, dir)
+	m, err := forge.OpenMetaDSN(context.Background(), dsn)
+	require.NoError(t, err)
+	t.Cleanup(func() { m.Close() })
+	return m, dsn
+}
+
+// stored returns what the database holds, as text, for the checks that
+// no secret reaches it: the SQLite file and its WAL, or PostgreSQL's
+// users and tokens rows.
+func stored(t *testing.T, dsn string) string {
+	t.Helper()
+	if !forge.IsPostgresDSN(dsn) {
+		b, _ := os.ReadFile(dsn)
+		wal, _ := os.ReadFile(dsn + "-wal")
+		return string(b) + string(wal)
+	}
+	db, err := sql.Open("pgx", dsn)
+	require.NoError(t, err)
+	defer db.Close()
+	var out sql.NullString
+	require.NoError(t, db.QueryRow(`SELECT (SELECT string_agg(row_to_json(u)::text, ' ') FROM users u) || ' ' ||
+		COALESCE((SELECT string_agg(row_to_json(k)::text, ' ') FROM tokens k), '')`).Scan(&out))
+	require.NotEmpty(t, out.String)
+	return out.String
+}

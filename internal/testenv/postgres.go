@@ -1,0 +1,93 @@
+package testenv
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// postgresDirs are where Debian installs the PostgreSQL server binaries,
+// which are not on PATH.
+func postgresDirs() []string {
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	return dirs
+}
+
+// Postgres starts a throwaway PostgreSQL cluster for the test on a
+// loopback port (initdb into a temporary directory; fsync off) and
+// returns the DSN of its "postgres" database for the superuser
+// "postgres" (trust authentication, loopback only). The cluster is
+// stopped and removed when the test ends. PostgreSQL refuses to run as
+// root, so when the test runs as root the cluster runs as "nobody". It
+// needs the Debian package postgresql.
+func Postgres(tb testing.TB) string {
+	tb.Helper()
+	initdb := Binary(tb, "initdb", "postgresql", postgresDirs()...)
+	postgres := filepath.Join(filepath.Dir(initdb), "postgres")
+	dir, err := os.MkdirTemp("", "forgekit-pg")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { os.RemoveAll(dir) })
+	var cred *syscall.Credential
+	if os.Geteuid() == 0 {
+		u, err := user.Lookup("nobody")
+		if err != nil {
+			tb.Fatalf("PostgreSQL will not run as root and there is no user nobody: %v", err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+		if err := os.Chown(dir, uid, gid); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	command := func(name string, args ...string) *exec.Cmd {
+		cmd := exec.Command(name, args...)
+		cmd.Dir = dir
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "LC_ALL=C", "HOME=" + dir}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Setpgid: true}
+		return cmd
+	}
+	data := filepath.Join(dir, "data")
+	if out, err := command(initdb, "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync").CombinedOutput(); err != nil {
+		tb.Fatalf("initdb: %v\n%s", err, out)
+	}
+	for attempt := 0; ; attempt++ {
+		port := FreePort(tb)
+		cmd := command(postgres, "-D", data, "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-k", dir,
+			"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=100")
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			tb.Fatalf("postgres: %v", err)
+		}
+		exited := make(chan struct{})
+		go func() { cmd.Wait(); close(exited) }()
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		if waitUp(addr, exited, 30*time.Second) {
+			tb.Cleanup(func() {
+				cmd.Process.Signal(syscall.SIGINT) // fast shutdown
+				select {
+				case <-exited:
+				case <-time.After(10 * time.Second):
+					syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+					<-exited
+				}
+			})
+			return fmt.Sprintf("postgres://postgres@%s/postgres?sslmode=disable", addr)
+		}
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-exited
+		if attempt == 2 {
+			tb.Fatalf("postgres did not start on %s: %s", addr, out.String())
+		}
+	}
+}
