@@ -7,15 +7,25 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/format/diff"
 	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/object/commitgraph"
+	"github.com/go-git/go-git/v5/plumbing/storer"
+	"github.com/go-git/go-git/v5/storage/filesystem"
+
+	"github.com/go-git/go-billy/v5/osfs"
+	commitgraphfmt "github.com/go-git/go-git/v5/plumbing/format/commitgraph/v2"
 )
 
 // Browser reads a repository through go-git: refs, trees, blobs, history
@@ -24,6 +34,79 @@ import (
 // (go-git's object storage is).
 type Browser struct {
 	repo *git.Repository
+	dir  string // for the commit-graph file
+
+	gmu        sync.Mutex // guards graph and graphStamp
+	graph      commitgraphfmt.Index
+	graphStamp time.Time // modification time of the file graph was read from
+
+	smu    sync.Mutex   // guards stores and closed
+	stores []*walkStore // idle storages with open packs, for history walks
+	closed bool
+}
+
+// maxIdleStores bounds the idle walk storages a Browser keeps (each
+// holds a pack index in memory and its packs open).
+const maxIdleStores = 4
+
+// walkStore is a storage that keeps its pack files open, and the state
+// of the pack directory it was opened on.
+type walkStore struct {
+	st    *filesystem.Storage
+	stamp time.Time
+}
+
+func (b *Browser) packStamp() time.Time {
+	fi, err := os.Stat(filepath.Join(b.dir, "objects", "pack"))
+	if err != nil {
+		return time.Time{}
+	}
+	return fi.ModTime()
+}
+
+// takeStore lends a walk storage: an idle one opened on the current
+// packs, or a new one. Stores opened on packs since replaced are closed.
+func (b *Browser) takeStore() *walkStore {
+	if b.dir == "" {
+		return nil
+	}
+	stamp := b.packStamp()
+	b.smu.Lock()
+	for len(b.stores) > 0 {
+		ws := b.stores[len(b.stores)-1]
+		b.stores = b.stores[:len(b.stores)-1]
+		if ws.stamp.Equal(stamp) {
+			b.smu.Unlock()
+			return ws
+		}
+		ws.st.Close()
+	}
+	b.smu.Unlock()
+	st := filesystem.NewStorageWithOptions(osfs.New(b.dir), cache.NewObjectLRU(16*cache.MiByte), filesystem.Options{KeepDescriptors: true})
+	return &walkStore{st: st, stamp: stamp}
+}
+
+func (b *Browser) putStore(ws *walkStore) {
+	b.smu.Lock()
+	defer b.smu.Unlock()
+	if b.closed || len(b.stores) >= maxIdleStores {
+		ws.st.Close()
+		return
+	}
+	b.stores = append(b.stores, ws)
+}
+
+// Close releases the pack files the Browser keeps open for history
+// walks. Walks running on it finish; later ones open packs as needed.
+func (b *Browser) Close() error {
+	b.smu.Lock()
+	defer b.smu.Unlock()
+	b.closed = true
+	for _, ws := range b.stores {
+		ws.st.Close()
+	}
+	b.stores = nil
+	return nil
 }
 
 // Browse opens the repository in dir.
@@ -32,7 +115,7 @@ func Browse(dir string) (*Browser, error) {
 	if err != nil {
 		return nil, fmt.Errorf("forge: %w", err)
 	}
-	return &Browser{repo: r}, nil
+	return &Browser{repo: r, dir: dir}, nil
 }
 
 // Ref is a branch or tag.
@@ -269,86 +352,216 @@ func (b *Browser) log(ctx context.Context, opts *git.LogOptions, skip, limit int
 // false. The result depends only on (repository, commit, dir), so callers
 // may cache it forever.
 func (b *Browser) LastCommits(ctx context.Context, commit, dir string, budget time.Duration) (map[string]*CommitInfo, bool, error) {
-	start, err := b.commit(commit)
+	nodes := b.commitNodes()
+	start, err := nodes.Get(plumbing.NewHash(commit))
 	if err != nil {
-		return nil, false, err
+		return nil, false, fmt.Errorf("%w: commit %s", ErrNotFound, commit)
 	}
 	dir = strings.Trim(dir, "/")
-	want, err := b.dirTree(start, dir)
+	var path []string
+	if dir != "" {
+		path = strings.Split(dir, "/")
+	}
+	w := &lastWalk{b: b, path: path, dirs: map[plumbing.Hash]plumbing.Hash{}, entries: map[plumbing.Hash]map[string]plumbing.Hash{}}
+	// Trees are read through a storage that keeps the pack files open
+	// (go-git otherwise reopens a pack for every object, and a walk reads
+	// thousands), lent to this walk alone: go-git's open packs are not
+	// safe for concurrent use.
+	w.store = storer.EncodedObjectStorer(b.repo.Storer)
+	if ws := b.takeStore(); ws != nil {
+		defer b.putStore(ws)
+		w.store = ws.st
+		nodes = b.commitNodesOn(ws.st)
+		if start, err = nodes.Get(plumbing.NewHash(commit)); err != nil {
+			return nil, false, fmt.Errorf("%w: commit %s", ErrNotFound, commit)
+		}
+	}
+	top, err := w.dirHash(start)
 	if err != nil {
 		return nil, false, err
 	}
-	left := make(map[string]bool, len(want.Entries))
-	for _, e := range want.Entries {
-		left[e.Name] = true
+	if top.IsZero() {
+		return nil, false, fmt.Errorf("%w: %s", ErrNotFound, dir)
+	}
+	left := make(map[string]bool)
+	for name := range w.list(top) {
+		left[name] = true
 	}
 	out := make(map[string]*CommitInfo, len(left))
 	var deadline time.Time
 	if budget > 0 {
 		deadline = time.Now().Add(budget)
 	}
-	entries := func(c *object.Commit) map[string]plumbing.Hash {
-		m := map[string]plumbing.Hash{}
-		if t, err := b.dirTree(c, dir); err == nil {
-			for _, e := range t.Entries {
-				m[e.Name] = e.Hash
-			}
-		}
-		return m
-	}
-	seen := map[plumbing.Hash]bool{start.Hash: true}
-	q := &commitQueue{start}
-	cache := map[plumbing.Hash]map[string]plumbing.Hash{}
-	get := func(c *object.Commit) map[string]plumbing.Hash {
-		if m, ok := cache[c.Hash]; ok {
-			return m
-		}
-		m := entries(c)
-		cache[c.Hash] = m
-		return m
-	}
+	seen := map[plumbing.Hash]bool{start.ID(): true}
+	q := &nodeQueue{start}
 	for q.Len() > 0 && len(left) > 0 {
 		if ctx.Err() != nil || (!deadline.IsZero() && time.Now().After(deadline)) {
 			return out, false, nil
 		}
-		c := heap.Pop(q).(*object.Commit)
-		mine := get(c)
-		delete(cache, c.Hash)
-		var parents []map[string]plumbing.Hash
-		c.Parents().ForEach(func(p *object.Commit) error {
-			parents = append(parents, get(p))
-			if !seen[p.Hash] {
-				seen[p.Hash] = true
+		c := heap.Pop(q).(commitgraph.CommitNode)
+		mine, err := w.dirHash(c)
+		if err != nil {
+			return nil, false, err
+		}
+		var parents []plumbing.Hash
+		same := false // TREESAME to a parent for the whole directory
+		err = c.ParentNodes().ForEach(func(p commitgraph.CommitNode) error {
+			ph, err := w.dirHash(p)
+			if err != nil {
+				return err
+			}
+			parents = append(parents, ph)
+			same = same || ph == mine
+			if !seen[p.ID()] {
+				seen[p.ID()] = true
 				heap.Push(q, p)
 			}
 			return nil
 		})
+		if err != nil {
+			return nil, false, err
+		}
+		if same {
+			continue // nothing under dir changed here: every change is older
+		}
+		var found *CommitInfo
+		m := w.list(mine)
 		for name := range left {
-			h := mine[name]
+			h := m[name]
 			changed := true
-			for _, pm := range parents {
-				if pm[name] == h {
+			for _, ph := range parents {
+				if w.list(ph)[name] == h {
 					changed = false // TREESAME to a parent: the change is older
 					break
 				}
 			}
-			if changed {
-				out[name] = info(c)
-				delete(left, name)
+			if !changed {
+				continue
 			}
+			if found == nil {
+				oc, err := c.Commit()
+				if err != nil {
+					return nil, false, fmt.Errorf("forge: %w", err)
+				}
+				found = info(oc)
+			}
+			out[name] = found
+			delete(left, name)
 		}
 	}
 	return out, len(left) == 0, nil
 }
 
-// commitQueue orders commits newest first by committer time.
-type commitQueue []*object.Commit
+// commitNodes walks history through the repository's commit-graph file
+// when it has one (no commit object is decoded to find parents, times or
+// root trees), else through the commit objects. Commits newer than the
+// graph are read from their objects either way.
+func (b *Browser) commitNodes() commitgraph.CommitNodeIndex {
+	return b.commitNodesOn(b.repo.Storer)
+}
 
-func (q commitQueue) Len() int           { return len(q) }
-func (q commitQueue) Less(i, j int) bool { return q[i].Committer.When.After(q[j].Committer.When) }
-func (q commitQueue) Swap(i, j int)      { q[i], q[j] = q[j], q[i] }
-func (q *commitQueue) Push(x any)        { *q = append(*q, x.(*object.Commit)) }
-func (q *commitQueue) Pop() any          { old := *q; c := old[len(old)-1]; *q = old[:len(old)-1]; return c }
+func (b *Browser) commitNodesOn(s storer.EncodedObjectStorer) commitgraph.CommitNodeIndex {
+	if idx := b.commitGraph(); idx != nil {
+		return commitgraph.NewGraphCommitNodeIndex(idx, s)
+	}
+	return commitgraph.NewObjectCommitNodeIndex(s)
+}
+
+// commitGraph returns the repository's commit-graph index, read again
+// when maintenance rewrites the file (the old one stays valid, only
+// older), or nil.
+func (b *Browser) commitGraph() commitgraphfmt.Index {
+	if b.dir == "" {
+		return nil
+	}
+	var stamp time.Time
+	for _, p := range []string{"objects/info/commit-graph", "objects/info/commit-graphs/commit-graph-chain"} {
+		if fi, err := os.Stat(filepath.Join(b.dir, p)); err == nil {
+			stamp = fi.ModTime()
+			break
+		}
+	}
+	b.gmu.Lock()
+	defer b.gmu.Unlock()
+	if stamp.IsZero() {
+		b.graph = nil
+		return nil
+	}
+	if b.graph == nil || !stamp.Equal(b.graphStamp) {
+		idx, err := commitgraphfmt.OpenChainOrFileIndex(osfs.New(b.dir))
+		if err != nil {
+			return nil
+		}
+		b.graph, b.graphStamp = idx, stamp
+	}
+	return b.graph
+}
+
+// lastWalk is the state of one LastCommits walk: the directory's tree
+// hash per root tree, and its entries per directory tree hash, so that a
+// tree is decoded once however many commits share it.
+type lastWalk struct {
+	b       *Browser
+	store   storer.EncodedObjectStorer
+	path    []string
+	dirs    map[plumbing.Hash]plumbing.Hash            // root tree → directory tree (zero if missing)
+	entries map[plumbing.Hash]map[string]plumbing.Hash // directory tree → name → hash
+}
+
+// dirHash is the hash of the directory's tree at c (zero if c has no
+// such directory), decoding only the trees along the path.
+func (w *lastWalk) dirHash(c commitgraph.CommitNode) (plumbing.Hash, error) {
+	root, err := c.Tree()
+	if err != nil {
+		return plumbing.ZeroHash, fmt.Errorf("forge: %w", err)
+	}
+	if h, ok := w.dirs[root.Hash]; ok {
+		return h, nil
+	}
+	h, t := root.Hash, root
+	for i, name := range w.path {
+		h = plumbing.ZeroHash
+		for _, e := range t.Entries {
+			if e.Name == name && e.Mode == filemode.Dir {
+				h = e.Hash
+			}
+		}
+		if h.IsZero() || i == len(w.path)-1 {
+			break
+		}
+		if t, err = object.GetTree(w.store, h); err != nil {
+			return plumbing.ZeroHash, fmt.Errorf("forge: %w", err)
+		}
+	}
+	w.dirs[root.Hash] = h
+	return h, nil
+}
+
+// list returns the entries of the directory tree h (none for zero).
+func (w *lastWalk) list(h plumbing.Hash) map[string]plumbing.Hash {
+	if m, ok := w.entries[h]; ok {
+		return m
+	}
+	m := map[string]plumbing.Hash{}
+	if !h.IsZero() {
+		if t, err := object.GetTree(w.store, h); err == nil {
+			for _, e := range t.Entries {
+				m[e.Name] = e.Hash
+			}
+		}
+	}
+	w.entries[h] = m
+	return m
+}
+
+// nodeQueue orders commits newest first by committer time.
+type nodeQueue []commitgraph.CommitNode
+
+func (q nodeQueue) Len() int           { return len(q) }
+func (q nodeQueue) Less(i, j int) bool { return q[i].CommitTime().After(q[j].CommitTime()) }
+func (q nodeQueue) Swap(i, j int)      { q[i], q[j] = q[j], q[i] }
+func (q *nodeQueue) Push(x any)        { *q = append(*q, x.(commitgraph.CommitNode)) }
+func (q *nodeQueue) Pop() any          { old := *q; c := old[len(old)-1]; *q = old[:len(old)-1]; return c }
 
 // LogPath returns up to limit commits reachable from commit that changed
 // path (a file or a directory), newest first, after skipping skip.

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -182,3 +183,94 @@ func TestLogPathAndCommitDiff(t *testing.T) {
 }
 
 func writeFile(p, s string) error { return os.WriteFile(p, []byte(s), 0o644) }
+
+// TestLastCommitsWithMergesAndCommitGraph checks the last commit of every
+// entry against git on a history with merges, walking the commit
+// objects, a commit-graph file, and a commit-graph that is out of date.
+func TestLastCommitsWithMergesAndCommitGraph(t *testing.T) {
+	t.Parallel()
+	testenv.Git(t)
+	work := t.TempDir()
+	testenv.Run(t, "", "init", "-q", "-b", "main", work)
+	write := func(name, content string) {
+		require.NoError(t, os.MkdirAll(filepath.Dir(filepath.Join(work, name)), 0o755))
+		require.NoError(t, os.WriteFile(filepath.Join(work, name), []byte(content), 0o644))
+		testenv.Run(t, work, "add", name)
+	}
+	commit := func(msg string) { testenv.Run(t, work, "commit", "-q", "-m", msg) }
+	write("a/x", "1")
+	write("a/y", "1")
+	write("b/z", "1")
+	write("top", "1")
+	commit("start")
+	testenv.Run(t, work, "checkout", "-q", "-b", "side")
+	write("a/x", "side")
+	commit("side changes a/x")
+	write("a/new", "side")
+	commit("side adds a/new")
+	testenv.Run(t, work, "checkout", "-q", "main")
+	write("b/z", "main")
+	commit("main changes b/z")
+	write("a/y", "main")
+	commit("main changes a/y")
+	testenv.Run(t, work, "merge", "-q", "--no-ff", "-m", "merge side", "side")
+	write("top", "2")
+	commit("main changes top")
+	bare := filepath.Join(t.TempDir(), "r.git")
+	testenv.Run(t, "", "clone", "-q", "--bare", work, bare)
+
+	check := func(stage string) {
+		b, err := forge.Browse(bare)
+		require.NoError(t, err)
+		head := strings.TrimSpace(testenv.Run(t, bare, "rev-parse", "main"))
+		for _, d := range []string{"", "a", "b"} {
+			last, complete, err := b.LastCommits(context.Background(), head, d, time.Minute)
+			require.NoError(t, err, stage)
+			assert.True(t, complete, stage)
+			entries, _ := b.Tree(context.Background(), head, d)
+			require.Len(t, last, len(entries), stage)
+			for _, e := range entries {
+				p := strings.TrimPrefix(d+"/"+e.Name, "/")
+				want := strings.TrimSpace(testenv.Run(t, bare, "log", "-1", "--format=%H", head, "--", p))
+				assert.Equal(t, want, last[e.Name].Hash, "%s: %s", stage, p)
+			}
+		}
+		_, _, err = b.LastCommits(context.Background(), head, "top", time.Minute)
+		assert.ErrorIs(t, err, forge.ErrNotFound, "a file is not a directory")
+	}
+	check("commit objects")
+	testenv.Run(t, bare, "commit-graph", "write", "--reachable")
+	require.FileExists(t, filepath.Join(bare, "objects", "info", "commit-graph"))
+	check("commit-graph")
+	write("a/x", "after the graph")
+	commit("newer than the graph")
+	testenv.Run(t, work, "push", "-q", bare, "main")
+	check("stale commit-graph")
+}
+
+// TestLastCommitsConcurrentlyAndAfterClose: walks share the Browser's
+// pool of open packs safely, and still work once it is closed.
+func TestLastCommitsConcurrentlyAndAfterClose(t *testing.T) {
+	t.Parallel()
+	b, _, head := browseRepo(t)
+	ctx := context.Background()
+	want, _, err := b.LastCommits(ctx, head, "", time.Minute)
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 5 {
+				got, complete, err := b.LastCommits(ctx, head, "", time.Minute)
+				assert.NoError(t, err)
+				assert.True(t, complete)
+				assert.Equal(t, want, got)
+			}
+		})
+	}
+	wg.Wait()
+	require.NoError(t, b.Close())
+	got, complete, err := b.LastCommits(ctx, head, "dir3", time.Minute)
+	require.NoError(t, err)
+	assert.True(t, complete)
+	assert.NotEmpty(t, got)
+}

@@ -153,6 +153,9 @@ func (s *server) browser(dir string) (*forge.Browser, error) {
 	if err != nil {
 		return nil, err
 	}
+	if old, ok := s.browsers.Peek(dir); ok {
+		old.b.Close() // requests still using it finish; it keeps no pack open after
+	}
 	s.browsers.Add(dir, &browserEntry{b: b, stamp: stamp})
 	return b, nil
 }

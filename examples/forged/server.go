@@ -288,7 +288,7 @@ func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server
 		logger.Info("profile", "subject", subject, "outcome", outcome, "path", r.URL.Path)
 	}
 
-	s.browsers, _ = lru.New[string, *browserEntry](256)
+	s.browsers, _ = lru.NewWithEvict(256, func(_ string, e *browserEntry) { e.b.Close() })
 	s.refs, _ = lru.New[string, refsEntry](1024)
 	s.resolved, _ = lru.New[string, string](16384)
 	s.logins = newLoginLimiter()
