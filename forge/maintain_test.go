@@ -2,7 +2,9 @@ package forge_test
 
 import (
 	"context"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -103,4 +105,35 @@ func TestMaintainerInTheBackground(t *testing.T) {
 	assert.Zero(t, loose)
 	require.NoError(t, m.Close())
 	require.NoError(t, m.Close(), "twice is fine")
+}
+
+// TestMaintainerLockAcrossProcesses: while another process (flock(1),
+// as a second forged would) holds a repository's maintenance lock, a run
+// is refused with ErrBusy; once that process is gone, it goes ahead.
+func TestMaintainerLockAcrossProcesses(t *testing.T) {
+	t.Parallel()
+	flock := testenv.Binary(t, "flock", "util-linux")
+	s := newStore(t)
+	ctx := context.Background()
+	r, err := s.Create(ctx, "ops", "shared")
+	require.NoError(t, err)
+	fragment(t, r.Dir, 2)
+	lock := filepath.Join(r.Dir, "forgekit-maintenance.lock")
+	holder := exec.Command(flock, lock, "sh", "-c", "echo held; exec sleep 60")
+	holder.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // flock(1) lends the lock to its child too
+	out, err := holder.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, holder.Start())
+	stop := func() { syscall.Kill(-holder.Process.Pid, syscall.SIGKILL); holder.Wait() }
+	t.Cleanup(stop)
+	line := make([]byte, 5)
+	_, err = io.ReadFull(out, line)
+	require.NoError(t, err, "the other process holds the lock")
+
+	m := &forge.Maintainer{Store: s}
+	_, err = m.Run(ctx, *r)
+	assert.ErrorIs(t, err, forge.ErrBusy)
+	stop()
+	_, err = m.Run(ctx, *r)
+	assert.NoError(t, err)
 }
