@@ -67,7 +67,19 @@ func child(spec string) int {
 	return 0
 }
 
-func open(t *testing.T) (*counting.SQLiteStore, string) {
+// testStore is what the tests use of a store.
+type testStore interface {
+	counting.Store
+	counting.UniqueStore
+	Close() error
+}
+
+// open returns a fresh store and, for SQLite, its file: a PostgreSQL
+// database instead when the test runs under TestOnPostgres.
+func open(t *testing.T) (testStore, string) {
+	if strings.HasPrefix(t.Name(), "TestOnPostgres/") {
+		return openPostgres(t), ""
+	}
 	path := filepath.Join(t.TempDir(), "views.db")
 	st, err := counting.OpenSQLite(path)
 	require.NoError(t, err)

@@ -3,10 +3,8 @@ package counting
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"net/url"
-	"strings"
 	"time"
 
 	_ "github.com/mattn/go-sqlite3" // the database/sql driver "sqlite3"
@@ -28,7 +26,7 @@ import (
 // real sites that reads a few rows per list; on flat counts it degrades
 // to reading everything, which is what a GROUP BY does anyway.
 type SQLiteStore struct {
-	w, r *sql.DB
+	sqlStore
 }
 
 // DefaultBusyTimeout is how long a writer waits for another process's
@@ -127,237 +125,34 @@ func OpenSQLite(path string) (*SQLiteStore, error) {
 		w.Close()
 		return nil, fmt.Errorf("counting: %w", err)
 	}
-	return &SQLiteStore{w: w, r: r}, nil
+	return &SQLiteStore{sqlStore{w: w, r: r}}, nil
 }
 
 // Close closes the database.
-func (s *SQLiteStore) Close() error {
-	err := s.w.Close()
-	if rerr := s.r.Close(); err == nil {
-		err = rerr
-	}
-	return err
-}
+func (s *SQLiteStore) Close() error { return s.close() }
 
 // Add implements Store. Each delta is added to its bucket row and to its
 // day's row in the same transaction, so the two never disagree.
-func (s *SQLiteStore) Add(ctx context.Context, deltas []Delta) error {
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	hourly, err := tx.PrepareContext(ctx, `INSERT INTO views (id, bucket, n) VALUES (?, ?, ?)
-		ON CONFLICT (id, bucket) DO UPDATE SET n = n + excluded.n`)
-	if err != nil {
-		return err
-	}
-	defer hourly.Close()
-	daily, err := tx.PrepareContext(ctx, `INSERT INTO views_daily (id, bucket, n) VALUES (?, ?, ?)
-		ON CONFLICT (id, bucket) DO UPDATE SET n = n + excluded.n`)
-	if err != nil {
-		return err
-	}
-	defer daily.Close()
-	for _, d := range deltas {
-		b := d.Bucket.Unix()
-		if _, err := hourly.ExecContext(ctx, d.ID, b, d.N); err != nil {
-			return err
-		}
-		if _, err := daily.ExecContext(ctx, d.ID, floorDay(b), d.N); err != nil {
-			return err
-		}
-	}
-	return tx.Commit()
-}
+func (s *SQLiteStore) Add(ctx context.Context, deltas []Delta) error { return s.add(ctx, deltas) }
 
 // Rollup implements Store: the bucket rows of the days before before
 // (rounded down to a UTC day) are deleted; their daily rows stay.
 // Queries count a day before that point whole when it starts inside the
 // window.
 func (s *SQLiteStore) Rollup(ctx context.Context, before time.Time) error {
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	cut := floorDay(before.Unix())
-	if _, err := tx.ExecContext(ctx, `DELETE FROM views WHERE bucket < ?`, cut); err != nil {
-		return err
-	}
-	if _, err := tx.ExecContext(ctx, `UPDATE counting_meta SET v = MAX(v, ?) WHERE k = 'rolled_before'`, cut); err != nil {
-		return err
-	}
-	return tx.Commit()
-}
-
-func floorDay(t int64) int64 {
-	m := t % day
-	if m < 0 {
-		m += day
-	}
-	return t - m
-}
-
-// span is a range [from, to) of bucket starts, Unix seconds.
-type span struct{ from, to int64 }
-
-// window is a query window split by where its counts live: bucket rows
-// in hours, daily rows in days.
-type window struct {
-	hours, days []span
-}
-
-func (w *window) add(dst *[]span, from, to int64) {
-	if to > from {
-		*dst = append(*dst, span{from, to})
-	}
-}
-
-// plainWindow splits [from, to) at the rollup point: bucket rows after
-// it, daily rows before it (a day counting whole when it starts in the
-// window), as Total and Series read it.
-func plainWindow(from, to, rolled int64) window {
-	var w window
-	w.add(&w.hours, max(from, rolled), to)
-	w.add(&w.days, from, min(to, rolled))
-	return w
-}
-
-// topWindow is plainWindow with the whole days after the rollup point
-// read from their daily rows: the same counts in far fewer rows and
-// lists.
-func topWindow(from, to, rolled int64) window {
-	var w window
-	w.add(&w.days, from, min(to, rolled))
-	start := max(from, rolled)
-	fullFrom, fullTo := floorDay(start+day-1), floorDay(to)
-	if fullTo <= fullFrom {
-		w.add(&w.hours, start, to)
-		return w
-	}
-	w.add(&w.hours, start, fullFrom)
-	w.add(&w.hours, fullTo, to)
-	w.add(&w.days, fullFrom, fullTo)
-	return w
-}
-
-// where returns "(bucket >= ? AND bucket < ?) OR ..." for spans.
-func where(spans []span, args *[]any) string {
-	var b strings.Builder
-	b.WriteByte('(')
-	for i, sp := range spans {
-		if i > 0 {
-			b.WriteString(" OR ")
-		}
-		b.WriteString("(bucket >= ? AND bucket < ?)")
-		*args = append(*args, sp.from, sp.to)
-	}
-	b.WriteByte(')')
-	return b.String()
-}
-
-// union returns a query of (id, bucket, n) rows of w, narrowed by extra
-// (a condition with its args, or "").
-func (w window) union(extra string, extraArgs []any, args *[]any) string {
-	var parts []string
-	for _, t := range []struct {
-		table string
-		spans []span
-	}{{"views", w.hours}, {"views_daily", w.days}} {
-		if len(t.spans) == 0 {
-			continue
-		}
-		q := `SELECT id, bucket, n FROM ` + t.table + ` WHERE ` + where(t.spans, args)
-		if extra != "" {
-			q += ` AND ` + extra
-			*args = append(*args, extraArgs...)
-		}
-		parts = append(parts, q)
-	}
-	if len(parts) == 0 {
-		return `SELECT '' AS id, 0 AS bucket, 0 AS n WHERE 0`
-	}
-	return strings.Join(parts, ` UNION ALL `)
-}
-
-// rolledBefore reads the rollup point within q's snapshot.
-func rolledBefore(ctx context.Context, q queryer) (int64, error) {
-	var v int64
-	err := q.QueryRowContext(ctx, `SELECT v FROM counting_meta WHERE k = 'rolled_before'`).Scan(&v)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, nil
-	}
-	return v, err
-}
-
-type queryer interface {
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	return s.rollup(ctx, before)
 }
 
 // Sums implements Store. All of one call reads one snapshot.
-func (s *SQLiteStore) Sums(ctx context.Context, q Query) ([]Sum, error) {
-	tx, err := s.r.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, fmt.Errorf("counting: %w", err)
-	}
-	defer tx.Rollback()
-	rolled, err := rolledBefore(ctx, tx)
-	if err != nil {
-		return nil, fmt.Errorf("counting: %w", err)
-	}
-	from, to := q.From.Unix(), q.To.Unix()
-	if !q.ByBucket && q.ID == "" && q.Limit > 0 {
-		out, err := topN(ctx, tx, topWindow(from, to, rolled), q.Limit)
-		if err != nil {
-			return nil, fmt.Errorf("counting: %w", err)
-		}
-		return out, nil
-	}
-	w := plainWindow(from, to, rolled)
-	var args []any
-	var inner string
-	if q.ID != "" {
-		inner = w.union(`id = ?`, []any{q.ID}, &args)
-	} else {
-		inner = w.union("", nil, &args)
-	}
-	var query string
-	if q.ByBucket {
-		query = `SELECT id, bucket, SUM(n) FROM (` + inner + `) GROUP BY id, bucket ORDER BY bucket`
-	} else {
-		query = `SELECT id, 0, SUM(n) AS total FROM (` + inner + `) GROUP BY id ORDER BY total DESC, id`
-		if q.Limit > 0 {
-			query += ` LIMIT ?`
-			args = append(args, q.Limit)
-		}
-	}
-	rows, err := tx.QueryContext(ctx, query, args...)
-	out, err := scanSums(rows, err, q.ByBucket)
-	if err != nil {
-		return nil, fmt.Errorf("counting: %w", err)
-	}
-	return out, nil
+func (s *SQLiteStore) Sums(ctx context.Context, q Query) ([]Sum, error) { return s.sums(ctx, q) }
+
+// AddSketches implements UniqueStore: read, merge and write back in one
+// immediate transaction, which serializes the processes sharing the file.
+func (s *SQLiteStore) AddSketches(ctx context.Context, sk []Sketch) error {
+	return s.addSketches(ctx, sk)
 }
 
-// scanSums reads (id, bucket, n) rows; the bucket is kept if byBucket.
-func scanSums(rows *sql.Rows, err error, byBucket bool) ([]Sum, error) {
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []Sum
-	for rows.Next() {
-		var sm Sum
-		var bucket int64
-		if err := rows.Scan(&sm.ID, &bucket, &sm.N); err != nil {
-			return nil, err
-		}
-		if byBucket {
-			sm.Bucket = time.Unix(bucket, 0).UTC()
-		}
-		out = append(out, sm)
-	}
-	return out, rows.Err()
+// Sketches implements UniqueStore.
+func (s *SQLiteStore) Sketches(ctx context.Context, id string, from, to time.Time) ([][]byte, error) {
+	return s.sketches(ctx, id, from, to)
 }

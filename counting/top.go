@@ -43,7 +43,7 @@ type topList struct {
 // random access (primary key), and stop once the limit-th total beats
 // the sum of the last counts read from each list, which bounds every id
 // not yet seen. Exact, not an estimate.
-func topN(ctx context.Context, tx *sql.Tx, w window, limit int) ([]Sum, error) {
+func topN(ctx context.Context, tx *snapshot, w window, limit int) ([]Sum, error) {
 	lists, err := topLists(ctx, tx, w)
 	if err != nil {
 		return nil, err
@@ -115,7 +115,7 @@ func topN(ctx context.Context, tx *sql.Tx, w window, limit int) ([]Sum, error) {
 
 // topLists enumerates the buckets that have rows in w, one list each.
 // Each step is one index seek, so empty stretches cost nothing.
-func topLists(ctx context.Context, tx *sql.Tx, w window) ([]*topList, error) {
+func topLists(ctx context.Context, tx *snapshot, w window) ([]*topList, error) {
 	var lists []*topList
 	for _, t := range []struct {
 		table string
@@ -141,7 +141,7 @@ func topLists(ctx context.Context, tx *sql.Tx, w window) ([]*topList, error) {
 }
 
 // totalsOf returns the totals over w of ids, by primary-key lookups.
-func totalsOf(ctx context.Context, tx *sql.Tx, w window, ids []string) ([]Sum, error) {
+func totalsOf(ctx context.Context, tx *snapshot, w window, ids []string) ([]Sum, error) {
 	var out []Sum
 	for len(ids) > 0 {
 		chunk := ids[:min(len(ids), idsPerQuery)]
@@ -153,7 +153,7 @@ func totalsOf(ctx context.Context, tx *sql.Tx, w window, ids []string) ([]Sum, e
 		cond := `id IN (?` + strings.Repeat(`, ?`, len(chunk)-1) + `)`
 		var args []any
 		inner := w.union(cond, in, &args)
-		rows, err := tx.QueryContext(ctx, `SELECT id, 0, SUM(n) FROM (`+inner+`) GROUP BY id`, args...)
+		rows, err := tx.QueryContext(ctx, `SELECT id, 0, SUM(n) FROM (`+inner+`) AS u GROUP BY id`, args...)
 		sums, err := scanSums(rows, err, false)
 		if err != nil {
 			return nil, err
@@ -164,12 +164,12 @@ func totalsOf(ctx context.Context, tx *sql.Tx, w window, ids []string) ([]Sum, e
 }
 
 // aggregateTop is the plain query: sum every row of the window.
-func aggregateTop(ctx context.Context, tx *sql.Tx, w window, limit int) ([]Sum, error) {
+func aggregateTop(ctx context.Context, tx *snapshot, w window, limit int) ([]Sum, error) {
 	var args []any
 	inner := w.union("", nil, &args)
 	args = append(args, limit)
 	rows, err := tx.QueryContext(ctx, `SELECT id, 0, SUM(n) AS total FROM (`+inner+
-		`) GROUP BY id ORDER BY total DESC, id LIMIT ?`, args...)
+		`) AS u GROUP BY id ORDER BY total DESC, id LIMIT ?`, args...)
 	return scanSums(rows, err, false)
 }
 

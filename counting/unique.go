@@ -2,9 +2,7 @@ package counting
 
 import (
 	"context"
-	"database/sql"
 	"errors"
-	"fmt"
 	"sync"
 	"time"
 )
@@ -138,53 +136,3 @@ CREATE TABLE IF NOT EXISTS uniques (
 	sketch BLOB    NOT NULL,
 	PRIMARY KEY (id, day)
 ) WITHOUT ROWID;`
-
-// AddSketches implements UniqueStore: read, merge and write back in one
-// immediate transaction, which serializes the processes sharing the file.
-func (s *SQLiteStore) AddSketches(ctx context.Context, sk []Sketch) error {
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	for _, x := range sk {
-		in, err := unmarshalHLL(x.Data)
-		if err != nil {
-			return err
-		}
-		var old []byte
-		err = tx.QueryRowContext(ctx, `SELECT sketch FROM uniques WHERE id = ? AND day = ?`, x.ID, x.Day.Unix()).Scan(&old)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-		case err != nil:
-			return err
-		default:
-			if cur, err := unmarshalHLL(old); err == nil {
-				in.merge(cur)
-			}
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO uniques (id, day, sketch) VALUES (?, ?, ?)
-			ON CONFLICT (id, day) DO UPDATE SET sketch = excluded.sketch`, x.ID, x.Day.Unix(), in.marshal()); err != nil {
-			return err
-		}
-	}
-	return tx.Commit()
-}
-
-// Sketches implements UniqueStore.
-func (s *SQLiteStore) Sketches(ctx context.Context, id string, from, to time.Time) ([][]byte, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT sketch FROM uniques WHERE id = ? AND day >= ? AND day < ?`, id, from.Unix(), to.Unix())
-	if err != nil {
-		return nil, fmt.Errorf("counting: %w", err)
-	}
-	defer rows.Close()
-	var out [][]byte
-	for rows.Next() {
-		var b []byte
-		if err := rows.Scan(&b); err != nil {
-			return nil, fmt.Errorf("counting: %w", err)
-		}
-		out = append(out, b)
-	}
-	return out, rows.Err()
-}

@@ -2,6 +2,8 @@ package testenv
 
 import (
 	"bytes"
+	"context"
+	"database/sql"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // the database/sql driver "pgx"
 )
 
 // postgresDirs are where Debian installs the PostgreSQL server binaries,
@@ -72,7 +76,8 @@ func Postgres(tb testing.TB) string {
 		exited := make(chan struct{})
 		go func() { cmd.Wait(); close(exited) }()
 		addr := "127.0.0.1:" + strconv.Itoa(port)
-		if waitUp(addr, exited, 30*time.Second) {
+		dsn := fmt.Sprintf("postgres://postgres@%s/postgres?sslmode=disable", addr)
+		if waitUp(addr, exited, 30*time.Second) && acceptsLogins(dsn, 30*time.Second) {
 			tb.Cleanup(func() {
 				cmd.Process.Signal(syscall.SIGINT) // fast shutdown
 				select {
@@ -82,7 +87,7 @@ func Postgres(tb testing.TB) string {
 					<-exited
 				}
 			})
-			return fmt.Sprintf("postgres://postgres@%s/postgres?sslmode=disable", addr)
+			return dsn
 		}
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-exited
@@ -90,4 +95,23 @@ func Postgres(tb testing.TB) string {
 			tb.Fatalf("postgres did not start on %s: %s", addr, out.String())
 		}
 	}
+}
+
+// acceptsLogins waits until the server, listening already, has finished
+// starting up and accepts a session.
+func acceptsLogins(dsn string, timeout time.Duration) bool {
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		return false
+	}
+	defer db.Close()
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := db.PingContext(ctx)
+		cancel()
+		if err == nil {
+			return true
+		}
+	}
+	return false
 }

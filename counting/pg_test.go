@@ -1,0 +1,120 @@
+package counting_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/forgekit/forgekit/counting"
+	"github.com/forgekit/forgekit/internal/testenv"
+)
+
+// cluster is the PostgreSQL cluster of TestOnPostgres; each of its
+// subtests gets a database of its own.
+var cluster struct {
+	mu  sync.Mutex // guards dsn and n
+	dsn string
+	n   int
+}
+
+// TestOnPostgres runs the store tests against PostgreSQL: the same test
+// functions, each in a fresh database of one throwaway cluster.
+func TestOnPostgres(t *testing.T) {
+	dsn := testenv.Postgres(t)
+	cluster.mu.Lock()
+	cluster.dsn = dsn
+	cluster.mu.Unlock()
+	for _, tc := range []struct {
+		name string
+		test func(*testing.T)
+	}{
+		{"TestExactUnderConcurrency", TestExactUnderConcurrency},
+		{"TestUnflushedCountsAreSeen", TestUnflushedCountsAreSeen},
+		{"TestInvalidIDs", TestInvalidIDs},
+		{"TestFailedFlushKeepsAndRetries", TestFailedFlushKeepsAndRetries},
+		{"TestBucketsAndRollup", TestBucketsAndRollup},
+		{"TestFilterAndTrending", TestFilterAndTrending},
+		{"TestSeriesIncludesUnflushed", TestSeriesIncludesUnflushed},
+		{"TestTopMatchesBruteForce", TestTopMatchesBruteForce},
+		{"TestPostgresWriters", testPostgresWriters},
+	} {
+		t.Run(tc.name, tc.test)
+	}
+}
+
+// pgDSN creates a database for t on the cluster.
+func pgDSN(t *testing.T) string {
+	t.Helper()
+	cluster.mu.Lock()
+	cluster.n++
+	dsn, name := cluster.dsn, fmt.Sprintf("t%d", cluster.n)
+	cluster.mu.Unlock()
+	admin, err := sql.Open("pgx", dsn)
+	require.NoError(t, err)
+	defer admin.Close()
+	_, err = admin.Exec("CREATE DATABASE " + name)
+	require.NoError(t, err)
+	return strings.Replace(dsn, "/postgres?", "/"+name+"?", 1)
+}
+
+func openPostgresAt(t *testing.T, dsn string) *counting.PostgresStore {
+	t.Helper()
+	db, err := sql.Open("pgx", dsn)
+	require.NoError(t, err)
+	st, err := counting.NewPostgres(context.Background(), db)
+	require.NoError(t, err)
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+func openPostgres(t *testing.T) *counting.PostgresStore { return openPostgresAt(t, pgDSN(t)) }
+
+// testPostgresWriters: several writers, each with its own connection
+// pool and counter (as instances on several machines would have), flush
+// concurrently into one database with overlapping ids: the totals are
+// exact and no flush fails (no deadlock).
+func testPostgresWriters(t *testing.T) {
+	t.Parallel()
+	dsn := pgDSN(t)
+	const writers, ids, rounds = 4, 50, 20
+	var wg sync.WaitGroup
+	counters := make([]*counting.Counter, writers)
+	for w := range writers {
+		c := counting.New(openPostgresAt(t, dsn))
+		c.Interval = time.Hour // flushed by hand, all at once
+		counters[w] = c
+	}
+	for round := range rounds {
+		for _, c := range counters {
+			for i := range ids {
+				c.Add(fmt.Sprintf("v%03d", (i*7+round)%ids), 1)
+			}
+		}
+		for _, c := range counters {
+			wg.Go(func() { assert.NoError(t, c.Flush(context.Background())) })
+		}
+		wg.Wait()
+	}
+	for _, c := range counters {
+		require.NoError(t, c.Close())
+		assert.Zero(t, c.Stats().FlushErrors)
+	}
+	st := openPostgresAt(t, dsn)
+	top, err := st.Sums(context.Background(), counting.Query{From: past, To: future, Limit: ids})
+	require.NoError(t, err)
+	require.Len(t, top, ids)
+	var total int64
+	for _, s := range top {
+		assert.Equal(t, int64(writers*rounds), s.N, s.ID)
+		total += s.N
+	}
+	assert.Equal(t, int64(writers*rounds*ids), total)
+}
