@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"database/sql"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
@@ -13,20 +14,44 @@ import (
 	"strings"
 	"time"
 
+	"github.com/forgekit/forgekit/counting"
 	"github.com/forgekit/forgekit/forge"
 )
 
-// openForge opens the store and the metadata under data.
-func openForge(ctx context.Context, data string) (*forge.Forge, error) {
+// openForge opens the store under data and the metadata: the
+// PostgreSQL database db, or DATA/forge.db when db is empty.
+func openForge(ctx context.Context, data, db string) (*forge.Forge, error) {
 	st, err := forge.NewStore(data)
 	if err != nil {
 		return nil, err
 	}
-	m, err := forge.OpenMeta(ctx, filepath.Join(data, "forge.db"))
+	if db == "" {
+		db = filepath.Join(data, "forge.db")
+	}
+	m, err := forge.OpenMetaDSN(ctx, db)
 	if err != nil {
 		return nil, err
 	}
 	return &forge.Forge{Store: st, Meta: m}, nil
+}
+
+// openViews opens the view counts: in the PostgreSQL database db, or in
+// DATA/views.db when db is empty.
+func openViews(ctx context.Context, data, db string) (counting.Store, io.Closer, error) {
+	if db == "" {
+		st, err := counting.OpenSQLite(filepath.Join(data, "views.db"))
+		return st, st, err
+	}
+	pg, err := sql.Open("pgx", db)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := counting.NewPostgres(ctx, pg)
+	if err != nil {
+		pg.Close()
+		return nil, nil, err
+	}
+	return st, st, nil
 }
 
 // parseInterspersed parses flags that may come before or after the
@@ -61,6 +86,7 @@ func admin(ctx context.Context, args []string, stdin io.Reader, stdout, stderr i
 	fs := flag.NewFlagSet("forged "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	data := fs.String("data", "./forge-data", "data `directory`")
+	db := fs.String("db", "", "metadata `DSN`: postgres://... (default: DATA/forge.db)")
 	var run func(f *forge.Forge, pos []string) error
 	var usage string
 	switch cmd {
@@ -152,7 +178,10 @@ func admin(ctx context.Context, args []string, stdin io.Reader, stdout, stderr i
 		fs.Usage()
 		return fmt.Errorf("forged %s takes exactly one %s", cmd, usage)
 	}
-	f, err := openForge(ctx, *data)
+	if *db != "" && !forge.IsPostgresDSN(*db) {
+		return fmt.Errorf("-db: %q is not a postgres:// URL", *db)
+	}
+	f, err := openForge(ctx, *data, *db)
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@
 //	forged user add NAME [-admin] [-email E] [-password-stdin] [-data DIR]
 //	forged repo create OWNER/NAME [-private] [-description D] [-data DIR]
 //	forged token create USER [-scope read|write] [-name N] [-expires D] [-data DIR]
+//	forged migrate -from sqlite:DIR -to postgres://...
 //
 // On its first start with no users, forged creates the user "root" (a site administrator) and
 // prints its password once. Everything lives under the data directory:
@@ -48,6 +49,8 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		switch args[0] {
 		case "user", "repo", "token":
 			return admin(ctx, args, stdin, stdout, stderr)
+		case "migrate":
+			return migrate(ctx, args[1:], stdout, stderr)
 		case "serve":
 			args = args[1:]
 		}

@@ -52,6 +52,7 @@ const (
 type config struct {
 	addr           string
 	data           string
+	db             string
 	memcached      []string
 	baseURL        *url.URL
 	accel          string
@@ -72,6 +73,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	var memcached, baseURL, proxies string
 	fs.StringVar(&c.addr, "addr", defaultAddr, "listen `address`; loopback unless you say otherwise")
 	fs.StringVar(&c.data, "data", "./forge-data", "data `directory` (repositories, databases, caches, secret key)")
+	fs.StringVar(&c.db, "db", "", "`DSN` of a PostgreSQL database for metadata and view counts, postgres://... (default: SQLite files in the data directory)")
 	fs.StringVar(&memcached, "memcached", "", "memcached `servers` host:port,... for the shared fragment cache (default: in-process only)")
 	fs.StringVar(&baseURL, "base-url", "", "public `URL` of the forge, for clone URLs and secure cookies (default: http://ADDR)")
 	fs.StringVar(&c.accel, "accel", "none", "front server that sends archive and pack files: nginx (X-Accel-Redirect), lighttpd (X-Sendfile) or none")
@@ -86,9 +88,10 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage:
   forged [serve] [flags]                 serve the forge
-  forged user add NAME [-admin] [-email E] [-password-stdin] [-data DIR]
-  forged repo create OWNER/NAME [-private] [-description D] [-data DIR]
-  forged token create USER [-scope read|write] [-name N] [-expires D] [-data DIR]
+  forged user add NAME [-admin] [-email E] [-password-stdin] [-data DIR] [-db DSN]
+  forged repo create OWNER/NAME [-private] [-description D] [-data DIR] [-db DSN]
+  forged token create USER [-scope read|write] [-name N] [-expires D] [-data DIR] [-db DSN]
+  forged migrate -from sqlite:DIR -to postgres://...   copy a forge's databases to PostgreSQL
 
 Signals: SIGTERM or SIGINT drain and stop; SIGHUP or SIGUSR2 start a new
 binary on the same socket and stop once it serves; SIGUSR1 reopens -log.
@@ -107,6 +110,9 @@ Flags of serve:
 	case "auto", "git", "gogit":
 	default:
 		return nil, fmt.Errorf("-engine: %q is not git, gogit or auto", c.engine)
+	}
+	if c.db != "" && !forge.IsPostgresDSN(c.db) {
+		return nil, fmt.Errorf("-db: %q is not a postgres:// URL (SQLite is the default, in -data)", c.db)
 	}
 	switch c.accel {
 	case "none", "nginx", "lighttpd":
@@ -162,7 +168,7 @@ type server struct {
 	forge     *forge.Forge
 	git       *gitproto.Handler
 	views     *counting.Counter
-	viewsDB   *counting.SQLiteStore
+	viewsDB   io.Closer // the counts' store
 	cache     *viewcache.Cache
 	mc        *memcache.Client
 	archiver  *forge.Archiver
@@ -204,17 +210,18 @@ func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server
 	if s.key, err = secretKey(filepath.Join(cfg.data, "secret.key")); err != nil {
 		return nil, err
 	}
-	if s.forge, err = openForge(ctx, cfg.data); err != nil {
+	if s.forge, err = openForge(ctx, cfg.data, cfg.db); err != nil {
 		return nil, err
 	}
 	s.hooks = &forge.Deliverer{Meta: s.forge.Meta, Logger: logger}
 	s.forge.Deliverer = s.hooks
 	s.forge.OnPush = append(s.forge.OnPush, s.pushed)
 
-	if s.viewsDB, err = counting.OpenSQLite(filepath.Join(cfg.data, "views.db")); err != nil {
+	var views counting.Store
+	if views, s.viewsDB, err = openViews(ctx, cfg.data, cfg.db); err != nil {
 		return nil, err
 	}
-	s.views = counting.New(s.viewsDB)
+	s.views = counting.New(views)
 	s.views.Logger = logger
 
 	s.cache = viewcache.New("forged", templateVersion)

@@ -1,0 +1,257 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/forgekit/forgekit/counting"
+	"github.com/forgekit/forgekit/forge"
+)
+
+// The tables a forge keeps, in an order that respects foreign keys.
+var (
+	metaTables  = []string{"users", "tokens", "repos", "collaborators", "protected_branches", "webhooks", "webhook_deliveries"}
+	viewsTables = []string{"views", "views_daily", "uniques", "counting_meta"}
+	// identityTables have an id column whose sequence must continue after
+	// the copied ids.
+	identityTables = []string{"users", "tokens", "repos", "webhooks", "webhook_deliveries"}
+)
+
+// migrateBatch is the rows of one INSERT.
+const migrateBatch = 500
+
+// migrate copies a forge's SQLite databases (DIR/forge.db and
+// DIR/views.db) into an empty PostgreSQL database in one transaction,
+// then checks that every table has as many rows on both sides and the
+// view counts the same sums.
+func migrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("forged migrate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	from := fs.String("from", "", "`sqlite:DIR`, the data directory (or sqlite:DIR/forge.db)")
+	to := fs.String("to", "", "`postgres://...`, an empty database")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: forged migrate -from sqlite:DIR -to postgres://...\n\nCopies the metadata and the view counts, then verifies them.\nServe with -db postgres://... afterwards.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	dir, ok := strings.CutPrefix(*from, "sqlite:")
+	if !ok || dir == "" {
+		return errors.New("-from: want sqlite:DIR")
+	}
+	if !forge.IsPostgresDSN(*to) {
+		return errors.New("-to: want postgres://...")
+	}
+	if strings.HasSuffix(dir, ".db") {
+		dir = filepath.Dir(dir)
+	}
+	metaPath, viewsPath := filepath.Join(dir, "forge.db"), filepath.Join(dir, "views.db")
+	if _, err := os.Stat(metaPath); err != nil {
+		return fmt.Errorf("-from: %w", err)
+	}
+
+	// Bring both sources to the current schema, and make the target's.
+	m, err := forge.OpenMeta(ctx, metaPath)
+	if err != nil {
+		return err
+	}
+	m.Close()
+	if v, err := counting.OpenSQLite(viewsPath); err != nil {
+		return err
+	} else {
+		v.Close()
+	}
+	if m, err = forge.OpenMetaDSN(ctx, *to); err != nil {
+		return err
+	}
+	m.Close()
+	dst, err := sql.Open("pgx", *to)
+	if err != nil {
+		return err
+	}
+	defer dst.Close()
+	if _, err := counting.NewPostgres(ctx, dst); err != nil {
+		return err
+	}
+	var users int
+	if err := dst.QueryRowContext(ctx, `SELECT COUNT(*) FROM users`).Scan(&users); err != nil {
+		return err
+	}
+	if users > 0 {
+		return errors.New("-to: the database already has users; migrate into an empty one")
+	}
+
+	srcMeta, err := sql.Open("sqlite3", "file:"+metaPath+"?mode=ro")
+	if err != nil {
+		return err
+	}
+	defer srcMeta.Close()
+	srcViews, err := sql.Open("sqlite3", "file:"+viewsPath+"?mode=ro")
+	if err != nil {
+		return err
+	}
+	defer srcViews.Close()
+	tx, err := dst.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	copied := map[string]int64{}
+	for _, t := range metaTables {
+		if copied[t], err = copyTable(ctx, srcMeta, tx, t, ""); err != nil {
+			return err
+		}
+	}
+	for _, t := range viewsTables {
+		conflict := ""
+		if t == "counting_meta" {
+			conflict = " ON CONFLICT (k) DO UPDATE SET v = excluded.v"
+		}
+		if copied[t], err = copyTable(ctx, srcViews, tx, t, conflict); err != nil {
+			return err
+		}
+	}
+	for _, t := range identityTables {
+		if _, err := tx.ExecContext(ctx, `SELECT setval(pg_get_serial_sequence('`+t+`', 'id'), COALESCE((SELECT MAX(id) FROM `+t+`), 0) + 1, false)`); err != nil {
+			return fmt.Errorf("%s: %w", t, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+
+	// Verify.
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "table\tcopied\tin source\tin target\t\n")
+	bad := false
+	check := func(src *sql.DB, t, q string) {
+		var a, b int64
+		src.QueryRowContext(ctx, q).Scan(&a)
+		dst.QueryRowContext(ctx, q).Scan(&b)
+		mark := ""
+		if a != b {
+			mark, bad = "MISMATCH", true
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\n", t, copied[t], a, b, mark)
+	}
+	for _, t := range metaTables {
+		check(srcMeta, t, `SELECT COUNT(*) FROM `+t)
+	}
+	for _, t := range viewsTables {
+		check(srcViews, t, `SELECT COUNT(*) FROM `+t)
+	}
+	for _, t := range []string{"views", "views_daily"} {
+		check(srcViews, t+" (sum of n)", `SELECT COALESCE(SUM(n), 0) FROM `+t)
+	}
+	tw.Flush()
+	if bad {
+		return errors.New("the copy does not match its source")
+	}
+	fmt.Fprintf(stdout, "migrated %s to PostgreSQL; serve with -db %s\n", dir, redactDSN(*to))
+	return nil
+}
+
+// copyTable copies every row of table, converting SQLite's 0 and 1 where
+// the target column is a boolean.
+func copyTable(ctx context.Context, src *sql.DB, dst *sql.Tx, table, conflict string) (int64, error) {
+	types := map[string]string{}
+	trows, err := dst.QueryContext(ctx, `SELECT column_name, data_type FROM information_schema.columns WHERE table_name = $1`, table)
+	if err != nil {
+		return 0, err
+	}
+	for trows.Next() {
+		var c, t string
+		if err := trows.Scan(&c, &t); err != nil {
+			trows.Close()
+			return 0, err
+		}
+		types[c] = t
+	}
+	trows.Close()
+	rows, err := src.QueryContext(ctx, `SELECT * FROM `+table)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", table, err)
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	var batch []any
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		var b strings.Builder
+		fmt.Fprintf(&b, "INSERT INTO %s (%s) VALUES ", table, strings.Join(cols, ", "))
+		for r := 0; r < len(batch)/len(cols); r++ {
+			if r > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteByte('(')
+			for c := range cols {
+				if c > 0 {
+					b.WriteString(", ")
+				}
+				fmt.Fprintf(&b, "$%d", r*len(cols)+c+1)
+			}
+			b.WriteByte(')')
+		}
+		b.WriteString(conflict)
+		if _, err := dst.ExecContext(ctx, b.String(), batch...); err != nil {
+			return fmt.Errorf("%s: %w", table, err)
+		}
+		batch = batch[:0]
+		return nil
+	}
+	for rows.Next() {
+		vals := make([]any, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return 0, err
+		}
+		for i, c := range cols {
+			if types[c] == "boolean" {
+				if v, ok := vals[i].(int64); ok {
+					vals[i] = v != 0
+				}
+			}
+		}
+		batch = append(batch, vals...)
+		n++
+		if n%migrateBatch == 0 {
+			if err := flush(); err != nil {
+				return 0, err
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	return n, flush()
+}
+
+// redactDSN hides a password in a DSN for printing.
+func redactDSN(dsn string) string {
+	if u, err := url.Parse(dsn); err == nil {
+		return u.Redacted()
+	}
+	return "the target"
+}
