@@ -3,8 +3,8 @@ package main
 import (
 	"bufio"
 	"context"
-	"database/sql"
 	"crypto/rand"
+	"database/sql"
 	"encoding/base64"
 	"errors"
 	"flag"
