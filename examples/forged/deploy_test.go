@@ -90,30 +90,7 @@ func TestNginxFront(t *testing.T) {
 		"/var/cache/nginx/forged", filepath.Join(dir, "cache"),
 		"listen 80;", "listen "+addr+";",
 		"alias /var/lib/forged/;", "alias "+f.data+"/;")
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "site.conf"), []byte(site), 0o644))
-	user := ""
-	if os.Geteuid() == 0 {
-		user = "user root;" // the workers read the test's data directory
-	}
-	main := fmt.Sprintf(`%s
-daemon off;
-master_process on;
-worker_processes 1;
-pid %[2]s/nginx.pid;
-error_log %[2]s/error.log;
-events { worker_connections 128; }
-http {
-	access_log off;
-	client_body_temp_path %[2]s/body;
-	proxy_temp_path %[2]s/proxy;
-	fastcgi_temp_path %[2]s/fastcgi;
-	uwsgi_temp_path %[2]s/uwsgi;
-	scgi_temp_path %[2]s/scgi;
-	include %[2]s/site.conf;
-}
-`, user, dir)
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(main), 0o644))
-	startDaemon(t, addr, nginx, "-e", filepath.Join(dir, "error.log"), "-p", dir, "-c", filepath.Join(dir, "nginx.conf"))
+	startNginx(t, nginx, dir, addr, site)
 	front := "http://" + addr
 
 	get := func(url string, header ...string) (*http.Response, string) {
@@ -239,4 +216,34 @@ func TestVarnishFront(t *testing.T) {
 	assert.Equal(t, "MISS", get("/alice/secret", session).Header.Get("X-Cache"))
 	assert.Equal(t, http.StatusNotFound, get("/alice/secret", "").StatusCode, "nothing private leaks to the anonymous")
 	assert.Equal(t, "MISS", get("/explore", "").Header.Get("X-Cache"))
+}
+
+// startNginx runs nginx with the server configuration site in dir (its
+// pid, logs and temporary files too) until the test ends.
+func startNginx(t *testing.T, nginx, dir, addr, site string) {
+	t.Helper()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "site.conf"), []byte(site), 0o644))
+	user := ""
+	if os.Geteuid() == 0 {
+		user = "user root;" // the workers read the test's data directory
+	}
+	main := fmt.Sprintf(`%s
+daemon off;
+master_process on;
+worker_processes 1;
+pid %[2]s/nginx.pid;
+error_log %[2]s/error.log;
+events { worker_connections 256; }
+http {
+	access_log off;
+	client_body_temp_path %[2]s/body;
+	proxy_temp_path %[2]s/proxy;
+	fastcgi_temp_path %[2]s/fastcgi;
+	uwsgi_temp_path %[2]s/uwsgi;
+	scgi_temp_path %[2]s/scgi;
+	include %[2]s/site.conf;
+}
+`, user, dir)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(main), 0o644))
+	startDaemon(t, addr, nginx, "-e", filepath.Join(dir, "error.log"), "-p", dir, "-c", filepath.Join(dir, "nginx.conf"))
 }

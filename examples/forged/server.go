@@ -164,6 +164,7 @@ Flags of serve:
 // server is the assembled forge.
 type server struct {
 	cfg       *config
+	instance  string // names this server's private cache directories
 	log       *slog.Logger
 	forge     *forge.Forge
 	git       *gitproto.Handler
@@ -201,7 +202,7 @@ func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server
 	if err := os.MkdirAll(cfg.data, 0o755); err != nil {
 		return nil, err
 	}
-	s = &server{cfg: cfg, log: logger}
+	s = &server{cfg: cfg, log: logger, instance: newInstanceID()}
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -241,7 +242,7 @@ func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server
 	case "lighttpd":
 		sendFile = gitproto.XSendfile()
 	}
-	if s.archiver, err = forge.NewArchiver(filepath.Join(cfg.data, "cache", "archives", instanceID()), 0); err != nil {
+	if s.archiver, err = forge.NewArchiver(filepath.Join(cfg.data, "cache", "archives", s.instance), 0); err != nil {
 		return nil, err
 	}
 	s.archiver.SendFile = sendFile
@@ -261,7 +262,7 @@ func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server
 		s.git.Engine = &gitproto.GoGitEngine{}
 	}
 	if cfg.packCache {
-		if s.git.PackCache, err = gitproto.NewPackCache(filepath.Join(cfg.data, "cache", "packs", instanceID()), 0); err != nil {
+		if s.git.PackCache, err = gitproto.NewPackCache(filepath.Join(cfg.data, "cache", "packs", s.instance), 0); err != nil {
 			return nil, err
 		}
 	}
@@ -310,11 +311,17 @@ func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server
 	return s, nil
 }
 
-// instanceID names this process's private cache directories: several
-// instances may share a data directory, and the archive and pack caches
-// clear their directory when they start.
-func instanceID() string {
-	return fmt.Sprintf("pid%d", os.Getpid())
+// newInstanceID names a server's private cache directories: several
+// instances (processes, machines) may share a data directory, and the
+// archive and pack caches clear their directory when they start. Host,
+// pid and a random part: pids repeat across machines. (A crashed
+// instance leaves its directories behind; they are caches, safe to
+// delete.)
+func newInstanceID() string {
+	host, _ := os.Hostname()
+	b := make([]byte, 4)
+	rand.Read(b)
+	return fmt.Sprintf("%s-%d-%x", host, os.Getpid(), b)
 }
 
 // Close stops the background work and closes the databases.
@@ -342,10 +349,10 @@ func (s *server) Close() error {
 		s.forge.Meta.Close()
 	}
 	if s.archiver != nil {
-		os.RemoveAll(filepath.Join(s.cfg.data, "cache", "archives", instanceID()))
+		os.RemoveAll(filepath.Join(s.cfg.data, "cache", "archives", s.instance))
 	}
 	if s.git != nil && s.git.PackCache != nil {
-		os.RemoveAll(filepath.Join(s.cfg.data, "cache", "packs", instanceID()))
+		os.RemoveAll(filepath.Join(s.cfg.data, "cache", "packs", s.instance))
 	}
 	return err
 }
