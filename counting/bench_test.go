@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/forgekit/forgekit/counting"
+	"github.com/forgekit/forgekit/internal/testenv"
 )
 
 // BenchmarkCount: Count from all cores on 1000 ids. Target: ≥ 20 M
@@ -290,4 +291,99 @@ func loadViews(path string, ids int, from, to, rolled time.Time) error {
 	}
 	db.Close()
 	return os.Rename(path+".tmp", path)
+}
+
+// BenchmarkThreeInstances: three counters, as three instances of an
+// application would have, each with its own store handle, count 20,000
+// distinct ids per round (5 views each) and flush at the same time, into
+// one SQLite file or one PostgreSQL database (started by the benchmark).
+// It reports the counts flushed per second and whether the stored totals
+// are exact (1) or not (0).
+//
+//	go test ./counting -run '^$' -bench ThreeInstances -benchtime 10x
+func BenchmarkThreeInstances(b *testing.B) {
+	const instances, ids, per = 3, 20000, 5
+	for _, backend := range []string{"sqlite", "postgres"} {
+		b.Run(backend, func(b *testing.B) {
+			var open func() counting.Store
+			switch backend {
+			case "sqlite":
+				path := filepath.Join(b.TempDir(), "v.db")
+				open = func() counting.Store {
+					st, err := counting.OpenSQLite(path)
+					if err != nil {
+						b.Fatal(err)
+					}
+					b.Cleanup(func() { st.Close() })
+					return st
+				}
+			case "postgres":
+				dsn := testenv.Postgres(b)
+				open = func() counting.Store {
+					db, err := sql.Open("pgx", dsn)
+					if err != nil {
+						b.Fatal(err)
+					}
+					st, err := counting.NewPostgres(context.Background(), db)
+					if err != nil {
+						b.Fatal(err)
+					}
+					b.Cleanup(func() { st.Close() })
+					return st
+				}
+			}
+			counters := make([]*counting.Counter, instances)
+			for i := range counters {
+				counters[i] = counting.New(open())
+				counters[i].Interval = time.Hour // flushed by the benchmark
+			}
+			names := make([]string, ids)
+			for i := range names {
+				names[i] = fmt.Sprintf("repo/%05d", i)
+			}
+			ctx := context.Background()
+			var failed atomic.Int64
+			start := time.Now()
+			b.ResetTimer()
+			for b.Loop() {
+				var wg sync.WaitGroup
+				for _, c := range counters {
+					wg.Go(func() {
+						for _, id := range names {
+							c.Add(id, per)
+						}
+						if err := c.Flush(ctx); err != nil {
+							failed.Add(1)
+						}
+					})
+				}
+				wg.Wait()
+			}
+			elapsed := time.Since(start)
+			b.StopTimer()
+			var want int64
+			for _, c := range counters {
+				if err := c.Close(); err != nil {
+					b.Fatal(err)
+				}
+				want += c.Stats().Counted
+			}
+			sums, err := open().Sums(ctx, counting.Query{From: past, To: future, Limit: ids})
+			if err != nil {
+				b.Fatal(err)
+			}
+			var got int64
+			for _, s := range sums {
+				got += s.N
+			}
+			exact := 0.0
+			if got == want {
+				exact = 1
+			}
+			b.ReportMetric(float64(want)/elapsed.Seconds(), "counts/s")
+			b.ReportMetric(float64(instances*ids*b.N)/elapsed.Seconds(), "rows/s")
+			b.ReportMetric(exact, "exact")
+			b.ReportMetric(float64(failed.Load()), "failed-flushes")
+		})
+	}
 }

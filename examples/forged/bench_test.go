@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -11,9 +12,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/forgekit/forgekit/internal/testenv"
 )
 
 // BenchmarkPages serves warm pages of the repository in
@@ -103,4 +109,117 @@ func BenchmarkPages(b *testing.B) {
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
 		})
 	}
+}
+
+// BenchmarkScaleOut runs a mixed workload (repository pages, clones,
+// pushes; every page view counted) through nginx with
+// examples/deploy/nginx-lb.conf, first in front of one forged instance,
+// then of three (one data directory, PostgreSQL, memcached), for
+// FORGEKIT_BENCH_SECONDS each (default 5), and reports both throughputs
+// and their ratio:
+//
+//	go test ./examples/forged -run '^$' -bench ScaleOut -benchtime 1x
+func BenchmarkScaleOut(b *testing.B) {
+	nginx := testenv.Binary(b, "nginx", "nginx", "/usr/sbin")
+	secs, _ := strconv.Atoi(os.Getenv("FORGEKIT_BENCH_SECONDS"))
+	if secs <= 0 {
+		secs = 5
+	}
+	var rates []float64
+	for _, n := range []int{1, 3} {
+		dsn := testenv.Postgres(b)
+		mc := testenv.Memcached(b)
+		data := b.TempDir()
+		var addrs []string
+		for range n {
+			cfg, err := parseFlags([]string{"-data", data, "-db", dsn, "-memcached", mc, "-trusted-proxies", "127.0.0.1"}, io.Discard)
+			if err != nil {
+				b.Fatal(err)
+			}
+			s, err := newServer(context.Background(), cfg, slog.New(slog.DiscardHandler))
+			if err != nil {
+				b.Fatal(err)
+			}
+			ts := httptest.NewServer(s.handler)
+			b.Cleanup(func() { ts.Close(); s.Close() })
+			addrs = append(addrs, ts.Listener.Addr().String())
+		}
+		for len(addrs) < 3 {
+			addrs = append(addrs, addrs[0])
+		}
+		addr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(b))
+		raw, err := os.ReadFile(filepath.Join("..", "deploy", "nginx-lb.conf"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		site := strings.NewReplacer("server 127.0.0.1:8081;", "server "+addrs[0]+";", "server 127.0.0.1:8082;", "server "+addrs[1]+";",
+			"server 127.0.0.1:8083;", "server "+addrs[2]+";", "listen 80;", "listen "+addr+";").Replace(string(raw))
+		startNginx(b, nginx, b.TempDir(), addr, site)
+		base := "http://" + addr
+		run := func(stdin string, args ...string) string {
+			var out bytes.Buffer
+			if err := dispatch(context.Background(), append(args, "-data", data, "-db", dsn), strings.NewReader(stdin), &out, &out); err != nil {
+				b.Fatalf("%v: %v %s", args, err, out.String())
+			}
+			return out.String()
+		}
+		run("bench-password\n", "user", "add", "bench", "-password-stdin")
+		tok := regexp.MustCompile(`fkt_[A-Za-z0-9_-]+`).FindString(run("", "token", "create", "bench"))
+		run("", "repo", "create", "bench/proj")
+		push := strings.Replace(base, "http://", "http://bench:"+tok+"@", 1) + "/bench/proj.git"
+		src := filepath.Join(b.TempDir(), "src.git")
+		testenv.BareRepo(b, src, testenv.RepoOptions{Commits: 200, Files: 4})
+		testenv.Run(b, src, "push", "-q", push, "main")
+
+		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(secs)*time.Second)
+		var ops, failed atomic.Int64
+		var wg sync.WaitGroup
+		for w := range 16 {
+			work := filepath.Join(b.TempDir(), "w")
+			testenv.Run(b, "", "clone", "-q", base+"/bench/proj.git", work)
+			wg.Go(func() {
+				tr := &http.Transport{DisableCompression: true}
+				defer tr.CloseIdleConnections()
+				c := &http.Client{Transport: tr}
+				for i := 0; ctx.Err() == nil; i++ {
+					var err error
+					switch i % 20 {
+					case 0: // a clone
+						_, err = testenv.RunErr(b, testenv.Cmd{Args: []string{"clone", "-q", "--bare", base + "/bench/proj.git", filepath.Join(work, fmt.Sprint("c", i))}})
+						os.RemoveAll(filepath.Join(work, fmt.Sprint("c", i)))
+					case 10: // a push to the worker's own branch
+						testenv.Run(b, work, "commit", "-q", "--allow-empty", "-m", fmt.Sprint("w", w, " ", i))
+						_, err = testenv.RunErr(b, testenv.Cmd{Dir: work, Args: []string{"push", "-q", "-f", push, fmt.Sprintf("HEAD:refs/heads/w%d", w)}})
+					default: // pages, each view counted
+						page := []string{"/bench/proj", "/bench/proj/commits/main", "/bench/proj/tree/main/dir1", "/explore"}[i%4]
+						var res *http.Response
+						if res, err = c.Get(base + page); err == nil {
+							io.Copy(io.Discard, res.Body)
+							res.Body.Close()
+							if res.StatusCode != http.StatusOK {
+								err = fmt.Errorf("%s: %s", page, res.Status)
+							}
+						}
+					}
+					if ctx.Err() != nil {
+						return
+					}
+					if err != nil {
+						failed.Add(1)
+						continue
+					}
+					ops.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		cancel()
+		if failed.Load() > 0 {
+			b.Errorf("%d instance(s): %d operations failed", n, failed.Load())
+		}
+		rate := float64(ops.Load()) / float64(secs)
+		rates = append(rates, rate)
+		b.ReportMetric(rate, fmt.Sprintf("ops/s-%d-instance", n))
+	}
+	b.ReportMetric(rates[1]/rates[0], "x-3-vs-1")
 }

@@ -36,7 +36,7 @@ func deployConfig(t *testing.T, name string, replace ...string) string {
 }
 
 // startDaemon runs a front server until the test ends.
-func startDaemon(t *testing.T, addr string, name string, args ...string) {
+func startDaemon(t testing.TB, addr string, name string, args ...string) {
 	t.Helper()
 	cmd := exec.Command(name, args...)
 	var out syncBuffer
@@ -220,7 +220,7 @@ func TestVarnishFront(t *testing.T) {
 
 // startNginx runs nginx with the server configuration site in dir (its
 // pid, logs and temporary files too) until the test ends.
-func startNginx(t *testing.T, nginx, dir, addr, site string) {
+func startNginx(t testing.TB, nginx, dir, addr, site string) {
 	t.Helper()
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "site.conf"), []byte(site), 0o644))
 	user := ""
