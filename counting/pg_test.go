@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,20 +17,13 @@ import (
 )
 
 // cluster is the PostgreSQL cluster of TestOnPostgres; each of its
-// subtests gets a database of its own.
-var cluster struct {
-	mu  sync.Mutex // guards dsn and n
-	dsn string
-	n   int
-}
+// subtests gets a database of its own. It is set before they run.
+var cluster *testenv.PostgresCluster
 
 // TestOnPostgres runs the store tests against PostgreSQL: the same test
 // functions, each in a fresh database of one throwaway cluster.
 func TestOnPostgres(t *testing.T) {
-	dsn := testenv.Postgres(t)
-	cluster.mu.Lock()
-	cluster.dsn = dsn
-	cluster.mu.Unlock()
+	cluster = testenv.StartPostgresCluster(t)
 	for _, tc := range []struct {
 		name string
 		test func(*testing.T)
@@ -51,19 +43,7 @@ func TestOnPostgres(t *testing.T) {
 }
 
 // pgDSN creates a database for t on the cluster.
-func pgDSN(t *testing.T) string {
-	t.Helper()
-	cluster.mu.Lock()
-	cluster.n++
-	dsn, name := cluster.dsn, fmt.Sprintf("t%d", cluster.n)
-	cluster.mu.Unlock()
-	admin, err := sql.Open("pgx", dsn)
-	require.NoError(t, err)
-	defer admin.Close()
-	_, err = admin.Exec("CREATE DATABASE " + name)
-	require.NoError(t, err)
-	return strings.Replace(dsn, "/postgres?", "/"+name+"?", 1)
-}
+func pgDSN(t *testing.T) string { return cluster.NewDatabase(t) }
 
 func openPostgresAt(t *testing.T, dsn string) *counting.PostgresStore {
 	t.Helper()

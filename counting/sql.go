@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/forgekit/forgekit/internal/sqlutil"
 )
 
 // sqlStore is the storage of counts in a SQL database through
@@ -35,20 +37,10 @@ func (s *sqlStore) close() error {
 func (s *sqlStore) rebind(q string) string { return rebind(s.pg, q) }
 
 func rebind(pg bool, q string) string {
-	if !pg || !strings.Contains(q, "?") {
+	if !pg {
 		return q
 	}
-	var b strings.Builder
-	n := 0
-	for i := 0; i < len(q); i++ {
-		if q[i] == '?' {
-			n++
-			fmt.Fprintf(&b, "$%d", n)
-			continue
-		}
-		b.WriteByte(q[i])
-	}
-	return b.String()
+	return sqlutil.Dollar(q)
 }
 
 // snapshot is a read-only transaction in which every statement sees the

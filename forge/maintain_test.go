@@ -119,8 +119,10 @@ func TestMaintainerLockAcrossProcesses(t *testing.T) {
 	require.NoError(t, err)
 	fragment(t, r.Dir, 2)
 	lock := filepath.Join(r.Dir, "forgekit-maintenance.lock")
-	holder := exec.Command(flock, lock, "sh", "-c", "echo held; exec sleep 60")
-	holder.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // flock(1) lends the lock to its child too
+	// -o: the lock stays with flock(1) itself, not its child, so that it
+	// is released exactly when flock has exited.
+	holder := exec.Command(flock, "-o", lock, "sh", "-c", "echo held; exec sleep 60")
+	holder.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	out, err := holder.StdoutPipe()
 	require.NoError(t, err)
 	require.NoError(t, holder.Start())

@@ -18,6 +18,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/forgekit/forgekit/internal/sqlutil"
+
 	_ "github.com/jackc/pgx/v5/stdlib" // the database/sql driver "pgx"
 	_ "github.com/mattn/go-sqlite3"    // the database/sql driver "sqlite3"
 	"golang.org/x/crypto/argon2"
@@ -97,20 +99,10 @@ func (m *Meta) Close() error { return m.db.Close() }
 // rebind rewrites ? placeholders as $1, $2, ... for PostgreSQL. (No
 // statement of this package has a ? inside a string literal.)
 func (m *Meta) rebind(q string) string {
-	if !m.postgres || !strings.Contains(q, "?") {
+	if !m.postgres {
 		return q
 	}
-	var b strings.Builder
-	n := 0
-	for i := 0; i < len(q); i++ {
-		if q[i] == '?' {
-			n++
-			b.WriteString("$" + strconv.Itoa(n))
-			continue
-		}
-		b.WriteByte(q[i])
-	}
-	return b.String()
+	return sqlutil.Dollar(q)
 }
 
 // queryer is what *sql.DB, *sql.Conn and *sql.Tx have in common.

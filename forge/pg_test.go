@@ -3,11 +3,9 @@ package forge_test
 import (
 	"context"
 	"database/sql"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -17,21 +15,14 @@ import (
 )
 
 // cluster is the PostgreSQL cluster of TestOnPostgres; its subtests
-// each create a database of their own on it.
-var cluster struct {
-	mu  sync.Mutex // guards dsn and n
-	dsn string
-	n   int
-}
+// each create a database of their own on it. It is set before they run.
+var cluster *testenv.PostgresCluster
 
 // TestOnPostgres runs the tests of the metadata against PostgreSQL: the
 // same test functions, each in a fresh database of one throwaway
 // cluster. (Run alone they use SQLite.)
 func TestOnPostgres(t *testing.T) {
-	dsn := testenv.Postgres(t)
-	cluster.mu.Lock()
-	cluster.dsn = dsn
-	cluster.mu.Unlock()
+	cluster = testenv.StartPostgresCluster(t)
 	for _, tc := range []struct {
 		name string
 		test func(*testing.T)
@@ -61,16 +52,7 @@ func metaDSN(t *testing.T, dir string) string {
 	if !strings.HasPrefix(t.Name(), "TestOnPostgres/") {
 		return filepath.Join(dir, "forge.db")
 	}
-	cluster.mu.Lock()
-	cluster.n++
-	dsn, name := cluster.dsn, fmt.Sprintf("t%d", cluster.n)
-	cluster.mu.Unlock()
-	admin, err := sql.Open("pgx", dsn)
-	require.NoError(t, err)
-	defer admin.Close()
-	_, err = admin.Exec("CREATE DATABASE " + name)
-	require.NoError(t, err)
-	return strings.Replace(dsn, "/postgres?", "/"+name+"?", 1)
+	return cluster.NewDatabase(t)
 }
 
 // openMetaAt opens the metadata database for t (see metaDSN).

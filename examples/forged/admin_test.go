@@ -3,9 +3,7 @@ package main
 import (
 	"context"
 	"html"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"path/filepath"
 	"regexp"
@@ -100,16 +98,8 @@ func TestCommitPages(t *testing.T) {
 func TestTwoInstancesShareData(t *testing.T) {
 	t.Parallel()
 	f := newForge(t)
-	cfg, err := parseFlags([]string{"-data", f.data}, nil)
-	require.NoError(t, err)
-	s2, err := newServer(context.Background(), cfg, slog.New(slog.DiscardHandler))
-	require.NoError(t, err)
-	ts2 := httptest.NewServer(s2.handler)
-	defer func() {
-		ts2.Close()
-		s2.Close()
-	}()
-	g := &testForge{t: t, s: s2, ts: ts2, data: f.data}
+	g := newInstance(t, f.data)
+	s2 := g.s
 
 	f.user("alice")
 	tok := f.token("alice")

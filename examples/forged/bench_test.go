@@ -5,9 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -50,19 +48,7 @@ func BenchmarkPages(b *testing.B) {
 		b.Fatalf("cp: %v %s", err, out)
 	}
 	head, _ := exec.Command("git", "-C", dst, "rev-parse", "main").Output()
-	cfg, err := parseFlags([]string{"-data", data}, io.Discard)
-	if err != nil {
-		b.Fatal(err)
-	}
-	s, err := newServer(context.Background(), cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		b.Fatal(err)
-	}
-	ts := httptest.NewServer(s.handler)
-	defer func() {
-		ts.Close()
-		s.Close()
-	}()
+	_, ts := startInstance(b, data)
 	for _, p := range []struct{ name, path string }{
 		{"home", "/bench/big"},
 		{"tree", "/bench/big/tree/main/assets"},
@@ -132,16 +118,7 @@ func BenchmarkScaleOut(b *testing.B) {
 		data := b.TempDir()
 		var addrs []string
 		for range n {
-			cfg, err := parseFlags([]string{"-data", data, "-db", dsn, "-memcached", mc, "-trusted-proxies", "127.0.0.1"}, io.Discard)
-			if err != nil {
-				b.Fatal(err)
-			}
-			s, err := newServer(context.Background(), cfg, slog.New(slog.DiscardHandler))
-			if err != nil {
-				b.Fatal(err)
-			}
-			ts := httptest.NewServer(s.handler)
-			b.Cleanup(func() { ts.Close(); s.Close() })
+			_, ts := startInstance(b, data, "-db", dsn, "-memcached", mc, "-trusted-proxies", "127.0.0.1")
 			addrs = append(addrs, ts.Listener.Addr().String())
 		}
 		for len(addrs) < 3 {

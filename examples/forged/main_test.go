@@ -65,17 +65,30 @@ type testForge struct {
 func newForge(t *testing.T, flags ...string) *testForge {
 	t.Helper()
 	testenv.Git(t)
-	data := t.TempDir()
+	return newInstance(t, t.TempDir(), flags...)
+}
+
+// newInstance starts a forged on the data directory data (which other
+// instances may share), serving over loopback until the test ends.
+func newInstance(t *testing.T, data string, flags ...string) *testForge {
+	t.Helper()
+	s, ts := startInstance(t, data, flags...)
+	return &testForge{t: t, s: s, ts: ts, data: data}
+}
+
+// startInstance is newInstance for benchmarks too.
+func startInstance(tb testing.TB, data string, flags ...string) (*server, *httptest.Server) {
+	tb.Helper()
 	cfg, err := parseFlags(append([]string{"-data", data}, flags...), io.Discard)
-	require.NoError(t, err)
+	require.NoError(tb, err)
 	s, err := newServer(context.Background(), cfg, slog.New(slog.DiscardHandler))
-	require.NoError(t, err)
+	require.NoError(tb, err)
 	ts := httptest.NewServer(s.handler)
-	t.Cleanup(func() {
+	tb.Cleanup(func() {
 		ts.Close()
 		s.Close()
 	})
-	return &testForge{t: t, s: s, ts: ts, data: data}
+	return s, ts
 }
 
 // cli runs a forged subcommand on the test's data directory.

@@ -2,10 +2,7 @@ package main
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"path/filepath"
 	"regexp"
@@ -58,16 +55,7 @@ func TestMigrateToPostgres(t *testing.T) {
 	assert.Contains(t, err.Error(), "already has users")
 
 	// A server on PostgreSQL, the same data directory.
-	cfg, err := parseFlags([]string{"-data", f.data, "-db", dsn}, io.Discard)
-	require.NoError(t, err)
-	s2, err := newServer(context.Background(), cfg, slog.New(slog.DiscardHandler))
-	require.NoError(t, err)
-	ts2 := httptest.NewServer(s2.handler)
-	defer func() {
-		ts2.Close()
-		s2.Close()
-	}()
-	g := &testForge{t: t, s: s2, ts: ts2, data: f.data}
+	g := newInstance(t, f.data, "-db", dsn)
 	bob := g.browser()
 	bob.login("bob", "bob-password")
 	r = bob.get("/alice/secret")

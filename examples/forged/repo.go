@@ -100,6 +100,25 @@ func (s *server) openRepo(w http.ResponseWriter, r *http.Request, a forge.Action
 	return r, sess, rv, true
 }
 
+// readRepo opens the repository of a page for reading and its Browser,
+// counting the view if count: what every repository page starts with.
+// On false the response is written.
+func (s *server) readRepo(w http.ResponseWriter, r *http.Request, tab string, count bool) (*http.Request, *session, *repoView, *forge.Browser, bool) {
+	r, sess, rv, ok := s.openRepo(w, r, forge.ActionRead, tab)
+	if !ok {
+		return r, nil, nil, nil, false
+	}
+	br, err := s.browser(rv.dir)
+	if err != nil {
+		s.fail(w, r, err)
+		return r, nil, nil, nil, false
+	}
+	if count {
+		s.countView(r, sess, rv)
+	}
+	return r, sess, rv, br, true
+}
+
 // countView counts a page view of the repository (bots excluded) and
 // reads the all-time total for the page.
 func (s *server) countView(r *http.Request, sess *session, rv *repoView) {
@@ -301,16 +320,10 @@ type repoData struct {
 }
 
 func (s *server) repoHome(w http.ResponseWriter, r *http.Request) {
-	r, sess, rv, ok := s.openRepo(w, r, forge.ActionRead, "code")
+	r, sess, rv, br, ok := s.readRepo(w, r, "code", true)
 	if !ok {
 		return
 	}
-	br, err := s.browser(rv.dir)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	s.countView(r, sess, rv)
 	if _, err := s.setRef(r.Context(), br, rv, rv.Info.DefaultBranch); err != nil {
 		// Empty, or the default branch is missing: show the first branch.
 		refs, _, _ := br.Refs(r.Context())
@@ -328,16 +341,10 @@ func (s *server) repoHome(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) tree(w http.ResponseWriter, r *http.Request) {
-	r, sess, rv, ok := s.openRepo(w, r, forge.ActionRead, "code")
+	r, sess, rv, br, ok := s.readRepo(w, r, "code", true)
 	if !ok {
 		return
 	}
-	br, err := s.browser(rv.dir)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	s.countView(r, sess, rv)
 	dir, err := s.setRef(r.Context(), br, rv, r.PathValue("rest"))
 	if err != nil {
 		s.notFound(w, r)
@@ -482,13 +489,8 @@ func (s *server) filesFragment(ctx context.Context, br *forge.Browser, rv *repoV
 // lastCommitsFragment serves the complete file list for the page's
 // script; it waits for the background fill (or does it).
 func (s *server) lastCommitsFragment(w http.ResponseWriter, r *http.Request) {
-	r, sess, rv, ok := s.openRepo(w, r, forge.ActionRead, "code")
+	r, sess, rv, br, ok := s.readRepo(w, r, "code", false)
 	if !ok {
-		return
-	}
-	br, err := s.browser(rv.dir)
-	if err != nil {
-		s.fail(w, r, err)
 		return
 	}
 	q := r.URL.Query()
@@ -558,16 +560,10 @@ type blobView struct {
 }
 
 func (s *server) blob(w http.ResponseWriter, r *http.Request) {
-	r, sess, rv, ok := s.openRepo(w, r, forge.ActionRead, "code")
+	r, sess, rv, br, ok := s.readRepo(w, r, "code", true)
 	if !ok {
 		return
 	}
-	br, err := s.browser(rv.dir)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	s.countView(r, sess, rv)
 	ctx := r.Context()
 	p, err := s.setRef(ctx, br, rv, r.PathValue("rest"))
 	if err != nil || p == "" {
@@ -619,13 +615,8 @@ func (s *server) blob(w http.ResponseWriter, r *http.Request) {
 // raw serves a file's bytes, never as HTML: text as text/plain, the rest
 // as a download, in a sandbox.
 func (s *server) raw(w http.ResponseWriter, r *http.Request) {
-	r, sess, rv, ok := s.openRepo(w, r, forge.ActionRead, "code")
+	r, sess, rv, br, ok := s.readRepo(w, r, "code", false)
 	if !ok {
-		return
-	}
-	br, err := s.browser(rv.dir)
-	if err != nil {
-		s.fail(w, r, err)
 		return
 	}
 	ref, commit, p, err := s.resolve(r.Context(), br, rv, r.PathValue("rest"))
@@ -667,16 +658,10 @@ type logRow struct {
 }
 
 func (s *server) commits(w http.ResponseWriter, r *http.Request) {
-	r, sess, rv, ok := s.openRepo(w, r, forge.ActionRead, "commits")
+	r, sess, rv, br, ok := s.readRepo(w, r, "commits", true)
 	if !ok {
 		return
 	}
-	br, err := s.browser(rv.dir)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	s.countView(r, sess, rv)
 	ctx := r.Context()
 	p, err := s.setRef(ctx, br, rv, r.PathValue("rest"))
 	if err != nil {
@@ -750,16 +735,10 @@ type diffFile struct {
 }
 
 func (s *server) commit(w http.ResponseWriter, r *http.Request) {
-	r, sess, rv, ok := s.openRepo(w, r, forge.ActionRead, "commits")
+	r, sess, rv, br, ok := s.readRepo(w, r, "commits", true)
 	if !ok {
 		return
 	}
-	br, err := s.browser(rv.dir)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	s.countView(r, sess, rv)
 	ctx := r.Context()
 	sha := r.PathValue("sha")
 	if _, err := s.setRef(ctx, br, rv, sha); err != nil {

@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -32,16 +30,7 @@ func TestScaleOut(t *testing.T) {
 	data := t.TempDir()
 	var instances []*testForge
 	for range 3 {
-		cfg, err := parseFlags([]string{"-data", data, "-db", dsn, "-memcached", mc, "-trusted-proxies", "127.0.0.1"}, io.Discard)
-		require.NoError(t, err)
-		s, err := newServer(context.Background(), cfg, slog.New(slog.DiscardHandler))
-		require.NoError(t, err)
-		ts := httptest.NewServer(s.handler)
-		t.Cleanup(func() {
-			ts.Close()
-			s.Close()
-		})
-		instances = append(instances, &testForge{t: t, s: s, ts: ts, data: data})
+		instances = append(instances, newInstance(t, data, "-db", dsn, "-memcached", mc, "-trusted-proxies", "127.0.0.1"))
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
 	site := deployConfig(t, "nginx-lb.conf",

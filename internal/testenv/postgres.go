@@ -10,6 +10,8 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -114,4 +116,36 @@ func acceptsLogins(dsn string, timeout time.Duration) bool {
 		}
 	}
 	return false
+}
+
+// PostgresCluster is a throwaway cluster that the subtests of one test
+// share, each in a database of its own. It is safe for concurrent use.
+type PostgresCluster struct {
+	dsn string
+	mu  sync.Mutex // guards n
+	n   int
+}
+
+// StartPostgresCluster starts a cluster for tb, as Postgres does.
+func StartPostgresCluster(tb testing.TB) *PostgresCluster {
+	return &PostgresCluster{dsn: Postgres(tb)}
+}
+
+// NewDatabase creates an empty database on the cluster and returns its
+// DSN.
+func (c *PostgresCluster) NewDatabase(tb testing.TB) string {
+	tb.Helper()
+	c.mu.Lock()
+	c.n++
+	name := fmt.Sprintf("t%d", c.n)
+	c.mu.Unlock()
+	admin, err := sql.Open("pgx", c.dsn)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer admin.Close()
+	if _, err := admin.Exec("CREATE DATABASE " + name); err != nil {
+		tb.Fatal(err)
+	}
+	return strings.Replace(c.dsn, "/postgres?", "/"+name+"?", 1)
 }
