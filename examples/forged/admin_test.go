@@ -51,11 +51,12 @@ func TestAdminProfilingAndSlowReports(t *testing.T) {
 	forged := anon.get("/alice/proj?__profile__=not-a-token")
 	assert.Equal(t, http.StatusForbidden, forged.code)
 
-	// Slow reports: a clone runs past 1 ms.
-	testenv.Run(t, "", "clone", "-q", f.gitURL("alice/proj", "", ""), filepath.Join(t.TempDir(), "c"))
+	// Slow reports: clones run past 1 ms (one is enough, unless this
+	// machine is fast enough to clone between two watchdog ticks).
 	slow := regexp.MustCompile(`(?m)^(\d+)\t\S+\tslow\tPOST git fetch`)
 	var m2 []string
-	waitFor(t, "a slow report", 10*time.Second, func() bool {
+	waitFor(t, "a slow report", 30*time.Second, func() bool {
+		testenv.Run(t, "", "clone", "-q", f.gitURL("alice/proj", "", ""), filepath.Join(t.TempDir(), "c"))
 		m2 = slow.FindStringSubmatch(boss.get("/admin/slow/").body)
 		return m2 != nil
 	})

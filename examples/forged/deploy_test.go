@@ -139,9 +139,10 @@ func TestNginxFront(t *testing.T) {
 	// Static files: from nginx's cache the second time.
 	css := regexp.MustCompile(`href="(/static/[^"]+)"`).FindStringSubmatch(body0(get(front + "/explore")))
 	require.NotNil(t, css)
-	get(front + css[1])
-	res, _ = get(front + css[1])
-	assert.Equal(t, "HIT", res.Header.Get("X-Cache-Status"))
+	waitFor(t, "the static file from nginx's cache", 10*time.Second, func() bool {
+		res, _ = get(front + css[1])
+		return res.Header.Get("X-Cache-Status") == "HIT"
+	})
 }
 
 func body0(_ *http.Response, body string) string { return body }
