@@ -291,7 +291,7 @@ func TestXFetchRefreshesEarly(t *testing.T) {
 	t.Parallel()
 	c := viewcache.New("forge", "v1")
 	c.SoftTTL, c.TTL = time.Hour, 2*time.Hour
-	c.Beta = 1e9 // so large that any render time makes the refresh certain
+	c.Beta = 1e15 // so large that a 1 ms render makes the refresh all but certain (it fails to come only if -ln(rand) < 3.6e-9)
 	r := &counter{delay: time.Millisecond}
 	get(t, c, "k", nil, r)
 	assert.Equal(t, "render 1", get(t, c, "k", nil, r), "served while it refreshes")
