@@ -384,8 +384,9 @@ func (c *Cache) judgeSame(e *entry, same bool, now time.Time) (fresh, valid bool
 	}
 	if c.Beta > 0 && c.SoftTTL > 0 && e.render > 0 {
 		// XFetch: refresh early with a probability growing towards soft.
-		early := time.Duration(float64(e.render) * c.Beta * -math.Log(rand.Float64()))
-		if !now.Add(early).Before(e.soft) {
+		// In float64: render × Beta may not fit a Duration.
+		early := float64(e.render) * c.Beta * -math.Log(rand.Float64())
+		if early >= float64(e.soft.Sub(now)) {
 			return false, true
 		}
 	}
