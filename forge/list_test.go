@@ -124,3 +124,21 @@ func TestSetPasswordForgetsRememberedLogins(t *testing.T) {
 	assert.NoError(t, err)
 	assert.ErrorIs(t, w.f.SetPassword(context.Background(), "nobody", "long-enough"), forge.ErrNoUser)
 }
+
+func TestStampChangesWithThePassword(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	u, err := w.f.Meta.User(ctx, "reader")
+	require.NoError(t, err)
+	require.NotEmpty(t, u.Stamp)
+	same, err := w.f.Meta.CheckPassword(ctx, "reader", "password-reader")
+	require.NoError(t, err)
+	assert.Equal(t, u.Stamp, same.Stamp)
+	other, _ := w.f.Meta.User(ctx, "writer")
+	assert.NotEqual(t, u.Stamp, other.Stamp)
+	require.NoError(t, w.f.SetPassword(ctx, "reader", "a-new-password"))
+	changed, _ := w.f.Meta.User(ctx, "reader")
+	assert.NotEqual(t, u.Stamp, changed.Stamp)
+	assert.NotContains(t, changed.Stamp, "argon2")
+}

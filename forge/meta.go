@@ -218,6 +218,18 @@ type User struct {
 	Name  string
 	Email string
 	Admin bool
+
+	// Stamp changes whenever the password does (it is derived from the
+	// stored hash, and tells nothing of it), so that a session that
+	// carries it ends when the password changes. Set by User and
+	// CheckPassword.
+	Stamp string
+}
+
+// stamp derives User.Stamp from a password hash.
+func stamp(hash string) string {
+	sum := sha256.Sum256([]byte("forgekit session stamp\x00" + hash))
+	return hex.EncodeToString(sum[:8])
 }
 
 // Parameters of the argon2id password hashes (OWASP's recommended
@@ -285,14 +297,16 @@ func (m *Meta) CreateUser(ctx context.Context, name, email, password string, adm
 // User returns the user called name (in any case).
 func (m *Meta) User(ctx context.Context, name string) (*User, error) {
 	u := &User{}
-	err := m.queryRow(ctx, `SELECT id, name, email, admin FROM users WHERE name_lower = ?`, strings.ToLower(name)).
-		Scan(&u.ID, &u.Name, &u.Email, &u.Admin)
+	var hash string
+	err := m.queryRow(ctx, `SELECT id, name, email, admin, password_hash FROM users WHERE name_lower = ?`, strings.ToLower(name)).
+		Scan(&u.ID, &u.Name, &u.Email, &u.Admin, &hash)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNoUser
 	}
 	if err != nil {
 		return nil, fmt.Errorf("forge: %w", err)
 	}
+	u.Stamp = stamp(hash)
 	return u, nil
 }
 
@@ -313,6 +327,7 @@ func (m *Meta) CheckPassword(ctx context.Context, name, password string) (*User,
 	if !checkPassword(hash, password) {
 		return nil, ErrBadCredentials
 	}
+	u.Stamp = stamp(hash)
 	return u, nil
 }
 

@@ -39,6 +39,7 @@ func TestOnPostgres(t *testing.T) {
 		{"TestListingsAndSettings", TestListingsAndSettings},
 		{"TestCreateAndDeleteRepo", TestCreateAndDeleteRepo},
 		{"TestSetPasswordForgetsRememberedLogins", TestSetPasswordForgetsRememberedLogins},
+		{"TestStampChangesWithThePassword", TestStampChangesWithThePassword},
 	} {
 		t.Run(tc.name, tc.test)
 	}

@@ -20,10 +20,13 @@ import (
 
 // Sessions are signed cookies, not server-side rows, so that every
 // instance sharing the data directory (and its secret.key) accepts them
-// with no shared store. The cookie holds the user name, the expiry and a
-// random nonce, with an HMAC-SHA256 of the three; the CSRF token of a
-// session is an HMAC of its nonce. Non-goal: revoking one session before
-// it expires (signing out clears the cookie in that browser only).
+// with no shared store. The cookie holds the user name, the expiry, a
+// random nonce and the user's credential stamp (forge.User.Stamp), with
+// an HMAC-SHA256 of the four; the CSRF token of a session is an HMAC of
+// its nonce. Changing the password changes the stamp, which ends every
+// session of the user (the browser that changed it gets a new one).
+// Non-goal: ending one session alone before it expires (signing out
+// clears the cookie in that browser only).
 const (
 	sessionCookie = "forged_session"
 	sessionTTL    = 14 * 24 * time.Hour
@@ -46,13 +49,13 @@ func (s *server) sign(parts ...string) string {
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
 
-// startSession sets the session cookie of user.
-func (s *server) startSession(w http.ResponseWriter, r *http.Request, user string) {
+// startSession sets the session cookie of u.
+func (s *server) startSession(w http.ResponseWriter, r *http.Request, u *forge.User) {
 	b := make([]byte, 16)
 	rand.Read(b)
 	nonce := hex.EncodeToString(b)
 	exp := strconv.FormatInt(time.Now().Add(sessionTTL).Unix(), 10)
-	payload := base64.RawURLEncoding.EncodeToString([]byte(user + "|" + exp + "|" + nonce))
+	payload := base64.RawURLEncoding.EncodeToString([]byte(u.Name + "|" + exp + "|" + nonce + "|" + u.Stamp))
 	http.SetCookie(w, &http.Cookie{
 		Name: sessionCookie, Value: payload + "." + s.sign("session", payload),
 		Path: "/", MaxAge: int(sessionTTL.Seconds()), HttpOnly: true,
@@ -89,7 +92,7 @@ func (s *server) session(r *http.Request) *session {
 		return nil
 	}
 	f := strings.Split(string(raw), "|")
-	if len(f) != 3 {
+	if len(f) != 4 {
 		return nil
 	}
 	exp, err := strconv.ParseInt(f[1], 10, 64)
@@ -97,8 +100,8 @@ func (s *server) session(r *http.Request) *session {
 		return nil
 	}
 	u, err := s.forge.Meta.User(r.Context(), f[0])
-	if err != nil {
-		return nil
+	if err != nil || !hmac.Equal([]byte(u.Stamp), []byte(f[3])) {
+		return nil // gone, or the password changed since
 	}
 	return &session{user: u, nonce: f[2]}
 }
@@ -190,6 +193,12 @@ func (l *loginLimiter) allow(keys ...string) bool {
 		}
 	}
 	return ok
+}
+
+// exhausted reports whether key has no attempt left, without taking one.
+func (l *loginLimiter) exhausted(key string) bool {
+	lim, ok := l.limiters.Get(key)
+	return ok && lim.Tokens() < 1
 }
 
 // localPath accepts a redirect target only within this site.

@@ -254,7 +254,7 @@ func TestFlags(t *testing.T) {
 	var stderr bytes.Buffer
 	_, err := parseFlags([]string{"-h"}, &stderr)
 	require.Error(t, err)
-	for _, f := range []string{"-addr", "-data", "-memcached", "-base-url", "-accel", "-trusted-proxies", "-log", "-engine", "user add", "repo create", "token create", "SIGHUP"} {
+	for _, f := range []string{"-addr", "-data", "-db", "-memcached", "-base-url", "-accel", "-trusted-proxies", "-log", "-engine", "-webhook-private", "user add", "repo create", "token create", "migrate", "SIGHUP"} {
 		assert.Contains(t, stderr.String(), f, "-h documents %s", f)
 	}
 	cfg, err := parseFlags([]string{"-trusted-proxies", "127.0.0.1, 10.1.0.0/16", "-memcached", "a:1,b:2", "-base-url", "https://forge.example/"}, io.Discard)

@@ -270,7 +270,7 @@ func (s *server) login(w http.ResponseWriter, r *http.Request) {
 		s.render(w, r, nil, status, "login", &page{Title: "Sign in", Error: "Wrong user name or password.", Data: data})
 		return
 	}
-	s.startSession(w, r, u.Name)
+	s.startSession(w, r, u)
 	redirect(w, r, data.Next)
 }
 
@@ -334,7 +334,11 @@ func (s *server) settings(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	s.settingsPage(w, r, sess, http.StatusOK, "", "", "")
+	flash := ""
+	if r.URL.Query().Get("changed") != "" {
+		flash = "Password changed. Your other sessions have ended."
+	}
+	s.settingsPage(w, r, sess, http.StatusOK, flash, "", "")
 }
 
 func (s *server) settingsPage(w http.ResponseWriter, r *http.Request, sess *session, status int, flash, errMsg, token string) {
@@ -366,7 +370,15 @@ func (s *server) settingsPost(w http.ResponseWriter, r *http.Request) {
 			s.settingsPage(w, r, sess, http.StatusUnprocessableEntity, "", strings.TrimPrefix(err.Error(), "forge: "), "")
 			return
 		}
-		s.settingsPage(w, r, sess, http.StatusOK, "Password changed.", "", "")
+		// Every session of the user ended with the old stamp; this
+		// browser gets a new one.
+		u, err := s.forge.Meta.User(ctx, sess.user.Name)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		s.startSession(w, r, u)
+		redirect(w, r, "/settings?changed=1")
 	case "token":
 		ttl, err := time.ParseDuration(r.PostFormValue("expires"))
 		if err != nil || ttl < 0 {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -78,7 +79,7 @@ func (s *server) routes() http.Handler {
 
 	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if gitRequest(r) {
-			s.git.ServeHTTP(w, r)
+			s.serveGit(w, r)
 			return
 		}
 		pages.ServeHTTP(w, r)
@@ -104,6 +105,30 @@ func (s *server) routes() http.Handler {
 	s.tbox = h.(*timebox.Handler)
 	h = s.watchdog.Handler(h)
 	return s.accessLog(h)
+}
+
+// serveGit serves git traffic, limiting failed logins the way the web
+// login is limited: a client address whose Basic-auth attempts failed
+// loginBurst times gets 429 without its credentials being checked (each
+// check costs an argon2id hash) until its limiter refills. Successes
+// cost nothing; a git client's first, credential-less request is not an
+// attempt.
+func (s *server) serveGit(w http.ResponseWriter, r *http.Request) {
+	if _, _, ok := r.BasicAuth(); !ok {
+		s.git.ServeHTTP(w, r)
+		return
+	}
+	key := "git:" + s.clientIP(r)
+	if s.logins.exhausted(key) {
+		w.Header().Set("Retry-After", strconv.Itoa(int(loginEvery.Seconds())))
+		http.Error(w, "too many failed logins from your address; try again later", http.StatusTooManyRequests)
+		return
+	}
+	sw := &statusWriter{ResponseWriter: w}
+	s.git.ServeHTTP(sw, r)
+	if sw.status == http.StatusUnauthorized {
+		s.logins.allow(key) // a failure: take a token
+	}
 }
 
 // gitRequest reports whether r is Git smart or dumb HTTP: the three smart

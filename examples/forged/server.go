@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/bradfitz/gomemcache/memcache"
@@ -64,6 +65,7 @@ type config struct {
 	pageTimeout    time.Duration
 	gitTimeout     time.Duration
 	slowThreshold  time.Duration
+	webhookPrivate bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
@@ -85,6 +87,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.pageTimeout, "page-timeout", defaultPageTimeout, "time limit of a web page")
 	fs.DurationVar(&c.gitTimeout, "git-timeout", defaultGitTimeout, "time limit of a git request (clone, fetch, push)")
 	fs.DurationVar(&c.slowThreshold, "slow", defaultSlowThreshold, "requests still running after this are reported with their stacks")
+	fs.BoolVar(&c.webhookPrivate, "webhook-private", false, "let webhooks reach loopback and private addresses (refused by default: repository admins could reach internal services)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage:
   forged [serve] [flags]                 serve the forge
@@ -214,7 +217,7 @@ func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server
 	if s.forge, err = openForge(ctx, cfg.data, cfg.db); err != nil {
 		return nil, err
 	}
-	s.hooks = &forge.Deliverer{Meta: s.forge.Meta, Logger: logger}
+	s.hooks = &forge.Deliverer{Meta: s.forge.Meta, Logger: logger, Client: webhookClient(cfg.webhookPrivate)}
 	s.forge.Deliverer = s.hooks
 	s.forge.OnPush = append(s.forge.OnPush, s.pushed)
 
@@ -516,5 +519,39 @@ func (f *freshConns) wait(d time.Duration) {
 	deadline := time.Now().Add(d)
 	for f.n.Load() > 0 && time.Now().Before(deadline) {
 		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// errPrivateTarget is why a webhook to an internal address fails.
+var errPrivateTarget = errors.New("webhook target is a loopback, private or link-local address (see -webhook-private)")
+
+// webhookClient is the HTTP client of webhook deliveries. Unless private
+// targets are allowed, it refuses to connect to loopback, private,
+// link-local and unspecified addresses: the check is made on the address
+// being dialed, after name resolution, so that a name cannot point a
+// webhook inside (DNS rebinding included). Redirects are not followed.
+func webhookClient(allowPrivate bool) *http.Client {
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	if !allowPrivate {
+		d.Control = func(_, address string, _ syscall.RawConn) error {
+			host, _, err := net.SplitHostPort(address)
+			if err != nil {
+				return err
+			}
+			a, err := netip.ParseAddr(host)
+			if err != nil {
+				return err
+			}
+			a = a.Unmap()
+			if a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() || a.IsUnspecified() || a.IsMulticast() {
+				return errPrivateTarget
+			}
+			return nil
+		}
+	}
+	return &http.Client{
+		Timeout:       forge.DefaultHookWait,
+		Transport:     &http.Transport{DialContext: d.DialContext, Proxy: nil},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"path/filepath"
 	"regexp"
@@ -168,8 +169,12 @@ func TestJourney(t *testing.T) {
 	// Password change; signing out ends the session.
 	r = alice.post("/settings", url.Values{"action": {"password"}, "current": {"wrong-password"}, "new": {"another-password"}})
 	assert.Equal(t, http.StatusForbidden, r.code)
+	other := f.browser() // alice on another computer
+	other.login("alice", "alice-password")
 	r = alice.post("/settings", url.Values{"action": {"password"}, "current": {"alice-password"}, "new": {"another-password"}})
-	assert.Contains(t, r.body, "Password changed")
+	require.Equal(t, http.StatusSeeOther, r.code, r.body)
+	assert.Contains(t, alice.get(r.h.Get("Location")).body, "Password changed", "this browser keeps a session")
+	assert.Equal(t, http.StatusSeeOther, other.get("/settings").code, "the other session ended with the old password")
 	r = alice.post("/logout", url.Values{})
 	assert.Equal(t, http.StatusSeeOther, r.code)
 	assert.Equal(t, http.StatusNotFound, alice.get("/alice/secret").code)
@@ -324,6 +329,39 @@ func TestSessionsAndCSRF(t *testing.T) {
 	assert.Equal(t, http.StatusTooManyRequests, eve.post("/login", url.Values{"name": {"alice"}, "password": {"alice-password"}}).code)
 }
 
+// TestGitLoginsRateLimited: failed Basic-auth logins of git clients are
+// limited per address too; credential-less requests and successes are
+// not counted.
+func TestGitLoginsRateLimited(t *testing.T) {
+	t.Parallel()
+	f := newForge(t)
+	f.user("alice")
+	f.mustCLI("", "repo", "create", "alice/secret", "-private")
+	refs := f.ts.URL + "/alice/secret.git/info/refs?service=git-upload-pack"
+	try := func(user, pass string) int {
+		req, _ := http.NewRequest("GET", refs, nil)
+		if user != "" {
+			req.SetBasicAuth(user, pass)
+		}
+		res, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		return res.StatusCode
+	}
+	for range loginBurst + 5 {
+		require.Equal(t, http.StatusUnauthorized, try("", ""), "asking for credentials is no attempt")
+	}
+	for range 3 {
+		require.Equal(t, http.StatusOK, try("alice", "alice-password"), "successes are not counted")
+	}
+	for range loginBurst {
+		require.Equal(t, http.StatusUnauthorized, try("alice", "guess"))
+	}
+	assert.Equal(t, http.StatusTooManyRequests, try("alice", "guess"))
+	assert.Equal(t, http.StatusTooManyRequests, try("alice", "alice-password"), "not even checked now")
+}
+
 // TestHTTPCaching: ETags and 304 for ref-named pages, immutable pinned
 // pages for anonymous visitors of public repositories, private
 // otherwise, fingerprinted static files, gzip.
@@ -444,4 +482,45 @@ func TestReadyzWithMemcached(t *testing.T) {
 	st := f.s.cache.Stats()
 	assert.Positive(t, st.L1Hits+st.L2Hits)
 	assert.Zero(t, st.L2Errors)
+}
+
+// TestWebhooksNeverReachInside: a repository admin's webhook to a
+// loopback address is refused at connection time, unless
+// -webhook-private allows it.
+func TestWebhooksNeverReachInside(t *testing.T) {
+	t.Parallel()
+	got := make(chan string, 4)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Header.Get(forge.SignatureHeader)
+	}))
+	defer hook.Close()
+	for _, allow := range []bool{false, true} {
+		var flags []string
+		if allow {
+			flags = []string{"-webhook-private"}
+		}
+		f := newForge(t, flags...)
+		f.s.hooks.Attempts = 1
+		f.user("alice")
+		tok := f.token("alice")
+		f.mustCLI("", "repo", "create", "alice/proj")
+		info, err := f.s.forge.Meta.RepoInfo(context.Background(), "alice", "proj")
+		require.NoError(t, err)
+		h, err := f.s.forge.Meta.AddWebhook(context.Background(), info.ID, hook.URL, "s")
+		require.NoError(t, err)
+		f.pushSample("alice/proj", "alice", tok)
+		var d []forge.Delivery
+		waitFor(t, "the delivery", 10*time.Second, func() bool {
+			d, _ = f.s.forge.Meta.Deliveries(context.Background(), h.ID, 10)
+			return len(d) > 0 && d[0].Attempts > 0
+		})
+		if allow {
+			assert.Equal(t, http.StatusOK, d[0].Status)
+			assert.NotEmpty(t, <-got)
+		} else {
+			assert.Zero(t, d[0].Status)
+			assert.Contains(t, d[0].Error, "loopback, private or link-local")
+			assert.Empty(t, got, "nothing reached the internal address")
+		}
+	}
 }
