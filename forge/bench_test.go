@@ -171,3 +171,53 @@ func benchRepo(b *testing.B) (dir string, br *forge.Browser, head string) {
 	}
 	return dir, br, head
 }
+
+// BenchmarkLogPath: the first page (31 commits) of the history of a
+// directory and of a file, ours vs `git log -31 -- path`.
+//
+//	FORGEKIT_BENCH_REPO=/tmp/forgekit-bench/repo.git go test ./forge -run '^$' -bench LogPath -benchtime 5x
+func BenchmarkLogPath(b *testing.B) {
+	dir, br, head := benchRepo(b)
+	ctx := context.Background()
+	entries, _ := br.Tree(ctx, head, "")
+	var sub, file string
+	for _, e := range entries {
+		if e.Type == "tree" && sub == "" {
+			sub = e.Name
+		}
+	}
+	inner, _ := br.Tree(ctx, head, sub)
+	for _, e := range inner {
+		if e.Type == "blob" {
+			file = sub + "/" + e.Name
+			break
+		}
+	}
+	for _, p := range []string{sub, file} {
+		name := "dir"
+		if p == file {
+			name = "file"
+		}
+		b.Run(name, func(b *testing.B) {
+			var ours, git time.Duration
+			for b.Loop() {
+				start := time.Now()
+				if _, err := br.LogPath(ctx, head, p, 0, 31); err != nil {
+					b.Fatal(err)
+				}
+				ours += time.Since(start)
+				start = time.Now()
+				cmd := exec.Command("git", "log", "-31", "--format=%H", head, "--", p)
+				cmd.Dir = dir
+				if err := cmd.Run(); err != nil {
+					b.Fatal(err)
+				}
+				git += time.Since(start)
+			}
+			n := float64(b.N)
+			b.ReportMetric(ours.Seconds()/n*1000, "ours-ms")
+			b.ReportMetric(git.Seconds()/n*1000, "git-log-ms")
+			b.ReportMetric(float64(git)/float64(ours), "x-git")
+		})
+	}
+}

@@ -362,12 +362,11 @@ func (b *Browser) LastCommits(ctx context.Context, commit, dir string, budget ti
 	if dir != "" {
 		path = strings.Split(dir, "/")
 	}
-	w := &lastWalk{b: b, path: path, dirs: map[plumbing.Hash]plumbing.Hash{}, entries: map[plumbing.Hash]map[string]plumbing.Hash{}}
+	w := newWalk(b, path, false)
 	// Trees are read through a storage that keeps the pack files open
 	// (go-git otherwise reopens a pack for every object, and a walk reads
 	// thousands), lent to this walk alone: go-git's open packs are not
 	// safe for concurrent use.
-	w.store = storer.EncodedObjectStorer(b.repo.Storer)
 	if ws := b.takeStore(); ws != nil {
 		defer b.putStore(ws)
 		w.store = ws.st
@@ -497,19 +496,33 @@ func (b *Browser) commitGraph() commitgraphfmt.Index {
 	return b.graph
 }
 
-// lastWalk is the state of one LastCommits walk: the directory's tree
-// hash per root tree, and its entries per directory tree hash, so that a
-// tree is decoded once however many commits share it.
+// lastWalk is the state of one history walk along a path (LastCommits,
+// LogPath): the hash at the path per root tree, the next hash per tree
+// along the path, and directory entries per tree hash, so that a tree is
+// decoded once however many commits share it.
 type lastWalk struct {
 	b       *Browser
 	store   storer.EncodedObjectStorer
 	path    []string
-	dirs    map[plumbing.Hash]plumbing.Hash            // root tree → directory tree (zero if missing)
+	anyLast bool                                       // the last name may be a file (LogPath); else a directory
+	dirs    map[plumbing.Hash]plumbing.Hash            // root tree → hash at path (zero if missing)
+	steps   map[stepKey]plumbing.Hash                  // a tree along the path → the next hash
 	entries map[plumbing.Hash]map[string]plumbing.Hash // directory tree → name → hash
 }
 
-// dirHash is the hash of the directory's tree at c (zero if c has no
-// such directory), decoding only the trees along the path.
+type stepKey struct {
+	tree  plumbing.Hash
+	depth int
+}
+
+func newWalk(b *Browser, path []string, anyLast bool) *lastWalk {
+	return &lastWalk{b: b, store: b.repo.Storer, path: path, anyLast: anyLast,
+		dirs: map[plumbing.Hash]plumbing.Hash{}, steps: map[stepKey]plumbing.Hash{},
+		entries: map[plumbing.Hash]map[string]plumbing.Hash{}}
+}
+
+// dirHash is the hash at the walk's path in c's tree (zero if c has
+// nothing there), decoding only trees along the path not seen before.
 func (w *lastWalk) dirHash(c commitgraph.CommitNode) (plumbing.Hash, error) {
 	root, err := c.Tree()
 	if err != nil {
@@ -518,19 +531,26 @@ func (w *lastWalk) dirHash(c commitgraph.CommitNode) (plumbing.Hash, error) {
 	if h, ok := w.dirs[root.Hash]; ok {
 		return h, nil
 	}
-	h, t := root.Hash, root
+	h := root.Hash
 	for i, name := range w.path {
-		h = plumbing.ZeroHash
-		for _, e := range t.Entries {
-			if e.Name == name && e.Mode == filemode.Dir {
-				h = e.Hash
+		k := stepKey{h, i}
+		next, ok := w.steps[k]
+		if !ok {
+			t := root
+			if i > 0 {
+				if t, err = object.GetTree(w.store, h); err != nil {
+					return plumbing.ZeroHash, fmt.Errorf("forge: %w", err)
+				}
 			}
+			for _, e := range t.Entries {
+				if e.Name == name && (e.Mode == filemode.Dir || (w.anyLast && i == len(w.path)-1)) {
+					next = e.Hash
+				}
+			}
+			w.steps[k] = next
 		}
-		if h.IsZero() || i == len(w.path)-1 {
+		if h = next; h.IsZero() {
 			break
-		}
-		if t, err = object.GetTree(w.store, h); err != nil {
-			return plumbing.ZeroHash, fmt.Errorf("forge: %w", err)
 		}
 	}
 	w.dirs[root.Hash] = h
@@ -564,17 +584,82 @@ func (q *nodeQueue) Push(x any)        { *q = append(*q, x.(commitgraph.CommitNo
 func (q *nodeQueue) Pop() any          { old := *q; c := old[len(old)-1]; *q = old[:len(old)-1]; return c }
 
 // LogPath returns up to limit commits reachable from commit that changed
-// path (a file or a directory), newest first, after skipping skip.
+// path (a file or a directory), newest first, after skipping skip, as
+// `git log -- path` lists them: history simplified the way git does it
+// by default (a commit whose path is the same as one parent's is not
+// shown, and only that parent is followed). It walks like LastCommits:
+// through the commit-graph when there is one, comparing the hash at the
+// path with the parents', so most commits cost one small tree decode.
+// A limit of 0 or less returns them all.
 func (b *Browser) LogPath(ctx context.Context, commit, p string, skip, limit int) ([]*CommitInfo, error) {
 	p = strings.Trim(p, "/")
 	if p == "" {
 		return b.Log(ctx, commit, skip, limit)
 	}
-	return b.log(ctx, &git.LogOptions{
-		From:       plumbing.NewHash(commit),
-		Order:      git.LogOrderCommitterTime,
-		PathFilter: func(f string) bool { return f == p || strings.HasPrefix(f, p+"/") },
-	}, skip, limit)
+	w := newWalk(b, strings.Split(p, "/"), true)
+	nodes := b.commitNodes()
+	if ws := b.takeStore(); ws != nil {
+		defer b.putStore(ws)
+		w.store = ws.st
+		nodes = b.commitNodesOn(ws.st)
+	}
+	start, err := nodes.Get(plumbing.NewHash(commit))
+	if err != nil {
+		return nil, fmt.Errorf("%w: commit %s", ErrNotFound, commit)
+	}
+	seen := map[plumbing.Hash]bool{start.ID(): true}
+	q := &nodeQueue{start}
+	var out []*CommitInfo
+	n := 0
+	for q.Len() > 0 && (limit <= 0 || len(out) < limit) {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		c := heap.Pop(q).(commitgraph.CommitNode)
+		h, err := w.dirHash(c)
+		if err != nil {
+			return nil, err
+		}
+		var parents []commitgraph.CommitNode
+		if err := c.ParentNodes().ForEach(func(p commitgraph.CommitNode) error {
+			parents = append(parents, p)
+			return nil
+		}); err != nil {
+			return nil, fmt.Errorf("forge: %w", err)
+		}
+		show, follow := !h.IsZero() || len(parents) > 0, parents
+		for _, pn := range parents {
+			ph, err := w.dirHash(pn)
+			if err != nil {
+				return nil, err
+			}
+			if ph == h {
+				show, follow = false, []commitgraph.CommitNode{pn} // TREESAME: follow that parent alone
+				break
+			}
+		}
+		if len(parents) == 0 {
+			show = !h.IsZero()
+		}
+		for _, pn := range follow {
+			if !seen[pn.ID()] {
+				seen[pn.ID()] = true
+				heap.Push(q, pn)
+			}
+		}
+		if !show {
+			continue
+		}
+		if n++; n <= skip {
+			continue
+		}
+		oc, err := c.Commit()
+		if err != nil {
+			return nil, fmt.Errorf("forge: %w", err)
+		}
+		out = append(out, info(oc))
+	}
+	return out, nil
 }
 
 // FileChange is one file of a commit's diff.

@@ -237,6 +237,25 @@ func TestLastCommitsWithMergesAndCommitGraph(t *testing.T) {
 		}
 		_, _, err = b.LastCommits(context.Background(), head, "top", time.Minute)
 		assert.ErrorIs(t, err, forge.ErrNotFound, "a file is not a directory")
+		// The history of paths, as git log -- path lists it.
+		for _, p := range []string{"a", "a/x", "a/y", "a/new", "b", "b/z", "top", "nothing"} {
+			want := append([]string{}, strings.Fields(testenv.Run(t, bare, "log", "--format=%H", head, "--", p))...)
+			cs, err := b.LogPath(context.Background(), head, p, 0, 0)
+			require.NoError(t, err, stage)
+			got := []string{}
+			for _, c := range cs {
+				got = append(got, c.Hash)
+			}
+			assert.Equal(t, want, got, "%s: log of %s", stage, p)
+			want = append([]string{}, strings.Fields(testenv.Run(t, bare, "log", "--format=%H", "--skip=1", "-2", head, "--", p))...)
+			cs, err = b.LogPath(context.Background(), head, p, 1, 2)
+			require.NoError(t, err, stage)
+			got = got[:0]
+			for _, c := range cs {
+				got = append(got, c.Hash)
+			}
+			assert.Equal(t, want, got, "%s: log of %s, skip 1, limit 2", stage, p)
+		}
 	}
 	check("commit objects")
 	testenv.Run(t, bare, "commit-graph", "write", "--reachable")
