@@ -134,3 +134,24 @@ func TestTwoInstancesShareData(t *testing.T) {
 	require.NoError(t, err)
 	assert.GreaterOrEqual(t, n, int64(4), "views on both instances add up")
 }
+
+// TestTreeAndBlobRedirect: a tree URL of a file and a blob URL of a
+// directory go to the view that fits; a path that is neither is 404.
+func TestTreeAndBlobRedirect(t *testing.T) {
+	t.Parallel()
+	f := newForge(t)
+	f.user("alice")
+	tok := f.token("alice")
+	f.mustCLI("", "repo", "create", "alice/proj")
+	f.pushSample("alice/proj", "alice", tok)
+	anon := f.browser()
+	r := anon.get("/alice/proj/tree/main/src/main.go")
+	assert.Equal(t, http.StatusFound, r.code)
+	assert.Equal(t, "/alice/proj/blob/main/src/main.go", r.h.Get("Location"))
+	assert.Empty(t, r.h.Get("ETag"))
+	r = anon.get("/alice/proj/blob/main/src")
+	assert.Equal(t, http.StatusFound, r.code)
+	assert.Equal(t, "/alice/proj/tree/main/src", r.h.Get("Location"))
+	assert.Equal(t, http.StatusNotFound, anon.get("/alice/proj/tree/main/nope").code)
+	assert.Equal(t, http.StatusNotFound, anon.get("/alice/proj/blob/main/nope").code)
+}

@@ -361,13 +361,8 @@ func (s *server) treePage(w http.ResponseWriter, r *http.Request, sess *session,
 	}
 	files, err := s.filesFragment(ctx, br, rv, dir)
 	if errors.Is(err, forge.ErrNotFound) {
-		w.Header().Del("Cache-Control")
-		w.Header().Del("ETag")
-		if _, berr := br.Blob(ctx, rv.Commit, dir, 1); berr == nil {
-			http.Redirect(w, r, rv.Base+"/blob/"+rv.RefPath+"/"+escPath(dir), http.StatusFound)
-			return
-		}
-		s.notFound(w, r)
+		_, berr := br.Blob(ctx, rv.Commit, dir, 1)
+		s.elsewhere(w, r, rv, dir, "blob", berr == nil)
 		return
 	}
 	if err != nil {
@@ -385,6 +380,19 @@ func (s *server) treePage(w http.ResponseWriter, r *http.Request, sess *session,
 	}
 	s.render(w, r, sess, http.StatusOK, "repo", &page{Title: title, Repo: rv, Data: repoData{
 		Crumbs: crumbs(rv, dir, true), Files: files, Readme: readme}})
+}
+
+// elsewhere answers a tree or blob URL whose path is of the other kind:
+// a redirect to the view that fits (to view) if exists, else 404. The
+// caching headers set for the page go.
+func (s *server) elsewhere(w http.ResponseWriter, r *http.Request, rv *repoView, p, view string, exists bool) {
+	w.Header().Del("Cache-Control")
+	w.Header().Del("ETag")
+	if exists {
+		http.Redirect(w, r, rv.Base+"/"+view+"/"+rv.RefPath+"/"+escPath(p), http.StatusFound)
+		return
+	}
+	s.notFound(w, r)
 }
 
 // crumbs links each directory of p.
@@ -595,13 +603,8 @@ func (s *server) blob(w http.ResponseWriter, r *http.Request) {
 		return v, err
 	})
 	if errors.Is(err, forge.ErrNotFound) {
-		w.Header().Del("Cache-Control")
-		w.Header().Del("ETag")
-		if _, terr := br.Tree(ctx, rv.Commit, p); terr == nil {
-			http.Redirect(w, r, rv.Base+"/tree/"+rv.RefPath+"/"+escPath(p), http.StatusFound)
-			return
-		}
-		s.notFound(w, r)
+		_, terr := br.Tree(ctx, rv.Commit, p)
+		s.elsewhere(w, r, rv, p, "tree", terr == nil)
 		return
 	}
 	if err != nil {
