@@ -387,3 +387,26 @@ func BenchmarkThreeInstances(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkTotalManyIDs: Total of one id (what a page showing its view
+// count asks on every view) while the counter knows 100,000 ids.
+func BenchmarkTotalManyIDs(b *testing.B) {
+	st, err := counting.OpenSQLite(filepath.Join(b.TempDir(), "v.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	c := counting.New(st)
+	c.Interval = time.Hour
+	defer c.Close()
+	for i := range 100000 {
+		c.Count(fmt.Sprint("repo/", i))
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := c.Total(ctx, "repo/42", time.Unix(0, 0), time.Now().Add(time.Hour)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

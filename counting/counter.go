@@ -377,12 +377,20 @@ func (c *Counter) unflushed(q Query, now time.Time) map[string]int64 {
 		}
 	}
 	c.pmu.Unlock()
-	if inWindow {
+	switch {
+	case !inWindow:
+	case q.ID != "":
+		// One id (Total, on every page that shows a count): a lookup,
+		// not a walk over every id this counter has seen.
+		if v, ok := c.ids.Load(q.ID); ok {
+			if n := v.(*atomic.Int64).Load(); n != 0 {
+				out[q.ID] += n
+			}
+		}
+	default:
 		c.ids.Range(func(k, v any) bool {
-			if id := k.(string); q.ID == "" || q.ID == id {
-				if n := v.(*atomic.Int64).Load(); n != 0 {
-					out[id] += n
-				}
+			if n := v.(*atomic.Int64).Load(); n != 0 {
+				out[k.(string)] += n
 			}
 			return true
 		})

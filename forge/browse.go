@@ -501,7 +501,6 @@ func (b *Browser) commitGraph() commitgraphfmt.Index {
 // along the path, and directory entries per tree hash, so that a tree is
 // decoded once however many commits share it.
 type lastWalk struct {
-	b       *Browser
 	store   storer.EncodedObjectStorer
 	path    []string
 	anyLast bool                                       // the last name may be a file (LogPath); else a directory
@@ -516,7 +515,7 @@ type stepKey struct {
 }
 
 func newWalk(b *Browser, path []string, anyLast bool) *lastWalk {
-	return &lastWalk{b: b, store: b.repo.Storer, path: path, anyLast: anyLast,
+	return &lastWalk{store: b.repo.Storer, path: path, anyLast: anyLast,
 		dirs: map[plumbing.Hash]plumbing.Hash{}, steps: map[stepKey]plumbing.Hash{},
 		entries: map[plumbing.Hash]map[string]plumbing.Hash{}}
 }

@@ -72,38 +72,49 @@ func (s *server) secure(r *http.Request) bool {
 	return r.TLS != nil || (s.cfg.baseURL != nil && s.cfg.baseURL.Scheme == "https")
 }
 
+// claims returns the user name, nonce and credential stamp of r's session
+// cookie, if its signature holds and it has not expired. It reads no
+// database: session checks that the user still exists with that stamp.
+func (s *server) claims(r *http.Request) (name, nonce, stamp string, ok bool) {
+	c, err := r.Cookie(sessionCookie)
+	if err != nil {
+		return "", "", "", false
+	}
+	payload, mac, found := strings.Cut(c.Value, ".")
+	if !found || !hmac.Equal([]byte(mac), []byte(s.sign("session", payload))) {
+		return "", "", "", false
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(payload)
+	if err != nil {
+		return "", "", "", false
+	}
+	f := strings.Split(string(raw), "|")
+	if len(f) != 4 {
+		return "", "", "", false
+	}
+	exp, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil || time.Now().Unix() >= exp {
+		return "", "", "", false
+	}
+	return f[0], f[2], f[3], true
+}
+
 // session returns r's session, or nil: no cookie, a forged or expired
-// one, or a user that no longer exists. The result is kept in the request
-// context by withSession.
+// one, a user that no longer exists, or one whose password changed since.
+// The result is kept in the request context by withSession.
 func (s *server) session(r *http.Request) *session {
 	if v, ok := r.Context().Value(sessionKey{}).(*session); ok {
 		return v
 	}
-	c, err := r.Cookie(sessionCookie)
-	if err != nil {
+	name, nonce, stamp, ok := s.claims(r)
+	if !ok {
 		return nil
 	}
-	payload, mac, ok := strings.Cut(c.Value, ".")
-	if !ok || !hmac.Equal([]byte(mac), []byte(s.sign("session", payload))) {
+	u, err := s.forge.Meta.User(r.Context(), name)
+	if err != nil || !hmac.Equal([]byte(u.Stamp), []byte(stamp)) {
 		return nil
 	}
-	raw, err := base64.RawURLEncoding.DecodeString(payload)
-	if err != nil {
-		return nil
-	}
-	f := strings.Split(string(raw), "|")
-	if len(f) != 4 {
-		return nil
-	}
-	exp, err := strconv.ParseInt(f[1], 10, 64)
-	if err != nil || time.Now().Unix() >= exp {
-		return nil
-	}
-	u, err := s.forge.Meta.User(r.Context(), f[0])
-	if err != nil || !hmac.Equal([]byte(u.Stamp), []byte(f[3])) {
-		return nil // gone, or the password changed since
-	}
-	return &session{user: u, nonce: f[2]}
+	return &session{user: u, nonce: nonce}
 }
 
 // withSession reads the session once and keeps it in the context.
@@ -113,14 +124,6 @@ func (s *server) withSession(r *http.Request) (*http.Request, *session) {
 	}
 	sess := s.session(r)
 	return r.WithContext(context.WithValue(r.Context(), sessionKey{}, sess)), sess
-}
-
-// sessionUser is the signed-in user of r, or nil.
-func (s *server) sessionUser(r *http.Request) *forge.User {
-	if sess := s.session(r); sess != nil {
-		return sess.user
-	}
-	return nil
 }
 
 // principal is the forge principal of a web request.

@@ -50,10 +50,10 @@ func migrate(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	dir, ok := strings.CutPrefix(*from, "sqlite:")
 	if !ok || dir == "" {
-		return errors.New("-from: want sqlite:DIR")
+		return errors.New("-from: want sqlite:DIR, the data directory")
 	}
 	if !forge.IsPostgresDSN(*to) {
-		return errors.New("-to: want postgres://...")
+		return errors.New("-to: want a postgres:// URL")
 	}
 	if strings.HasSuffix(dir, ".db") {
 		dir = filepath.Dir(dir)
@@ -139,10 +139,13 @@ func migrate(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	bad := false
 	check := func(src *sql.DB, t, q string) {
 		var a, b int64
-		src.QueryRowContext(ctx, q).Scan(&a)
-		dst.QueryRowContext(ctx, q).Scan(&b)
+		errA := src.QueryRowContext(ctx, q).Scan(&a)
+		errB := dst.QueryRowContext(ctx, q).Scan(&b)
 		mark := ""
-		if a != b {
+		switch {
+		case errA != nil || errB != nil: // two failed counts are not two equal ones
+			mark, bad = fmt.Sprintf("CANNOT CHECK: %v", errors.Join(errA, errB)), true
+		case a != b:
 			mark, bad = "MISMATCH", true
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\n", t, copied[t], a, b, mark)

@@ -282,11 +282,12 @@ func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server
 		Logger:    logger,
 		Route:     route,
 		RequestID: requestID,
+		// Who the verified cookie names, without the database lookup
+		// the handler makes anyway (a report of a session whose password
+		// has changed since still names its user).
 		Principal: func(r *http.Request) string {
-			if u := s.sessionUser(r); u != nil {
-				return u.Name
-			}
-			return ""
+			name, _, _, _ := s.claims(r)
+			return name
 		},
 	}
 	s.profiler = slowlog.NewProfiler(s.key)
