@@ -79,31 +79,48 @@ type cachedLogin struct {
 // missing ones) are ErrNotFound to anyone who may not read them, or
 // ErrLoginRequired when anonymous, so that nobody learns they exist.
 func (f *Forge) Can(ctx context.Context, p *Principal, owner, name string, a Action) error {
+	_, _, err := f.Access(ctx, p, owner, name, a)
+	return err
+}
+
+// Access is Can that also returns, when p may do a, the repository's
+// metadata and the most p may do with it, so that a page deciding
+// several things (read it, show its settings link) asks the database
+// once.
+func (f *Forge) Access(ctx context.Context, p *Principal, owner, name string, a Action) (*RepoInfo, Action, error) {
 	r, err := f.Meta.RepoInfo(ctx, owner, name)
 	if errors.Is(err, ErrNotFound) {
 		if p == nil {
-			return ErrLoginRequired
+			return nil, 0, ErrLoginRequired
 		}
-		return ErrNotFound
+		return nil, 0, ErrNotFound
 	}
 	if err != nil {
-		return err
+		return nil, 0, err
 	}
+	level := f.Level(ctx, p, r)
+	switch {
+	case level >= a:
+		return r, level, nil
+	case level == 0 && p == nil:
+		return nil, 0, ErrLoginRequired
+	case level == 0:
+		return nil, 0, ErrNotFound
+	case p == nil:
+		return nil, 0, ErrLoginRequired
+	}
+	return nil, 0, ErrForbidden
+}
+
+// Level is the most p may do with the repository r (0: not even read
+// it), for listings that hold the metadata already; Can and Access build
+// on it.
+func (f *Forge) Level(ctx context.Context, p *Principal, r *RepoInfo) Action {
 	level := f.level(ctx, p, r)
 	if p != nil && p.Scope == ScopeRead && level > ActionRead {
 		level = ActionRead // a read token can do no more, whoever holds it
 	}
-	switch {
-	case level >= a:
-		return nil
-	case level == 0 && p == nil:
-		return ErrLoginRequired
-	case level == 0:
-		return ErrNotFound
-	case p == nil:
-		return ErrLoginRequired
-	}
-	return ErrForbidden
+	return level
 }
 
 // level is the highest action p may do on r (0: not even read).

@@ -163,3 +163,44 @@ func TestPasswordLoginsAreRemembered(t *testing.T) {
 	assert.ErrorIs(t, err, forge.ErrBadCredentials, "a wrong password is never a cache hit")
 	assert.Equal(t, 1, w.f.LoginCacheLenForTest(), "failures are not remembered")
 }
+
+// TestAccessAndLevel: Access answers like Can and also gives the
+// repository and the most the principal may do; Level does the same
+// from metadata already read (a read token is capped at read).
+func TestAccessAndLevel(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	p := func(u string) *forge.Principal { return &forge.Principal{User: w.users[u]} }
+	for _, tc := range []struct {
+		name      string
+		who       *forge.Principal
+		repo      string
+		wantLevel forge.Action
+		wantErr   error
+	}{
+		{"owner", p("owner"), "private", forge.ActionAdmin, nil},
+		{"writer", p("writer"), "private", forge.ActionWrite, nil},
+		{"reader", p("reader"), "private", forge.ActionRead, nil},
+		{"read token of the owner", &forge.Principal{User: w.users["owner"], Scope: forge.ScopeRead}, "private", forge.ActionRead, nil},
+		{"stranger on public", p("stranger"), "public", forge.ActionRead, nil},
+		{"stranger on private", p("stranger"), "private", 0, forge.ErrNotFound},
+		{"anonymous on private", nil, "private", 0, forge.ErrLoginRequired},
+		{"missing", p("owner"), "nothing", 0, forge.ErrNotFound},
+	} {
+		info, level, err := w.f.Access(ctx, tc.who, "owner", tc.repo, forge.ActionRead)
+		if tc.wantErr != nil {
+			assert.ErrorIs(t, err, tc.wantErr, tc.name)
+			assert.Nil(t, info, tc.name)
+			continue
+		}
+		require.NoError(t, err, tc.name)
+		assert.Equal(t, tc.repo, info.Name, tc.name)
+		assert.Equal(t, tc.wantLevel, level, tc.name)
+		assert.Equal(t, tc.wantLevel, w.f.Level(ctx, tc.who, info), tc.name)
+	}
+	priv, _ := w.f.Meta.RepoInfo(ctx, "owner", "private")
+	assert.Equal(t, forge.Action(0), w.f.Level(ctx, p("stranger"), priv))
+	_, _, err := w.f.Access(ctx, p("reader"), "owner", "private", forge.ActionWrite)
+	assert.ErrorIs(t, err, forge.ErrForbidden)
+}

@@ -161,7 +161,8 @@ func (a *Archiver) Archive(ctx context.Context, repoDir, commit, format, prefix 
 
 // Serve answers r with the archive: ETag (the commit and format),
 // If-None-Match, Content-Disposition with name-<short commit>.<format>,
-// and the front server's SendFile when set.
+// Cache-Control public and immutable unless the caller set one, and the
+// front server's SendFile when set.
 func (a *Archiver) Serve(w http.ResponseWriter, r *http.Request, repoDir, name, commit, format string) {
 	etag := `"` + commit + "." + format + `"`
 	if r.Header.Get("If-None-Match") == etag {
@@ -180,7 +181,11 @@ func (a *Archiver) Serve(w http.ResponseWriter, r *http.Request, repoDir, name, 
 	}
 	h := w.Header()
 	h.Set("ETag", etag)
-	h.Set("Cache-Control", "public, max-age=31536000, immutable")
+	if h.Get("Cache-Control") == "" {
+		// An archive of a commit never changes. (A caller serving a
+		// private repository sets its own, private, value first.)
+		h.Set("Cache-Control", "public, max-age=31536000, immutable")
+	}
 	h.Set("Content-Disposition", `attachment; filename="`+base+"."+format+`"`)
 	if format == "zip" {
 		h.Set("Content-Type", "application/zip")

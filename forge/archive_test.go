@@ -97,6 +97,9 @@ func TestArchives(t *testing.T) {
 
 	// HTTP: ETag, 304, Content-Disposition, and the front server's hand-off.
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Has("private") {
+			w.Header().Set("Cache-Control", "private, max-age=60")
+		}
 		a.Serve(w, r, repo, "proj", commit, "tar.gz")
 	}))
 	defer srv.Close()
@@ -106,6 +109,7 @@ func TestArchives(t *testing.T) {
 	resp.Body.Close()
 	assert.Equal(t, 200, resp.StatusCode)
 	assert.Equal(t, `"`+commit+`.tar.gz"`, resp.Header.Get("ETag"))
+	assert.Equal(t, "public, max-age=31536000, immutable", resp.Header.Get("Cache-Control"))
 	assert.Contains(t, resp.Header.Get("Content-Disposition"), "proj-"+commit[:12]+".tar.gz")
 	assert.NotEmpty(t, tarNames(t, bytes.NewReader(body)))
 	req, _ := http.NewRequest("GET", srv.URL, nil)
@@ -114,6 +118,11 @@ func TestArchives(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	assert.Equal(t, http.StatusNotModified, resp.StatusCode)
+	resp, err = http.Get(srv.URL + "?private=1")
+	require.NoError(t, err)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, "private, max-age=60", resp.Header.Get("Cache-Control"), "the caller's Cache-Control is kept")
 
 	cacheDir := filepath.Dir(paths[0])
 	a.SendFile = gitproto.AccelRedirect(cacheDir, "/_archives")

@@ -228,7 +228,7 @@ func (s *server) userPage(w http.ResponseWriter, r *http.Request) {
 	}
 	var visible []forge.RepoInfo
 	for _, ri := range all {
-		if !ri.Private || s.forge.Can(r.Context(), principal(sess), ri.Owner, ri.Name, forge.ActionRead) == nil {
+		if !ri.Private || s.forge.Level(r.Context(), principal(sess), &ri) >= forge.ActionRead {
 			visible = append(visible, ri)
 		}
 	}

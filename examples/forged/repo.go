@@ -66,7 +66,8 @@ func (s *server) openRepo(w http.ResponseWriter, r *http.Request, a forge.Action
 	ctx := r.Context()
 	owner, name := r.PathValue("owner"), strings.TrimSuffix(r.PathValue("repo"), ".git")
 	p := principal(sess)
-	if err := s.forge.Can(ctx, p, owner, name, a); err != nil {
+	info, level, err := s.forge.Access(ctx, p, owner, name, a)
+	if err != nil {
 		if a > forge.ActionRead && sess == nil && s.forge.Can(ctx, nil, owner, name, forge.ActionRead) == nil {
 			http.Redirect(w, r, "/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
 			return r, nil, nil, false
@@ -75,11 +76,6 @@ func (s *server) openRepo(w http.ResponseWriter, r *http.Request, a forge.Action
 			s.fail(w, r, err)
 			return r, nil, nil, false
 		}
-		s.notFound(w, r)
-		return r, nil, nil, false
-	}
-	info, err := s.forge.Meta.RepoInfo(ctx, owner, name)
-	if err != nil {
 		s.notFound(w, r)
 		return r, nil, nil, false
 	}
@@ -93,7 +89,7 @@ func (s *server) openRepo(w http.ResponseWriter, r *http.Request, a forge.Action
 		Base:     "/" + info.Owner + "/" + info.Name,
 		CloneURL: s.baseURL(r) + "/" + info.Owner + "/" + info.Name + ".git",
 		Tab:      tab,
-		CanAdmin: s.forge.Can(ctx, p, info.Owner, info.Name, forge.ActionAdmin) == nil,
+		CanAdmin: level >= forge.ActionAdmin,
 		dir:      repo.Dir,
 		key:      strings.ToLower(info.Owner + "/" + info.Name),
 	}
@@ -830,34 +826,10 @@ func (s *server) archive(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if rv.Info.Private {
-		w = &privateCache{ResponseWriter: w}
+		w.Header().Set("Cache-Control", "private, max-age=31536000, immutable")
 	}
 	s.archiver.Serve(w, r, rv.dir, rv.Info.Name, commit, format)
 }
-
-// privateCache keeps a private repository's archive out of shared
-// caches, whatever the archiver says.
-type privateCache struct {
-	http.ResponseWriter
-	wrote bool
-}
-
-func (p *privateCache) WriteHeader(code int) {
-	if !p.wrote {
-		p.wrote = true
-		p.Header().Set("Cache-Control", "private, max-age=31536000, immutable")
-	}
-	p.ResponseWriter.WriteHeader(code)
-}
-
-func (p *privateCache) Write(b []byte) (int, error) {
-	if !p.wrote {
-		p.WriteHeader(http.StatusOK)
-	}
-	return p.ResponseWriter.Write(b)
-}
-
-func (p *privateCache) Unwrap() http.ResponseWriter { return p.ResponseWriter }
 
 // pushed is the forge's push listener: the ref selector and the explore
 // lists change. Fragments keyed by commit stay valid.

@@ -113,6 +113,10 @@ func TestJourney(t *testing.T) {
 	require.Equal(t, http.StatusOK, r.code)
 	assert.Contains(t, r.h.Get("Cache-Control"), "private")
 	assert.Contains(t, alice.get("/alice").body, ">secret</a>")
+	secretHead := strings.Fields(testenv.Run(t, "", "ls-remote", f.gitURL("alice/secret", "alice", tok), "refs/heads/main"))[0]
+	r = alice.get("/alice/secret/archive/" + secretHead + ".zip")
+	require.Equal(t, http.StatusOK, r.code)
+	assert.Equal(t, "private, max-age=31536000, immutable", r.h.Get("Cache-Control"), "a private archive stays out of shared caches")
 
 	// A repository from the form: the empty page says how to push.
 	r = alice.post("/new", url.Values{"name": {"other"}, "description": {"made in the browser"}})
