@@ -47,7 +47,7 @@ type Browser struct {
 
 // maxIdleStores bounds the idle walk storages a Browser keeps (each
 // holds a pack index in memory and its packs open).
-const maxIdleStores = 4
+const maxIdleStores = 2
 
 // walkStore is a storage that keeps its pack files open, and the state
 // of the pack directory it was opened on.
@@ -82,7 +82,7 @@ func (b *Browser) takeStore() *walkStore {
 		ws.st.Close()
 	}
 	b.smu.Unlock()
-	st := filesystem.NewStorageWithOptions(osfs.New(b.dir), cache.NewObjectLRU(16*cache.MiByte), filesystem.Options{KeepDescriptors: true})
+	st := filesystem.NewStorageWithOptions(osfs.New(b.dir), cache.NewObjectLRU(walkCacheBytes), filesystem.Options{KeepDescriptors: true})
 	return &walkStore{st: st, stamp: stamp}
 }
 
@@ -109,9 +109,24 @@ func (b *Browser) Close() error {
 	return nil
 }
 
-// Browse opens the repository in dir.
+// Object caches of a Browser. go-git's default is 96 MiB per
+// repository, which an application keeping a Browser per repository (as
+// forged does) multiplies; the history walks keep their own maps by tree
+// hash and need little of it.
+const (
+	browseCacheBytes = 8 * cache.MiByte // the Browser's shared storage
+	walkCacheBytes   = 2 * cache.MiByte // each pooled walk storage
+)
+
+// Browse opens the repository in dir (bare, or a work tree with .git).
 func Browse(dir string) (*Browser, error) {
-	r, err := git.PlainOpen(dir)
+	if fi, err := os.Stat(filepath.Join(dir, ".git")); err == nil && fi.IsDir() {
+		dir = filepath.Join(dir, ".git")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "HEAD")); err != nil {
+		return nil, fmt.Errorf("forge: %s is not a git repository: %w", dir, err)
+	}
+	r, err := git.Open(filesystem.NewStorage(osfs.New(dir), cache.NewObjectLRU(browseCacheBytes)), nil)
 	if err != nil {
 		return nil, fmt.Errorf("forge: %w", err)
 	}

@@ -300,7 +300,10 @@ func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server
 		logger.Info("profile", "subject", subject, "outcome", outcome, "path", r.URL.Path)
 	}
 
-	s.browsers, _ = lru.NewWithEvict(256, func(_ string, e *browserEntry) { e.b.Close() })
+	// At most 64 repositories' go-git views (each about 8 MiB of object
+	// cache, pack indexes and up to two walk storages): memory stays
+	// bounded however many repositories are browsed.
+	s.browsers, _ = lru.NewWithEvict(64, func(_ string, e *browserEntry) { e.b.Close() })
 	s.refs, _ = lru.New[string, refsEntry](1024)
 	s.resolved, _ = lru.New[string, string](16384)
 	s.logins = newLoginLimiter()
