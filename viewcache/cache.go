@@ -21,6 +21,9 @@
 // miss, never an error: a circuit breaker stops calling a dead server and
 // probes it again later.
 //
+// The lookups can go through a Getter, which does a multi-get in one round
+// trip per server without gomemcache's goroutine per call.
+//
 // With memcached, an L1 entry is trusted for at most L1TTL without asking
 // memcached for its generations again: that is the bound on how long
 // another process's invalidation may take to be seen here (this process's
@@ -63,6 +66,11 @@ const (
 type Cache struct {
 	// Memcache is the shared tier. If nil, the cache is in-process only.
 	Memcache *memcache.Client
+
+	// Getter, if set, does the shared tier's lookups in place of
+	// Memcache.GetMulti. A *Getter built from the same ServerSelector as
+	// Memcache does them without a goroutine per lookup (see Getter).
+	Getter MultiGetter
 
 	// MaxBytes bounds the in-process tier by the bytes of its entries. If
 	// zero, DefaultMaxBytes; if negative, there is no in-process tier.
@@ -208,7 +216,10 @@ func (c *Cache) init() {
 			})
 		}
 		if c.Memcache != nil {
-			c.l2 = &l2{mc: c.Memcache, threshold: DefaultBreakerThreshold, cooldown: DefaultBreakerCooldown}
+			c.l2 = &l2{mc: c.Memcache, getter: c.Getter, threshold: DefaultBreakerThreshold, cooldown: DefaultBreakerCooldown}
+			if c.l2.getter == nil {
+				c.l2.getter = c.Memcache
+			}
 		}
 	})
 }
@@ -414,15 +425,16 @@ func (c *Cache) fetch(key string, deps []string) (*entry, []uint64, error) {
 		c.l2Error("get", err)
 		return nil, nil, err
 	}
-	return c.parse(items, key, deps)
+	return c.parse(items, keys, deps)
 }
 
-// parse picks the entry of key and the generations of deps out of a
+// parse picks an entry and the generations of its deps out of a
 // multi-get answer, and updates this process's view of the generations.
-func (c *Cache) parse(items map[string]*memcache.Item, key string, deps []string) (*entry, []uint64, error) {
+// keys are the memcached keys asked for: the entry's, then one per dep.
+func (c *Cache) parse(items map[string]*memcache.Item, keys []string, deps []string) (*entry, []uint64, error) {
 	gens := make([]uint64, len(deps))
 	for i, d := range deps {
-		if it, ok := items[c.genKey(d)]; ok {
+		if it, ok := items[keys[1+i]]; ok {
 			n, perr := strconv.ParseUint(strings.TrimSpace(string(it.Value)), 10, 64)
 			if perr != nil {
 				c.l2Error("generation", perr)
@@ -432,7 +444,7 @@ func (c *Cache) parse(items map[string]*memcache.Item, key string, deps []string
 		}
 		c.raiseGen(d, gens[i])
 	}
-	it, ok := items[c.memKey("v:", key)]
+	it, ok := items[keys[0]]
 	if !ok {
 		return nil, gens, nil
 	}

@@ -6,6 +6,8 @@ import (
 	"html/template"
 	"strings"
 
+	"github.com/bradfitz/gomemcache/memcache"
+
 	"github.com/forgekit/forgekit/viewcache"
 )
 
@@ -48,4 +50,18 @@ func ExampleViewlets() {
 	fmt.Println(b.String())
 	// Output:
 	// <main><ul><li>README.md</li><li>main.go</li></ul></main>
+}
+
+// A Cache shared through memcached reads through a Getter built on the
+// same servers as the client that writes. (Not run here: it needs the
+// servers.)
+func ExampleGetter() {
+	ss := new(memcache.ServerList)
+	if err := ss.SetServers("10.0.0.5:11211", "10.0.0.6:11211"); err != nil {
+		panic(err)
+	}
+	c := viewcache.New("forge", "templates-v7")
+	c.Memcache = memcache.NewFromSelector(ss) // writes, invalidations, locks
+	c.Getter = viewcache.NewGetter(ss)        // lookups, one round trip per server
+	_ = c
 }

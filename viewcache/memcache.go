@@ -20,6 +20,7 @@ const (
 // call through as a probe. Every failure is a miss to the caller.
 type l2 struct {
 	mc        *memcache.Client
+	getter    MultiGetter // mc, or a Getter on the same servers
 	threshold int
 	cooldown  time.Duration
 
@@ -64,7 +65,7 @@ func (l *l2) getMulti(keys []string) (map[string]*memcache.Item, error) {
 	if !l.allow() {
 		return nil, errBreakerOpen
 	}
-	items, err := l.mc.GetMulti(keys)
+	items, err := l.getter.GetMulti(keys)
 	l.done(err)
 	return items, err
 }

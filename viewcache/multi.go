@@ -40,7 +40,9 @@ func (c *Cache) GetOrRenderMulti(ctx context.Context, items []Item) ([][]byte, e
 	stale := make(map[int]*entry)
 	if c.l2 != nil {
 		keys := make([]string, 0, 3*len(todo))
+		offset := make(map[int]int, len(todo)) // where item i's keys start
 		for _, i := range todo {
+			offset[i] = len(keys)
 			keys = append(keys, c.memKey("v:", items[i].Key))
 			for _, d := range items[i].Deps {
 				keys = append(keys, c.genKey(d))
@@ -52,7 +54,8 @@ func (c *Cache) GetOrRenderMulti(ctx context.Context, items []Item) ([][]byte, e
 		} else {
 			rest := todo[:0]
 			for _, i := range todo {
-				e, gens, err := c.parse(found, items[i].Key, items[i].Deps)
+				o := offset[i]
+				e, gens, err := c.parse(found, keys[o:o+1+len(items[i].Deps)], items[i].Deps)
 				if err != nil || e == nil {
 					rest = append(rest, i)
 					continue

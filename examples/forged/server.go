@@ -175,6 +175,7 @@ type server struct {
 	viewsDB   io.Closer // the counts' store
 	cache     *viewcache.Cache
 	mc        *memcache.Client
+	mcGetter  *viewcache.Getter // the cache's lookups, on mc's servers
 	archiver  *forge.Archiver
 	maint     *forge.Maintainer
 	hooks     *forge.Deliverer
@@ -233,9 +234,17 @@ func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server
 	s.cache.Jitter = 0.1
 	s.cache.Logger = logger
 	if len(cfg.memcached) > 0 {
-		s.mc = memcache.New(cfg.memcached...)
+		servers := new(memcache.ServerList)
+		if err := servers.SetServers(cfg.memcached...); err != nil {
+			return nil, fmt.Errorf("-memcached: %w", err)
+		}
+		s.mc = memcache.NewFromSelector(servers)
 		s.mc.Timeout = 200 * time.Millisecond
 		s.cache.Memcache = s.mc
+		// Lookups on their own connections, without a goroutine each.
+		s.mcGetter = viewcache.NewGetter(servers)
+		s.mcGetter.Timeout = s.mc.Timeout
+		s.cache.Getter = s.mcGetter
 	}
 
 	var sendFile func(http.ResponseWriter, *http.Request, string) bool
@@ -351,6 +360,9 @@ func (s *server) Close() error {
 	}
 	if s.cache != nil {
 		s.cache.Close()
+	}
+	if s.mcGetter != nil {
+		s.mcGetter.Close()
 	}
 	if s.forge != nil {
 		s.forge.Meta.Close()
