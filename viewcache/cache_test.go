@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -325,4 +326,29 @@ func TestRenderPanicIsAnError(t *testing.T) {
 	assert.Contains(t, err.Error(), "template bug")
 	var r counter
 	assert.Equal(t, "render 1", get(t, c, "k", nil, &r))
+}
+
+// Hits are counted per core; none is lost to concurrency or to the
+// garbage collector emptying the pool that holds the per-core counters.
+func TestHitsCountedExactly(t *testing.T) {
+	t.Parallel()
+	c := viewcache.New("forge", "v1")
+	var r counter
+	get(t, c, "k", []string{"d"}, &r)
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 1000 {
+				if g == 0 && i%100 == 0 {
+					runtime.GC()
+				}
+				c.GetOrRender(context.Background(), "k", []string{"d"}, r.render)
+			}
+		}()
+	}
+	wg.Wait()
+	assert.Equal(t, int64(8000), c.Stats().L1Hits)
+	assert.Equal(t, int64(1), r.n.Load())
 }
