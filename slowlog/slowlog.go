@@ -48,8 +48,13 @@ const (
 	DefaultSendTimeout   = 10 * time.Second
 )
 
-// labelKey is the pprof label that carries the request id.
-const labelKey = "slowlog.id"
+// The pprof labels of a watched request's goroutines: its id, which picks
+// them out of a goroutine profile, and its route, which lets CPU profiles
+// be broken down by route (go tool pprof -tagfocus slowlog.route=...).
+const (
+	labelKey      = "slowlog.id"
+	routeLabelKey = "slowlog.route" // sorts after labelKey, as pprof.Labels wants
+)
 
 // Watchdog watches requests and reports the slow ones. Set its fields
 // before the first request; it starts its goroutines then, and Close
@@ -293,15 +298,15 @@ func (wd *Watchdog) Stats() Stats {
 
 // begin prepares the record of a request or job; the caller fills in its
 // fields, then registers it.
-func (wd *Watchdog) begin(ctx context.Context, id string) *watched {
+func (wd *Watchdog) begin(ctx context.Context, id, route string) *watched {
 	wd.init()
 	wd.requests.Add(1)
 	n := wd.seq.Add(1)
 	if id == "" {
 		id = strconv.FormatUint(n, 10)
 	}
-	w := &watched{wd: wd, id: id, start: time.Now(), shard: &wd.shards[n%uint64(len(wd.shards))]}
-	w.Context = pprof.WithLabels(ctx, pprof.Labels(labelKey, id))
+	w := &watched{wd: wd, id: id, route: route, start: time.Now(), shard: &wd.shards[n%uint64(len(wd.shards))]}
+	w.Context = pprof.WithLabels(ctx, pprof.Labels(labelKey, id, routeLabelKey, route))
 	return w
 }
 
@@ -354,14 +359,15 @@ func (wd *Watchdog) Handler(next http.Handler) http.Handler {
 			id = wd.RequestID(r)
 		}
 		parent := r.Context()
-		w := wd.begin(parent, id)
-		w.kind, w.method, w.route = "request", r.Method, r.Pattern
+		route := r.Pattern
 		if wd.Route != nil {
-			w.route = wd.Route(r)
+			route = wd.Route(r)
 		}
-		if w.route == "" {
-			w.route = r.URL.Path
+		if route == "" {
+			route = r.URL.Path
 		}
+		w := wd.begin(parent, id, route)
+		w.kind, w.method = "request", r.Method
 		w.url = r.URL
 		if wd.Principal != nil {
 			w.principal = wd.Principal(r)
@@ -387,8 +393,8 @@ func (wd *Watchdog) Handler(next http.Handler) http.Handler {
 // Do watches a unit of work that is not an HTTP request, such as a
 // background job, under name.
 func (wd *Watchdog) Do(ctx context.Context, name string, f func(ctx context.Context)) {
-	w := wd.begin(ctx, "")
-	w.kind, w.route = "job", name
+	w := wd.begin(ctx, "", name)
+	w.kind = "job"
 	wd.register(w)
 	defer func() {
 		p := recover()

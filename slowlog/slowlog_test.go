@@ -517,3 +517,36 @@ func TestPanickingSink(t *testing.T) {
 	wd.Close()
 	assert.Equal(t, int64(2), wd.Stats().SinkErrors, "the capture and the final line, both survived")
 }
+
+// Requests are labelled with their route as well as their id, so that a
+// CPU profile can be broken down by route; goroutines they start inherit
+// both labels.
+func TestRouteLabel(t *testing.T) {
+	t.Parallel()
+	wd := &slowlog.Watchdog{Threshold: time.Minute}
+	defer wd.Close()
+	mux := http.NewServeMux()
+	var route, child string
+	mux.Handle("GET /repos/{name}", wd.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		route, _ = pprof.Label(r.Context(), "slowlog.route")
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			// The child's own labels, as a profile sees them.
+			var b strings.Builder
+			pprof.Lookup("goroutine").WriteTo(&b, 1)
+			if strings.Contains(b.String(), `"slowlog.route":"GET /repos/{name}"`) {
+				child = "labelled"
+			}
+		}()
+		<-done
+	})))
+	mux.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/repos/proj", nil))
+	assert.Equal(t, "GET /repos/{name}", route)
+	assert.Equal(t, "labelled", child)
+
+	wd.Do(context.Background(), "nightly-gc", func(ctx context.Context) {
+		route, _ = pprof.Label(ctx, "slowlog.route")
+	})
+	assert.Equal(t, "nightly-gc", route)
+}
