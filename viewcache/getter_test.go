@@ -22,20 +22,20 @@ import (
 	"github.com/forgekit/forgekit/viewcache"
 )
 
-// servers returns a ServerList over two real memcached servers.
-func servers(t *testing.T) *memcache.ServerList {
+// servers returns a ServerList over two real memcached servers, a client
+// and a Getter on them.
+func servers(t *testing.T) (*memcache.ServerList, *memcache.Client, *viewcache.Getter) {
 	ss := new(memcache.ServerList)
 	require.NoError(t, ss.SetServers(testenv.Memcached(t), testenv.Memcached(t)))
-	return ss
+	mc := memcache.NewFromSelector(ss)
+	g := viewcache.NewGetter(ss)
+	t.Cleanup(func() { mc.Close(); g.Close() })
+	return ss, mc, g
 }
 
 func TestGetterMatchesGomemcache(t *testing.T) {
 	t.Parallel()
-	ss := servers(t)
-	mc := memcache.NewFromSelector(ss)
-	defer mc.Close()
-	g := viewcache.NewGetter(ss)
-	defer g.Close()
+	ss, mc, g := servers(t)
 
 	var keys []string
 	for i := range 40 {
@@ -272,11 +272,7 @@ func TestGetterClosed(t *testing.T) {
 // gomemcache, see the same entries and each other's invalidations.
 func TestCacheWithGetter(t *testing.T) {
 	t.Parallel()
-	ss := servers(t)
-	mc := memcache.NewFromSelector(ss)
-	defer mc.Close()
-	g := viewcache.NewGetter(ss)
-	defer g.Close()
+	ss, mc, g := servers(t)
 	a, b := viewcache.New("forge", "v1"), viewcache.New("forge", "v1")
 	a.Memcache, a.Getter, a.MaxBytes = mc, g, -1
 	b.Memcache, b.MaxBytes = memcache.NewFromSelector(ss), -1
