@@ -130,7 +130,9 @@ type Cache struct {
 	flight  singleflight.Group
 	refresh sync.WaitGroup // background refreshes, for Close
 
-	l1Hits                                                                            hitCounter // bumped on every in-process hit, from every core
+	// l1Hits is bumped on every in-process hit, from every core.
+	l1Hits hitCounter
+
 	l2Hits, staleHits, misses, renders, coalesced, evictions, l2Errors, invalidations atomic.Int64
 }
 

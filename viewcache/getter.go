@@ -46,8 +46,8 @@ type Getter struct {
 
 	sel memcache.ServerSelector
 
-	mu     sync.Mutex // guards idle and closed
-	idle   map[net.Addr][]*getConn
+	mu     sync.Mutex            // guards idle and closed
+	idle   map[string][]*getConn // by server address
 	closed bool
 
 	calls, roundTrips, dials, retries, errs atomic.Int64
@@ -64,7 +64,7 @@ type GetterStats struct {
 
 // NewGetter returns a Getter that places keys on servers with sel.
 func NewGetter(sel memcache.ServerSelector) *Getter {
-	return &Getter{sel: sel, idle: make(map[net.Addr][]*getConn)}
+	return &Getter{sel: sel, idle: make(map[string][]*getConn)}
 }
 
 // maxItemSize is the largest value memcached can hold (its -I limit is at
@@ -131,7 +131,7 @@ func (g *Getter) GetMulti(keys []string) (map[string]*memcache.Item, error) {
 		}
 		if first == nil {
 			first = addr
-		} else if addr != first {
+		} else if !sameServer(addr, first) {
 			one = false
 		}
 	}
@@ -143,17 +143,21 @@ func (g *Getter) GetMulti(keys []string) (map[string]*memcache.Item, error) {
 		// The common case, and the reason Getter exists: no goroutine.
 		return m, g.roundTrip(first, keys, func(it *memcache.Item) { m[it.Key] = it })
 	}
-	byAddr := make(map[net.Addr][]string)
+	byAddr := make(map[string][]string)
+	addrs := make(map[string]net.Addr)
 	for _, k := range keys {
 		addr, _ := g.sel.PickServer(k)
-		byAddr[addr] = append(byAddr[addr], k)
+		s := addr.String()
+		byAddr[s] = append(byAddr[s], k)
+		addrs[s] = addr
 	}
 	var (
 		mu       sync.Mutex // guards m and firstErr
 		firstErr error
 		wg       sync.WaitGroup
 	)
-	for addr, ks := range byAddr {
+	for s, ks := range byAddr {
+		addr := addrs[s]
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -231,10 +235,10 @@ func (g *Getter) conn(addr net.Addr) (cn *getConn, pooled bool, err error) {
 		g.mu.Unlock()
 		return nil, false, errGetterClosed
 	}
-	if conns := g.idle[addr]; len(conns) > 0 {
+	if conns := g.idle[addr.String()]; len(conns) > 0 {
 		cn = conns[len(conns)-1]
 		conns[len(conns)-1] = nil
-		g.idle[addr] = conns[:len(conns)-1]
+		g.idle[addr.String()] = conns[:len(conns)-1]
 		g.mu.Unlock()
 		return cn, true, nil
 	}
@@ -263,11 +267,19 @@ func (g *Getter) put(addr net.Addr, cn *getConn) {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.closed || len(g.idle[addr]) >= max {
+	s := addr.String()
+	if g.closed || len(g.idle[s]) >= max {
 		cn.nc.Close()
 		return
 	}
-	g.idle[addr] = append(g.idle[addr], cn)
+	g.idle[s] = append(g.idle[s], cn)
+}
+
+// sameServer reports whether a and b name one server. They are compared
+// by name: a ServerList hands out the same net.Addr for a server every
+// time, but another selector may make a new one per call.
+func sameServer(a, b net.Addr) bool {
+	return a.Network() == b.Network() && a.String() == b.String()
 }
 
 // legalKey reports whether memcached takes key, by gomemcache's rule.

@@ -288,3 +288,27 @@ func TestCacheWithGetter(t *testing.T) {
 	assert.Equal(t, int64(2), a.Stats().L2Hits+b.Stats().L2Hits)
 	assert.Positive(t, g.Stats().Calls)
 }
+
+// freshAddrs is a selector that makes a new net.Addr on every call.
+type freshAddrs struct{ addr string }
+
+func (f freshAddrs) PickServer(string) (net.Addr, error) { return net.ResolveTCPAddr("tcp", f.addr) }
+func (f freshAddrs) Each(fn func(net.Addr) error) error {
+	a, _ := net.ResolveTCPAddr("tcp", f.addr)
+	return fn(a)
+}
+
+// Servers are told apart by name, so a selector that makes new addresses
+// on every call still gets one round trip and pooled connections.
+func TestGetterSelectorWithFreshAddrs(t *testing.T) {
+	t.Parallel()
+	g := viewcache.NewGetter(freshAddrs{testenv.Memcached(t)})
+	defer g.Close()
+	for range 3 {
+		_, err := g.GetMulti([]string{"a", "b", "c"})
+		require.NoError(t, err)
+	}
+	s := g.Stats()
+	assert.Equal(t, int64(3), s.RoundTrips)
+	assert.Equal(t, int64(1), s.Dials)
+}

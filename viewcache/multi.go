@@ -40,9 +40,9 @@ func (c *Cache) GetOrRenderMulti(ctx context.Context, items []Item) ([][]byte, e
 	stale := make(map[int]*entry)
 	if c.l2 != nil {
 		keys := make([]string, 0, 3*len(todo))
-		offset := make(map[int]int, len(todo)) // where item i's keys start
-		for _, i := range todo {
-			offset[i] = len(keys)
+		offsets := make([]int, len(todo)) // where the keys of todo[j] start
+		for j, i := range todo {
+			offsets[j] = len(keys)
 			keys = append(keys, c.memKey("v:", items[i].Key))
 			for _, d := range items[i].Deps {
 				keys = append(keys, c.genKey(d))
@@ -53,8 +53,8 @@ func (c *Cache) GetOrRenderMulti(ctx context.Context, items []Item) ([][]byte, e
 			c.l2Error("get", err)
 		} else {
 			rest := todo[:0]
-			for _, i := range todo {
-				o := offset[i]
+			for j, i := range todo {
+				o := offsets[j]
 				e, gens, err := c.parse(found, keys[o:o+1+len(items[i].Deps)], items[i].Deps)
 				if err != nil || e == nil {
 					rest = append(rest, i)
