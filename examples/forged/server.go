@@ -495,7 +495,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	fresh.wait(drainFresh)
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if serr := srv.Shutdown(shutdownCtx); serr != nil && err == nil {
+	// Shutdown closes the listener again unless Serve has already seen it
+	// closed and let go of it, which is a race; that second close's error
+	// says nothing.
+	if serr := srv.Shutdown(shutdownCtx); serr != nil && !errors.Is(serr, net.ErrClosed) && err == nil {
 		err = serr
 	}
 	if serveErr := <-errc; !errors.Is(serveErr, http.ErrServerClosed) && !errors.Is(serveErr, net.ErrClosed) && err == nil {
