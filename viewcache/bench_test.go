@@ -143,6 +143,51 @@ func BenchmarkL2Hit(b *testing.B) {
 	b.ReportMetric(raw, "gomemcache-allocs/get")
 }
 
+// BenchmarkGetter: what a multi-get costs on one connection. A Getter's
+// get of the 4 KB value and two small counters vs its get of the value
+// alone vs gomemcache's Get of it, alternating. This is why an L2 hit can
+// cost about what a Get does once no goroutine is woken for it.
+func BenchmarkGetter(b *testing.B) {
+	_, addr := memcachedB(b)
+	ss := new(memcache.ServerList)
+	if err := ss.SetServers(addr); err != nil {
+		b.Fatal(err)
+	}
+	mc := memcache.NewFromSelector(ss)
+	defer mc.Close()
+	g := viewcache.NewGetter(ss)
+	defer g.Close()
+	mc.Set(&memcache.Item{Key: "raw", Value: value4k})
+	mc.Set(&memcache.Item{Key: "raw-g1", Value: []byte("12345")})
+	mc.Set(&memcache.Item{Key: "raw-g2", Value: []byte("12345")})
+	three, one := []string{"raw", "raw-g1", "raw-g2"}, []string{"raw"}
+	var t3, t1, tGet time.Duration
+	for b.Loop() {
+		start := time.Now()
+		if m, err := g.GetMulti(three); err != nil || len(m) != 3 {
+			b.Fatal(err, len(m))
+		}
+		t3 += time.Since(start)
+		start = time.Now()
+		if _, err := g.GetMulti(one); err != nil {
+			b.Fatal(err)
+		}
+		t1 += time.Since(start)
+		start = time.Now()
+		if _, err := mc.Get("raw"); err != nil {
+			b.Fatal(err)
+		}
+		tGet += time.Since(start)
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(t3.Microseconds())/n, "getter-3keys-µs")
+	b.ReportMetric(float64(t1.Microseconds())/n, "getter-1key-µs")
+	b.ReportMetric(float64(tGet.Microseconds())/n, "gomemcache-get-µs")
+	b.ReportMetric(float64(t3)/float64(t1), "x-1key")
+	b.ReportMetric(float64(t3)/float64(tGet), "x-gomemcache-get")
+	b.ReportMetric(testing.AllocsPerRun(100, func() { g.GetMulti(three) }), "getter-3keys-allocs")
+}
+
 // fragment is a realistic viewlet: a table of 30 file rows.
 var fragment = template.Must(template.New("files").Parse(`<table class="files">{{range .Rows}}
 <tr><td class="icon">{{if .Dir}}📁{{else}}📄{{end}}</td><td><a href="/{{$.Repo}}/blob/main/{{.Path}}">{{.Name}}</a></td><td>{{.Msg}}</td><td title="{{.When}}">{{.Ago}}</td></tr>{{end}}

@@ -70,7 +70,9 @@ type Cache struct {
 
 	// Getter, if set, does the shared tier's lookups in place of
 	// Memcache.GetMulti. A *Getter built from the same ServerSelector as
-	// Memcache does them without a goroutine per lookup (see Getter).
+	// Memcache does them without a goroutine per lookup (see Getter). It
+	// is used only when Memcache is set: writes, invalidations and locks
+	// always go through Memcache.
 	Getter MultiGetter
 
 	// MaxBytes bounds the in-process tier by the bytes of its entries. If
@@ -312,7 +314,7 @@ func (c *Cache) Stats() Stats {
 // long or has characters memcached does not allow.
 func (c *Cache) memKey(kind, key string) string {
 	k := c.prefix + kind + key
-	if len(k) <= maxKeyLen && safeKey(k) {
+	if legalKey(k) {
 		return k
 	}
 	sum := sha256.Sum256([]byte(k))
@@ -332,7 +334,7 @@ func safeKey(k string) bool {
 // version.
 func (c *Cache) genKey(dep string) string {
 	k := c.prefix[:strings.IndexByte(c.prefix, ':')+1] + "gen:" + dep
-	if len(k) <= maxKeyLen && safeKey(k) {
+	if legalKey(k) {
 		return k
 	}
 	sum := sha256.Sum256([]byte(k))

@@ -41,7 +41,7 @@ type Getter struct {
 	Timeout time.Duration
 
 	// MaxIdleConns is the number of idle connections kept per server. If
-	// zero, memcache.DefaultMaxIdleConns is used.
+	// zero, memcache.DefaultMaxIdleConns is used, as in gomemcache.
 	MaxIdleConns int
 
 	sel memcache.ServerSelector
@@ -59,7 +59,7 @@ type GetterStats struct {
 	RoundTrips int64 // requests sent, one per server asked
 	Dials      int64 // connections opened
 	Retries    int64 // round trips retried on a new connection after a pooled one failed
-	Errors     int64 // round trips that failed (the connection is then closed)
+	Errors     int64 // round trips that failed, after their retry if they had one (the connection is then closed)
 }
 
 // NewGetter returns a Getter that places keys on servers with sel.
@@ -210,11 +210,7 @@ func (g *Getter) roundTrip(addr net.Addr, keys []string, found func(*memcache.It
 // ask sends one get for keys on cn and reads the answer.
 func (g *Getter) ask(cn *getConn, keys []string, found func(*memcache.Item)) error {
 	g.roundTrips.Add(1)
-	timeout := g.Timeout
-	if timeout <= 0 {
-		timeout = memcache.DefaultTimeout
-	}
-	if err := cn.nc.SetDeadline(time.Now().Add(timeout)); err != nil {
+	if err := cn.nc.SetDeadline(time.Now().Add(g.timeout())); err != nil {
 		return err
 	}
 	cn.req = append(cn.req[:0], "get"...)
@@ -248,16 +244,19 @@ func (g *Getter) conn(addr net.Addr) (cn *getConn, pooled bool, err error) {
 }
 
 func (g *Getter) dial(addr net.Addr) (*getConn, error) {
-	timeout := g.Timeout
-	if timeout <= 0 {
-		timeout = memcache.DefaultTimeout
-	}
 	g.dials.Add(1)
-	nc, err := net.DialTimeout(addr.Network(), addr.String(), timeout)
+	nc, err := net.DialTimeout(addr.Network(), addr.String(), g.timeout())
 	if err != nil {
 		return nil, fmt.Errorf("viewcache: memcached %s: %w", addr, err)
 	}
 	return &getConn{nc: nc, r: bufio.NewReader(nc)}, nil
+}
+
+func (g *Getter) timeout() time.Duration {
+	if g.Timeout > 0 {
+		return g.Timeout
+	}
+	return memcache.DefaultTimeout
 }
 
 func (g *Getter) put(addr net.Addr, cn *getConn) {
