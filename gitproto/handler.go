@@ -753,6 +753,15 @@ func (h *Handler) serveUploadPack(rw *responseWriter, r *http.Request, dir, prot
 
 func (h *Handler) serveReceivePack(rw *responseWriter, r *http.Request, name, dir, proto, principal string, info *RequestInfo) error {
 	ctx := r.Context()
+	// receive-pack answers while the pack still arrives (fsck warnings
+	// and progress on the side-band). Without full duplex, net/http
+	// treats a response started before the body was read as the end of
+	// the request: for a chunked body (git's own above http.postBuffer)
+	// it reads and discards up to 256 KiB of it concurrently, stealing
+	// bytes from the middle of the pack.
+	if err := rw.rc.EnableFullDuplex(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return err
+	}
 	src, closeBody, err := h.body(r, rw.rc, h.maxPushBytes(), &info.BytesIn)
 	if err != nil {
 		return err

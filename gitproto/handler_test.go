@@ -405,3 +405,43 @@ func TestPanickingPolicyRejects(t *testing.T) {
 	assert.Equal(t, before, f.serverRef("alice/proj.git", "main"))
 	f.mustGit("", "ls-remote", f.url("", "alice/proj.git")) // still serving
 }
+
+// TestChunkedPushAnsweredEarly pushes a pack larger than git's
+// http.postBuffer (so the body is chunked) to a repository that checks
+// objects as they arrive: receive-pack's fsck warning about an old tree
+// goes out on the side-band while most of the pack is still to come.
+// Without full duplex, net/http took that early answer for the end of
+// the request and read up to 256 KiB of the body away itself.
+func TestChunkedPushAnsweredEarly(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, testenv.RepoOptions{Commits: 3}, nil)
+	f.mustGit(filepath.Join(f.root, "alice", "proj.git"), "config", "receive.fsckObjects", "true")
+	dst := filepath.Join(f.work, "clone")
+	f.mustGit("", "clone", "-q", f.url("alice", "alice/proj.git"), dst)
+
+	// A tree with mode 100664 (as early git wrote them), which fsck
+	// --strict warns about.
+	require.NoError(t, os.WriteFile(filepath.Join(dst, "old.txt"), []byte("old\n"), 0o644))
+	blob := strings.TrimSpace(f.mustGit(dst, "hash-object", "-w", "old.txt"))
+	tree, err := testenv.RunErr(t, testenv.Cmd{Dir: dst, Args: []string{"mktree"}, Stdin: "100664 blob " + blob + "\told.txt\n"})
+	require.NoError(t, err)
+	old := strings.TrimSpace(f.mustGit(dst, "commit-tree", "-p", "HEAD", "-m", "old tree", strings.TrimSpace(tree)))
+	f.mustGit(dst, "reset", "-q", "--soft", old)
+	// Past receive.unpackLimit, so that index-pack checks objects as
+	// they arrive; incompressible data, past http.postBuffer.
+	for i := range 150 {
+		require.NoError(t, os.WriteFile(filepath.Join(dst, fmt.Sprintf("s%d.txt", i)), []byte(fmt.Sprint(i)), 0o644))
+	}
+	data := make([]byte, 4<<20)
+	for i := range data {
+		data[i] = byte(uint32(i) * 2654435761 >> 24)
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(dst, "data.bin"), data, 0o644))
+	f.mustGit(dst, "add", ".")
+	f.mustGit(dst, "commit", "-q", "-m", "data")
+	// With a tag, pack-objects writes every tree before any blob.
+	f.mustGit(dst, "tag", "v9")
+	f.mustGit(dst, "-c", "pack.compression=0", "push", "-q", "origin", "main", "v9")
+	assert.Equal(t, strings.TrimSpace(f.mustGit(dst, "rev-parse", "HEAD")), f.serverRef("alice/proj.git", "main"))
+	f.mustGit(filepath.Join(f.root, "alice", "proj.git"), "fsck", "--no-dangling")
+}

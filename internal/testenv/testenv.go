@@ -75,9 +75,10 @@ func GitEnv(home string) []string {
 
 // Cmd is a git command line run by Run.
 type Cmd struct {
-	Dir  string   // working directory
-	Env  []string // added to GitEnv
-	Args []string
+	Dir   string   // working directory
+	Env   []string // added to GitEnv
+	Args  []string
+	Stdin string
 }
 
 // Run runs git with GitEnv (HOME in a per-test directory) and returns
@@ -101,6 +102,7 @@ func RunErr(tb testing.TB, c Cmd) (string, error) {
 	cmd := exec.CommandContext(ctx, git, c.Args...)
 	cmd.Dir = c.Dir
 	cmd.Env = append(GitEnv(home(tb)), c.Env...)
+	cmd.Stdin = strings.NewReader(c.Stdin)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
