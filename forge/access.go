@@ -4,16 +4,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
-	"fmt"
 	"net/http"
-	"os"
-	"path"
-	"path/filepath"
 	"strings"
-	"sync"
 	"time"
-
-	"github.com/forgekit/forgekit/gitproto"
 )
 
 // Action is what a principal wants to do with a repository.
@@ -42,38 +35,6 @@ var (
 	// missing one).
 	ErrLoginRequired = errors.New("forge: login required")
 )
-
-// Forge ties the repository store and the metadata together and makes the
-// one access decision every entry point uses. Set its fields before use;
-// it is then safe for concurrent use and must not be copied.
-type Forge struct {
-	Store *Store
-	Meta  *Meta
-
-	// Deliverer, if set, sends push events to the repositories' webhooks.
-	Deliverer *Deliverer
-
-	// OnPush listeners are called after every push that moved refs (the
-	// server uses them to invalidate fragment caches and count activity).
-	OnPush []func(ctx context.Context, ev PushEvent)
-
-	// A git client sends its password with every request of a clone or
-	// push, and an argon2id check costs about 27 ms and 19 MiB here, so a
-	// successful password login is remembered for loginCacheTTL, keyed by
-	// a SHA-256 of name and password (the password itself is not kept).
-	authMu    sync.Mutex // guards authCache
-	authCache map[[32]byte]cachedLogin
-}
-
-const (
-	loginCacheTTL = time.Minute
-	loginCacheMax = 4096
-)
-
-type cachedLogin struct {
-	user    *User
-	expires time.Time
-}
 
 // Can decides whether p may do a on owner/name. Private repositories (and
 // missing ones) are ErrNotFound to anyone who may not read them, or
@@ -184,133 +145,4 @@ func (f *Forge) Authenticate(r *http.Request) (*Principal, error) {
 	f.authCache[key] = cachedLogin{user: u, expires: now.Add(loginCacheTTL)}
 	f.authMu.Unlock()
 	return &Principal{User: u}, nil
-}
-
-func splitRepo(repo string) (owner, name string, ok bool) {
-	owner, name, ok = strings.Cut(strings.TrimSuffix(repo, ".git"), "/")
-	return owner, name, ok && !strings.Contains(name, "/")
-}
-
-// GitHandler returns a gitproto.Handler serving the forge's repositories
-// with its access rules: anonymous clone of public repositories, Basic
-// authentication (password or token) for the rest, push-to-create into
-// one's own namespace (private by default), and protected branches that
-// refuse force-pushes and deletion. The caller may set more fields
-// (caches, admission, limits) before serving.
-func (f *Forge) GitHandler() *gitproto.Handler {
-	return &gitproto.Handler{
-		Resolver: f.Store.Resolver(),
-		Realm:    "forgekit",
-		Authorizer: gitproto.AuthorizerFunc(func(r *http.Request, repo string, op gitproto.Op) (string, error) {
-			owner, name, ok := splitRepo(repo)
-			if !ok {
-				return "", gitproto.ErrNotFound
-			}
-			p, err := f.Authenticate(r)
-			if err != nil {
-				return "", gitproto.ErrUnauthorized
-			}
-			a := ActionRead
-			if op == gitproto.Write {
-				a = ActionWrite
-			}
-			who := ""
-			if p != nil {
-				who = p.User.Name
-			}
-			err = f.Can(r.Context(), p, owner, name, a)
-			switch {
-			case err == nil:
-				return who, nil
-			case errors.Is(err, ErrLoginRequired):
-				return "", gitproto.ErrUnauthorized
-			case errors.Is(err, ErrNotFound) && a == ActionWrite && p != nil && strings.EqualFold(p.User.Name, owner) && p.Scope != ScopeRead:
-				return who, nil // push-to-create into one's own namespace
-			case errors.Is(err, ErrNotFound):
-				return "", gitproto.ErrNotFound
-			case errors.Is(err, ErrForbidden):
-				return "", gitproto.ErrForbidden
-			}
-			return "", err
-		}),
-		OnMissingRepo: func(ctx context.Context, repo, principal string) (string, error) {
-			owner, name, ok := splitRepo(repo)
-			if !ok || !strings.EqualFold(owner, principal) {
-				return "", gitproto.ErrNotFound
-			}
-			r, err := f.Store.Create(ctx, principal, name)
-			if err != nil {
-				return "", fmt.Errorf("%w: %v", gitproto.ErrNotFound, err)
-			}
-			if _, err := f.Meta.CreateRepoInfo(ctx, RepoInfo{Owner: r.Owner, Name: r.Name, Private: true}); err != nil {
-				f.Store.Delete(ctx, r.Owner, r.Name)
-				return "", err
-			}
-			return r.Dir, nil
-		},
-		PreReceive: func(ctx context.Context, p *gitproto.Push) error {
-			owner, name, _ := splitRepo(p.Repo)
-			r, err := f.Meta.RepoInfo(ctx, owner, name)
-			if err != nil {
-				return err
-			}
-			patterns, err := f.Meta.ProtectedBranches(ctx, r.ID)
-			if err != nil {
-				return err
-			}
-			for _, u := range p.Updates {
-				branch, ok := strings.CutPrefix(u.Ref, "refs/heads/")
-				if !ok || !protected(branch, patterns) || u.IsCreate() {
-					continue
-				}
-				if u.IsDelete() {
-					p.Reject(u.Ref, "protected branch: cannot be deleted")
-					continue
-				}
-				if ff, err := p.IsAncestor(ctx, u.Old, u.New); err != nil {
-					return err
-				} else if !ff {
-					p.Reject(u.Ref, "protected branch: force-push refused")
-				}
-			}
-			return nil
-		},
-		PostReceive: func(ctx context.Context, p *gitproto.Push) {
-			owner, name, _ := splitRepo(p.Repo)
-			r, err := f.Meta.RepoInfo(ctx, owner, name)
-			if err != nil {
-				return
-			}
-			now := time.Now()
-			f.Meta.Pushed(ctx, r.ID, now, dirSize(p.Dir))
-			ev := PushEvent{Repo: r.Owner + "/" + r.Name, Pusher: p.Principal, Updates: p.Updates, At: now.UTC()}
-			for _, l := range f.OnPush {
-				l(ctx, ev)
-			}
-			if f.Deliverer != nil {
-				f.Deliverer.Push(ctx, r.ID, ev)
-			}
-		},
-	}
-}
-
-func protected(branch string, patterns []string) bool {
-	for _, pat := range patterns {
-		if ok, _ := path.Match(pat, branch); ok {
-			return true
-		}
-	}
-	return false
-}
-
-// dirSize adds up the sizes of the files under dir.
-func dirSize(dir string) int64 {
-	var n int64
-	filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
-		if err == nil && fi.Mode().IsRegular() {
-			n += fi.Size()
-		}
-		return nil
-	})
-	return n
 }

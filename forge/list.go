@@ -145,14 +145,11 @@ func scanRepo(scan func(...any) error) (*RepoInfo, error) {
 	return r, nil
 }
 
-// UpdateRepoInfo saves a repository's settings: visibility, description
-// and default branch.
+// UpdateRepoInfo saves a repository's visibility and description. (The
+// default branch is Forge.SetDefaultBranch's: HEAD must move with it.)
 func (m *Meta) UpdateRepoInfo(ctx context.Context, r *RepoInfo) error {
-	if r.DefaultBranch == "" {
-		r.DefaultBranch = "main"
-	}
-	res, err := m.exec(ctx, `UPDATE repos SET private = ?, description = ?, default_branch = ? WHERE id = ?`,
-		r.Private, r.Description, r.DefaultBranch, r.ID)
+	res, err := m.exec(ctx, `UPDATE repos SET private = ?, description = ? WHERE id = ?`,
+		r.Private, r.Description, r.ID)
 	if err != nil {
 		return fmt.Errorf("forge: %w", err)
 	}
@@ -208,52 +205,3 @@ func (m *Meta) DeleteWebhook(ctx context.Context, repoID, id int64) error {
 
 // Ping checks that the database answers.
 func (m *Meta) Ping(ctx context.Context) error { return m.db.PingContext(ctx) }
-
-// CreateRepo creates owner/name on disk and in the metadata, with the
-// default branch protected; if either fails, neither remains.
-func (f *Forge) CreateRepo(ctx context.Context, owner, name string, private bool, description string) (*RepoInfo, error) {
-	if _, err := f.Meta.User(ctx, owner); err != nil {
-		return nil, err
-	}
-	r, err := f.Store.Create(ctx, owner, name)
-	if err != nil {
-		return nil, err
-	}
-	info, err := f.Meta.CreateRepoInfo(ctx, RepoInfo{Owner: r.Owner, Name: r.Name, Private: private, Description: description})
-	if err != nil {
-		f.Store.Delete(ctx, r.Owner, r.Name)
-		return nil, err
-	}
-	if err := f.Meta.ProtectBranch(ctx, info.ID, info.DefaultBranch); err != nil {
-		return nil, err
-	}
-	return info, nil
-}
-
-// DeleteRepo moves owner/name to the store's trash and forgets its
-// metadata (collaborators, webhooks and protections go with it).
-func (f *Forge) DeleteRepo(ctx context.Context, owner, name string) error {
-	info, err := f.Meta.RepoInfo(ctx, owner, name)
-	if err != nil {
-		return err
-	}
-	if err := f.Store.Delete(ctx, info.Owner, info.Name); err != nil && !errors.Is(err, ErrNotFound) {
-		return err
-	}
-	if _, err := f.Meta.exec(ctx, `DELETE FROM repos WHERE id = ?`, info.ID); err != nil {
-		return fmt.Errorf("forge: %w", err)
-	}
-	return nil
-}
-
-// SetPassword changes user's password and forgets the logins remembered
-// for git clients, so that the old password stops working at once.
-func (f *Forge) SetPassword(ctx context.Context, user, password string) error {
-	if err := f.Meta.SetPassword(ctx, user, password); err != nil {
-		return err
-	}
-	f.authMu.Lock()
-	f.authCache = nil
-	f.authMu.Unlock()
-	return nil
-}

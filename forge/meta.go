@@ -449,6 +449,28 @@ func (m *Meta) RepoInfo(ctx context.Context, owner, name string) (*RepoInfo, err
 		strings.ToLower(owner+"/"+name)).Scan)
 }
 
+// DeleteRepoInfo forgets a repository's metadata; its collaborators,
+// protections and webhooks go with it.
+func (m *Meta) DeleteRepoInfo(ctx context.Context, repoID int64) error {
+	if _, err := m.exec(ctx, `DELETE FROM repos WHERE id = ?`, repoID); err != nil {
+		return fmt.Errorf("forge: %w", err)
+	}
+	return nil
+}
+
+// SetDefaultBranch records the repository's default branch (the branch
+// HEAD names; see Forge.SetDefaultBranch, which changes both).
+func (m *Meta) SetDefaultBranch(ctx context.Context, repoID int64, branch string) error {
+	res, err := m.exec(ctx, `UPDATE repos SET default_branch = ? WHERE id = ?`, branch, repoID)
+	if err != nil {
+		return fmt.Errorf("forge: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
 // Pushed records a push: its time and the repository's new size.
 func (m *Meta) Pushed(ctx context.Context, repoID int64, at time.Time, size int64) error {
 	_, err := m.exec(ctx, `UPDATE repos SET pushed_at = ?, size = ? WHERE id = ?`, at.Unix(), size, repoID)

@@ -453,3 +453,15 @@ func (s *Store) Resolver() gitproto.Resolver {
 		return r.Dir, nil
 	})
 }
+
+// discard removes a repository that was just created and must not
+// remain (no trash: it held nothing).
+func (s *Store) discard(r *Repo) {
+	os.RemoveAll(r.Dir)
+}
+
+// SetHead points HEAD of the repository in dir at branch, which need not
+// exist yet.
+func (s *Store) SetHead(ctx context.Context, dir, branch string) error {
+	return s.run(ctx, dir, "symbolic-ref", "HEAD", "refs/heads/"+branch)
+}

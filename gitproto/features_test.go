@@ -518,3 +518,39 @@ func TestWriteTimeoutStalledClient(t *testing.T) {
 	assert.Empty(t, processesIn(dir), "git processes of the stalled request are gone")
 	assert.Positive(t, f.h.Stats().Errors)
 }
+
+// TestGoGitEngineFunnyRefnames: the gogit engine refuses ref names git
+// forbids (after which git itself could not update the repository), as
+// git receive-pack does.
+func TestGoGitEngineFunnyRefnames(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, testenv.RepoOptions{Commits: 2}, func(h *gitproto.Handler) {
+		h.Engine = &gitproto.GoGitEngine{}
+		h.PreReceive = nil
+	})
+	head := f.serverRef("alice/proj.git", "main")
+	zero := strings.Repeat("0", 40)
+	// An empty pack: version 2, no objects, and its SHA-1 trailer.
+	pack := "PACK\x00\x00\x00\x02\x00\x00\x00\x00\x02\x9d\x08\x82\x3b\xd8\xa8\xea\xb5\x10\xad\x6a\xc7\x5c\x82\x3c\xfd\x3e\xd3\x1e"
+	for _, tc := range []struct{ name, ref, want string }{
+		{name: "lock", ref: "refs/heads/main.lock", want: "ng refs/heads/main.lock funny refname"},
+		{name: "hidden", ref: "refs/heads/.hidden", want: "ng refs/heads/.hidden funny refname"},
+		{name: "trailing dot", ref: "refs/heads/x.", want: "ng refs/heads/x. funny refname"},
+		{name: "at brace", ref: "refs/heads/a@{b", want: "ng refs/heads/a@{b funny refname"},
+		{name: "valid", ref: "refs/heads/fine", want: "ok refs/heads/fine"},
+	} {
+		body := pkt(zero+" "+head+" "+tc.ref+"\x00report-status\n") + "0000" + pack
+		req, _ := http.NewRequest("POST", f.url("alice", "alice/proj.git")+"/git-receive-pack", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/x-git-receive-pack-request")
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err, tc.name)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		assert.Contains(t, string(b), tc.want, tc.name)
+		if tc.ref != "refs/heads/fine" {
+			assert.Empty(t, f.serverRef("alice/proj.git", tc.ref), tc.name)
+		}
+	}
+	assert.Equal(t, head, f.serverRef("alice/proj.git", "refs/heads/fine"))
+	http.DefaultClient.CloseIdleConnections()
+}

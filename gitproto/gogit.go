@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 
 	"github.com/go-git/go-git/v5/plumbing"
@@ -227,6 +228,10 @@ func (e *GoGitEngine) receivePack(ctx context.Context, st *filesystem.Storage, i
 			cs.Status = "pre-receive hook declined"
 		case rejected:
 			cs.Status = truncate(reason, 200)
+		case !strings.HasPrefix(c.Name.String(), "refs/") || CheckRefName(c.Name.String()) != nil:
+			// As git receive-pack answers: a ref git could not update
+			// or delete afterwards is never written.
+			cs.Status = "funny refname"
 		default:
 			if err := casRef(st, c); err != nil {
 				cs.Status = err.Error()

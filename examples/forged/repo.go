@@ -183,27 +183,55 @@ const refsTTL = time.Second
 
 type refsEntry struct {
 	refs []forge.Ref
+	head string // the branch HEAD names
 	at   time.Time
 }
 
-// refsOf returns the repository's branches and tags.
-func (s *server) refsOf(ctx context.Context, br *forge.Browser, rv *repoView) ([]forge.Ref, error) {
+// refsOf returns the repository's branches and tags, and the branch HEAD
+// names.
+func (s *server) refsOf(ctx context.Context, br *forge.Browser, rv *repoView) ([]forge.Ref, string, error) {
 	if e, ok := s.refs.Get(rv.key); ok && time.Since(e.at) < refsTTL {
-		return e.refs, nil
+		return e.refs, e.head, nil
 	}
-	refs, _, err := br.Refs(ctx)
+	refs, head, err := br.Refs(ctx)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	s.refs.Add(rv.key, refsEntry{refs, time.Now()})
-	return refs, nil
+	s.refs.Add(rv.key, refsEntry{refs, head, time.Now()})
+	return refs, head, nil
+}
+
+// defaultBranch is the branch a repository's home shows: the one HEAD
+// names, as git clone checks out; if HEAD names no existing branch (a
+// repository brought in from elsewhere), main, master or the first.
+// "" for an empty repository.
+func defaultBranch(refs []forge.Ref, head string) string {
+	has := func(name string) bool {
+		for _, r := range refs {
+			if !r.Tag && r.Name == name {
+				return true
+			}
+		}
+		return false
+	}
+	for _, b := range []string{head, "main", "master"} {
+		if b != "" && has(b) {
+			return b
+		}
+	}
+	for _, r := range refs {
+		if !r.Tag {
+			return r.Name
+		}
+	}
+	return ""
 }
 
 // resolve splits rest ("REF/PATH", REF possibly with slashes) into the
 // longest branch or tag it starts with, or a commit id, and the path.
 // Full commit ids found once are remembered: a commit never changes.
 func (s *server) resolve(ctx context.Context, br *forge.Browser, rv *repoView, rest string) (ref, commit, p string, err error) {
-	refs, err := s.refsOf(ctx, br, rv)
+	refs, _, err := s.refsOf(ctx, br, rv)
 	if err != nil {
 		return "", "", "", err
 	}
@@ -248,7 +276,7 @@ type refLink struct{ Name, Path string }
 func (s *server) refsFragment(ctx context.Context, br *forge.Browser, rv *repoView) (template.HTML, error) {
 	key := "refs|" + rv.key + "|" + rv.Ref
 	return s.cached(ctx, key, append(rv.deps(), "refs:"+rv.key), "refs", func(ctx context.Context) (any, error) {
-		refs, err := s.refsOf(ctx, br, rv)
+		refs, _, err := s.refsOf(ctx, br, rv)
 		if err != nil {
 			return nil, err
 		}
@@ -320,18 +348,20 @@ func (s *server) repoHome(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if _, err := s.setRef(r.Context(), br, rv, rv.Info.DefaultBranch); err != nil {
-		// Empty, or the default branch is missing: show the first branch.
-		refs, _, _ := br.Refs(r.Context())
-		if len(refs) == 0 {
-			w.Header().Set("Cache-Control", "private, no-cache")
-			s.render(w, r, sess, http.StatusOK, "repo", &page{Title: rv.Info.Owner + "/" + rv.Info.Name, Repo: rv, Data: repoData{Empty: true}})
-			return
-		}
-		if _, err := s.setRef(r.Context(), br, rv, refs[0].Name); err != nil {
-			s.fail(w, r, err)
-			return
-		}
+	refs, head, err := s.refsOf(r.Context(), br, rv)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	branch := defaultBranch(refs, head)
+	if branch == "" {
+		w.Header().Set("Cache-Control", "private, no-cache")
+		s.render(w, r, sess, http.StatusOK, "repo", &page{Title: rv.Info.Owner + "/" + rv.Info.Name, Repo: rv, Data: repoData{Empty: true}})
+		return
+	}
+	if _, err := s.setRef(r.Context(), br, rv, branch); err != nil {
+		s.fail(w, r, err)
+		return
 	}
 	s.treePage(w, r, sess, rv, br, "")
 }

@@ -218,6 +218,7 @@ func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server
 	if s.forge, err = openForge(ctx, cfg.data, cfg.db); err != nil {
 		return nil, err
 	}
+	s.forge.Logger = logger
 	s.hooks = &forge.Deliverer{Meta: s.forge.Meta, Logger: logger, Client: webhookClient(cfg.webhookPrivate)}
 	s.forge.Deliverer = s.hooks
 	s.forge.OnPush = append(s.forge.OnPush, s.pushed)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -62,10 +63,17 @@ func (s *server) repoSettingsPost(w http.ResponseWriter, r *http.Request) {
 		info := *rv.Info
 		info.Description = strings.TrimSpace(r.PostFormValue("description"))
 		info.Private = r.PostFormValue("private") != ""
-		info.DefaultBranch = strings.TrimSpace(r.PostFormValue("default_branch"))
-		if info.DefaultBranch == "" || strings.ContainsAny(info.DefaultBranch, " ~^:?*[\\") || strings.Contains(info.DefaultBranch, "..") {
-			bad("That is not a branch name.")
-			return
+		if branch := strings.TrimSpace(r.PostFormValue("default_branch")); branch != info.DefaultBranch {
+			// HEAD moves with it: clones, pages and archives agree.
+			err = s.forge.SetDefaultBranch(ctx, &info, branch)
+			if errors.Is(err, forge.ErrInvalidName) || errors.Is(err, forge.ErrNoBranch) {
+				bad("There is no branch " + strconv.Quote(branch) + ".")
+				return
+			}
+			if err != nil {
+				break
+			}
+			s.refs.Remove(rv.key)
 		}
 		err = m.UpdateRepoInfo(ctx, &info)
 	case "collab":

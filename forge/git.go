@@ -1,0 +1,255 @@
+package forge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/forgekit/forgekit/gitproto"
+)
+
+// GitPolicy is the forge's rules for git traffic, as the hooks of a
+// gitproto.Handler: who may fetch and push (Authorize), push-to-create
+// into one's own namespace (OnMissingRepo), what a push may change
+// (PreReceive) and what follows it (PostReceive). Each rule is a method,
+// so that it can be read, tested and reused by other transports. A
+// GitPolicy is safe for concurrent use.
+type GitPolicy struct {
+	f *Forge
+}
+
+// GitPolicy returns the forge's git policy.
+func (f *Forge) GitPolicy() *GitPolicy { return &GitPolicy{f: f} }
+
+// GitHandler returns a gitproto.Handler serving the forge's repositories
+// with its GitPolicy: anonymous clone of public repositories, Basic
+// authentication (password or token) for the rest, push-to-create into
+// one's own namespace (private by default), and protected branches that
+// refuse force-pushes and deletion. The caller may set more fields
+// (caches, admission, limits) before serving.
+func (f *Forge) GitHandler() *gitproto.Handler {
+	p := f.GitPolicy()
+	return &gitproto.Handler{
+		Resolver:      f.Store.Resolver(),
+		Realm:         "forgekit",
+		Authorizer:    p,
+		OnMissingRepo: p.OnMissingRepo,
+		PreReceive:    p.PreReceive,
+		PostReceive:   p.PostReceive,
+	}
+}
+
+func splitRepo(repo string) (owner, name string, ok bool) {
+	owner, name, ok = strings.Cut(strings.TrimSuffix(repo, ".git"), "/")
+	return owner, name, ok && !strings.Contains(name, "/")
+}
+
+// Authorize implements gitproto.Authorizer with Forge.Can, authenticating
+// the request's Basic credentials (a password or a token). A push into
+// one's own namespace is allowed for a repository that does not exist
+// yet, so that OnMissingRepo can create it.
+func (g *GitPolicy) Authorize(r *http.Request, repo string, op gitproto.Op) (string, error) {
+	owner, name, ok := splitRepo(repo)
+	if !ok {
+		return "", gitproto.ErrNotFound
+	}
+	p, err := g.f.Authenticate(r)
+	if err != nil {
+		return "", gitproto.ErrUnauthorized
+	}
+	a := ActionRead
+	if op == gitproto.Write {
+		a = ActionWrite
+	}
+	who := ""
+	if p != nil {
+		who = p.User.Name
+	}
+	err = g.f.Can(r.Context(), p, owner, name, a)
+	switch {
+	case err == nil:
+		return who, nil
+	case errors.Is(err, ErrLoginRequired):
+		return "", gitproto.ErrUnauthorized
+	case errors.Is(err, ErrNotFound) && a == ActionWrite && p != nil && strings.EqualFold(p.User.Name, owner) && p.Scope != ScopeRead:
+		return who, nil // push-to-create into one's own namespace
+	case errors.Is(err, ErrNotFound):
+		return "", gitproto.ErrNotFound
+	case errors.Is(err, ErrForbidden):
+		return "", gitproto.ErrForbidden
+	}
+	return "", err
+}
+
+// OnMissingRepo creates a private repository for a push into the
+// pusher's own namespace, as Forge.CreateRepo does (default branch
+// protected).
+func (g *GitPolicy) OnMissingRepo(ctx context.Context, repo, principal string) (string, error) {
+	owner, name, ok := splitRepo(repo)
+	if !ok || !strings.EqualFold(owner, principal) {
+		return "", gitproto.ErrNotFound
+	}
+	info, err := g.f.CreateRepo(ctx, principal, name, true, "")
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", gitproto.ErrNotFound, err)
+	}
+	r, err := g.f.Store.Get(info.Owner, info.Name)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", gitproto.ErrNotFound, err)
+	}
+	return r.Dir, nil
+}
+
+// PreReceive refuses, ref by ref:
+//   - force-pushes to and deletion of protected branches;
+//   - branches and tags named like a full commit id (40 or 64 hex
+//     digits), which would make a commit's URL show something else;
+//   - new branches and tags named under a protected branch
+//     ("main/docs" when main is protected), which would shadow what
+//     URLs under the branch's name show.
+func (g *GitPolicy) PreReceive(ctx context.Context, p *gitproto.Push) error {
+	owner, name, _ := splitRepo(p.Repo)
+	r, err := g.f.Meta.RepoInfo(ctx, owner, name)
+	if err != nil {
+		return err
+	}
+	patterns, err := g.f.Meta.ProtectedBranches(ctx, r.ID)
+	if err != nil {
+		return err
+	}
+	for _, u := range p.Updates {
+		short, isBranch := strings.CutPrefix(u.Ref, "refs/heads/")
+		if !isBranch {
+			short, _ = strings.CutPrefix(u.Ref, "refs/tags/")
+		}
+		if !u.IsDelete() && short != u.Ref {
+			if isObjectID(short) {
+				p.Reject(u.Ref, "a ref named like a commit id is refused: it would hide that commit in URLs")
+				continue
+			}
+			if under := protectedPrefix(short, patterns); under != "" {
+				p.Reject(u.Ref, "refs under the protected branch "+under+" are refused")
+				continue
+			}
+		}
+		if !isBranch || !protected(short, patterns) || u.IsCreate() {
+			continue
+		}
+		if u.IsDelete() {
+			p.Reject(u.Ref, "protected branch: cannot be deleted")
+			continue
+		}
+		if ff, err := p.IsAncestor(ctx, u.Old, u.New); err != nil {
+			return err
+		} else if !ff {
+			p.Reject(u.Ref, "protected branch: force-push refused")
+		}
+	}
+	return nil
+}
+
+// PostReceive makes the first branch pushed into a repository its
+// default when HEAD names a branch that does not exist (a project whose
+// branch is master pushed into a new repository, whose HEAD names main),
+// records the push, and tells the OnPush listeners and the webhooks.
+func (g *GitPolicy) PostReceive(ctx context.Context, p *gitproto.Push) {
+	owner, name, _ := splitRepo(p.Repo)
+	r, err := g.f.Meta.RepoInfo(ctx, owner, name)
+	if err != nil {
+		return
+	}
+	if err := g.f.adoptPushedHead(ctx, r, p.Dir, p.Updates); err != nil {
+		g.f.logger().WarnContext(ctx, "forge: setting the default branch after a push", "repo", p.Repo, "err", err)
+	}
+	now := time.Now()
+	g.f.Meta.Pushed(ctx, r.ID, now, dirSize(p.Dir))
+	ev := PushEvent{Repo: r.Owner + "/" + r.Name, Pusher: p.Principal, Updates: p.Updates, At: now.UTC()}
+	for _, l := range g.f.OnPush {
+		l(ctx, ev)
+	}
+	if g.f.Deliverer != nil {
+		g.f.Deliverer.Push(ctx, r.ID, ev)
+	}
+}
+
+// adoptPushedHead points HEAD at a branch the push created when the
+// branch HEAD names does not exist: the configured default if it was
+// pushed, else main, else master, else the first branch of the push.
+func (f *Forge) adoptPushedHead(ctx context.Context, r *RepoInfo, dir string, updates []gitproto.RefUpdate) error {
+	var created []string
+	for _, u := range updates {
+		if b, ok := strings.CutPrefix(u.Ref, "refs/heads/"); ok && u.IsCreate() {
+			created = append(created, b)
+		}
+	}
+	if len(created) == 0 {
+		return nil
+	}
+	head, err := ReadHead(dir)
+	if err == nil && branchExists(dir, head) {
+		return nil
+	}
+	pick := created[0]
+	for _, want := range []string{head, "main", "master"} {
+		if i := indexOf(created, want); i >= 0 {
+			pick = created[i]
+			break
+		}
+	}
+	return f.setDefaultBranch(ctx, r, dir, pick)
+}
+
+func indexOf(list []string, s string) int {
+	for i, x := range list {
+		if x == s {
+			return i
+		}
+	}
+	return -1
+}
+
+// isObjectID reports whether s is a full SHA-1 or SHA-256 object id.
+func isObjectID(s string) bool {
+	if len(s) != 40 && len(s) != 64 {
+		return false
+	}
+	return strings.Trim(s, "0123456789abcdefABCDEF") == ""
+}
+
+func protected(branch string, patterns []string) bool {
+	for _, pat := range patterns {
+		if ok, _ := path.Match(pat, branch); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// protectedPrefix returns the protected branch that ref is named under
+// (ref "main/docs" is under "main"), or "".
+func protectedPrefix(ref string, patterns []string) string {
+	for i := 0; i < len(ref); i++ {
+		if ref[i] == '/' && protected(ref[:i], patterns) {
+			return ref[:i]
+		}
+	}
+	return ""
+}
+
+// dirSize adds up the sizes of the files under dir.
+func dirSize(dir string) int64 {
+	var n int64
+	filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() {
+			n += fi.Size()
+		}
+		return nil
+	})
+	return n
+}
