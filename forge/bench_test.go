@@ -115,7 +115,7 @@ func BenchmarkBrowse(b *testing.B) {
 		t[3] += time.Since(start)
 
 		start = time.Now()
-		br.Commit(ctx, head, 1<<20)
+		br.Commit(ctx, head, forge.DiffLimits{})
 		t[4] += time.Since(start)
 		start = time.Now()
 		run("show", "-M", "--format=%H%n%an%n%s", head)

@@ -18,7 +18,6 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
-	"github.com/go-git/go-git/v5/plumbing/format/diff"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/object/commitgraph"
 	"github.com/go-git/go-git/v5/plumbing/storer"
@@ -33,6 +32,10 @@ import (
 // context and stops when it is done. A Browser is safe for concurrent use
 // (go-git's object storage is).
 type Browser struct {
+	// Git is the git binary that diffs and patches run (git's own diff,
+	// byte for byte). If empty, "git" on PATH.
+	Git string
+
 	repo *git.Repository
 	dir  string // for the commit-graph file
 
@@ -674,93 +677,4 @@ func (b *Browser) LogPath(ctx context.Context, commit, p string, skip, limit int
 		out = append(out, info(oc))
 	}
 	return out, nil
-}
-
-// FileChange is one file of a commit's diff.
-type FileChange struct {
-	From, To string // paths; From empty for an addition, To empty for a deletion
-	Binary   bool
-	Patch    string // unified diff of the file, empty when Truncated or Binary
-}
-
-// CommitDiff is a commit with its changes against its first parent.
-type CommitDiff struct {
-	*CommitInfo
-	Message   string
-	Parents   []string
-	Files     []FileChange
-	Truncated bool // the patch text passed the cap; later files have no patch
-}
-
-// Commit returns commit and its diff against its first parent (the empty
-// tree for a root commit), with renames detected, keeping at most
-// maxPatch bytes of patch text.
-func (b *Browser) Commit(ctx context.Context, commit string, maxPatch int) (*CommitDiff, error) {
-	c, err := b.commit(commit)
-	if err != nil {
-		return nil, err
-	}
-	d := &CommitDiff{CommitInfo: info(c), Message: c.Message}
-	for _, h := range c.ParentHashes {
-		d.Parents = append(d.Parents, h.String())
-	}
-	to, err := c.Tree()
-	if err != nil {
-		return nil, fmt.Errorf("forge: %w", err)
-	}
-	var from *object.Tree
-	if c.NumParents() > 0 {
-		p, err := c.Parent(0)
-		if err != nil {
-			return nil, fmt.Errorf("forge: %w", err)
-		}
-		if from, err = p.Tree(); err != nil {
-			return nil, fmt.Errorf("forge: %w", err)
-		}
-	}
-	changes, err := object.DiffTreeWithOptions(ctx, from, to, &object.DiffTreeOptions{DetectRenames: true, RenameScore: 60, RenameLimit: 1000})
-	if err != nil {
-		return nil, fmt.Errorf("forge: %w", err)
-	}
-	patch, err := changes.PatchContext(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("forge: %w", err)
-	}
-	used := 0
-	for _, fp := range patch.FilePatches() {
-		fromF, toF := fp.Files()
-		fc := FileChange{Binary: fp.IsBinary()}
-		if fromF != nil {
-			fc.From = fromF.Path()
-		}
-		if toF != nil {
-			fc.To = toF.Path()
-		}
-		if !fc.Binary && !d.Truncated {
-			var sb strings.Builder
-			for _, ch := range fp.Chunks() {
-				prefix := " "
-				switch ch.Type() {
-				case diff.Add:
-					prefix = "+"
-				case diff.Delete:
-					prefix = "-"
-				}
-				for _, line := range strings.SplitAfter(ch.Content(), "\n") {
-					if line != "" {
-						sb.WriteString(prefix + line)
-					}
-				}
-			}
-			if used+sb.Len() > maxPatch {
-				d.Truncated = true
-			} else {
-				fc.Patch = sb.String()
-				used += sb.Len()
-			}
-		}
-		d.Files = append(d.Files, fc)
-	}
-	sort.Slice(d.Files, func(i, j int) bool { return d.Files[i].To+d.Files[i].From < d.Files[j].To+d.Files[j].From })
-	return d, nil
 }

@@ -124,7 +124,7 @@ func TestLastCommitsAgainstGit(t *testing.T) {
 	assert.False(t, complete)
 }
 
-func TestLogPathAndCommitDiff(t *testing.T) {
+func TestLogPath(t *testing.T) {
 	t.Parallel()
 	b, dir, head := browseRepo(t)
 	ctx := context.Background()
@@ -139,47 +139,6 @@ func TestLogPathAndCommitDiff(t *testing.T) {
 		assert.Equal(t, want, hashes, p)
 	}
 
-	// A commit that renames, edits and adds, made with git.
-	work := filepath.Join(t.TempDir(), "w")
-	testenv.Run(t, "", "clone", "-q", dir, work)
-	testenv.Run(t, work, "mv", "README.md", "README.txt")
-	require.NoError(t, writeFile(filepath.Join(work, "new.txt"), "hello\n"))
-	testenv.Run(t, work, "add", "-A")
-	testenv.Run(t, work, "commit", "-q", "-m", "rename and add")
-	testenv.Run(t, work, "push", "-q", "origin", "HEAD:refs/heads/diffs")
-	c := strings.TrimSpace(testenv.Run(t, dir, "rev-parse", "diffs"))
-	d, err := b.Commit(ctx, c, 1<<20)
-	require.NoError(t, err)
-	assert.Equal(t, "rename and add", d.Subject)
-	want := strings.Split(strings.TrimSpace(testenv.Run(t, dir, "diff-tree", "-r", "-M", "--name-status", "--no-commit-id", c+"^", c)), "\n")
-	var got []string
-	for _, f := range d.Files {
-		switch {
-		case f.From == "":
-			got = append(got, "A\t"+f.To)
-		case f.To == "":
-			got = append(got, "D\t"+f.From)
-		case f.From != f.To:
-			got = append(got, "R\t"+f.From+"\t"+f.To)
-		default:
-			got = append(got, "M\t"+f.To)
-		}
-	}
-	for i := range want {
-		if strings.HasPrefix(want[i], "R") { // R100 → R
-			f := strings.Split(want[i], "\t")
-			want[i] = "R\t" + f[1] + "\t" + f[2]
-		}
-	}
-	assert.ElementsMatch(t, want, got)
-	for _, f := range d.Files {
-		if f.To == "new.txt" {
-			assert.Equal(t, "+hello\n", f.Patch)
-		}
-	}
-	small, err := b.Commit(ctx, c, 1)
-	require.NoError(t, err)
-	assert.True(t, small.Truncated)
 }
 
 func writeFile(p, s string) error { return os.WriteFile(p, []byte(s), 0o644) }

@@ -82,3 +82,71 @@ func IsMarkdown(name string) bool {
 	n := strings.ToLower(name)
 	return strings.HasSuffix(n, ".md") || strings.HasSuffix(n, ".markdown")
 }
+
+// HighlightLines highlights lines of the file called name, such as the
+// lines of a diff, and returns each line's HTML (spans with Highlight's
+// classes inside an element of class "chroma"), without line numbers.
+// The lines are lexed as one text, so that a string or comment across
+// lines keeps its colour; the language comes from the name alone (a
+// fragment says too little for a guess). Lines of a file no lexer knows
+// come back escaped.
+func HighlightLines(name string, lines []string) []template.HTML {
+	out := make([]template.HTML, len(lines))
+	lexer := lexers.Match(name)
+	if lexer == nil {
+		for i, l := range lines {
+			out[i] = template.HTML(template.HTMLEscapeString(l))
+		}
+		return out
+	}
+	it, err := chroma.Coalesce(lexer).Tokenise(nil, strings.Join(lines, "\n")+"\n")
+	if err != nil {
+		for i, l := range lines {
+			out[i] = template.HTML(template.HTMLEscapeString(l))
+		}
+		return out
+	}
+	var b strings.Builder
+	i := 0
+	emit := func(tt chroma.TokenType, s string) {
+		if s == "" {
+			return
+		}
+		class := tokenClass(tt)
+		if class == "" {
+			b.WriteString(template.HTMLEscapeString(s))
+			return
+		}
+		b.WriteString(`<span class="` + class + `">`)
+		b.WriteString(template.HTMLEscapeString(s))
+		b.WriteString("</span>")
+	}
+	for tok := it(); tok != chroma.EOF && i < len(lines); tok = it() {
+		v := tok.Value
+		for {
+			before, after, nl := strings.Cut(v, "\n")
+			emit(tok.Type, before)
+			if !nl {
+				break
+			}
+			out[i] = template.HTML(b.String())
+			b.Reset()
+			if i++; i == len(lines) {
+				break
+			}
+			v = after
+		}
+	}
+	return out
+}
+
+// tokenClass is the CSS class chroma's HTML formatter gives tt: its
+// own, or its category's.
+func tokenClass(tt chroma.TokenType) string {
+	for _, t := range []chroma.TokenType{tt, tt.SubCategory(), tt.Category()} {
+		if c, ok := chroma.StandardTypes[t]; ok {
+			return c
+		}
+	}
+	return ""
+}

@@ -42,3 +42,20 @@ func TestFindReadme(t *testing.T) {
 	_, ok = forge.FindReadme([]forge.Entry{{Name: "README.md", Type: "tree"}})
 	assert.False(t, ok)
 }
+
+func TestHighlightLines(t *testing.T) {
+	t.Parallel()
+	lines := []string{"func f() {", "\t/* a comment", "\tacross lines */", `	s := "<b>&"`, "}", ""}
+	got := forge.HighlightLines("x.go", lines)
+	require.Len(t, got, len(lines))
+	assert.Contains(t, string(got[0]), `<span class="kd">func</span>`)
+	assert.Contains(t, string(got[2]), `<span class="cm">`, "the comment keeps its class on its second line")
+	assert.Contains(t, string(got[3]), "&lt;b&gt;&amp;")
+	assert.NotContains(t, string(got[3]), "<b>")
+	assert.Empty(t, string(got[5]))
+
+	plain := forge.HighlightLines("unknown.zzz", []string{"<script>", "x"})
+	assert.Equal(t, "&lt;script&gt;", string(plain[0]))
+	assert.Equal(t, "x", string(plain[1]))
+	assert.Empty(t, forge.HighlightLines("x.go", nil))
+}

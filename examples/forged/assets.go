@@ -23,9 +23,20 @@ var templateFS embed.FS
 var staticFS embed.FS
 
 // templateVersion is part of every cached fragment's key (viewcache's
-// renderer version): change it when a template changes, so that no
-// process serves fragments of the old one.
-const templateVersion = "1"
+// renderer version) and of every ETag: a hash of the templates, so that
+// no process serves fragments, and no client keeps pages, of older ones.
+var templateVersion = func() string {
+	h := sha256.New()
+	fs.WalkDir(templateFS, ".", func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			b, _ := templateFS.ReadFile(p)
+			fmt.Fprintf(h, "%s\x00%d\x00", p, len(b))
+			h.Write(b)
+		}
+		return nil
+	})
+	return hex.EncodeToString(h.Sum(nil)[:6])
+}()
 
 // assets are the static files, fingerprinted: /static/NAME.HASH.EXT never
 // changes, so it is served as immutable.

@@ -23,7 +23,6 @@ import (
 const (
 	maxBlobShown   = 1 << 20  // bytes of a file shown highlighted
 	maxRawBytes    = 64 << 20 // bytes served by /raw (clone for more)
-	maxPatchBytes  = 1 << 20  // bytes of patch text on a commit page
 	commitsPerPage = 30
 )
 
@@ -756,13 +755,91 @@ func (s *server) commits(w http.ResponseWriter, r *http.Request) {
 	s.render(w, r, sess, http.StatusOK, "commits", &page{Title: "Commits · " + rv.Info.Owner + "/" + rv.Info.Name, Repo: rv, Data: d})
 }
 
-type diffLine struct{ Class, Text string }
+// Limits of a commit page's diff: a page of at most about 10,000 lines
+// of changes; the raw diff and patch have all of it.
+var pageDiffLimits = forge.DiffLimits{Files: 300, FileLines: 3000, Lines: 10000, Bytes: 1 << 20}
 
-type diffFile struct {
-	forge.FileChange
-	Lines []diffLine
+// maxHighlightedDiffLines is how many lines of one file's diff are
+// coloured; past it, plain text (lexing is the costly part).
+const maxHighlightedDiffLines = 3000
+
+type diffLineView struct {
+	Class    string // "add", "del", "ctx" or "note"
+	Sign     string
+	Old, New int
+	HTML     template.HTML
 }
 
+type hunkView struct {
+	Header string
+	Lines  []diffLineView
+}
+
+type diffFileView struct {
+	forge.FileDiff
+	Anchor string
+	Hunks  []hunkView
+}
+
+type commitView struct {
+	*forge.CommitDiff
+	Base  string
+	Files []diffFileView
+}
+
+// diffView turns a commit's diff into what the page shows: every line
+// with its numbers on both sides and its colours.
+func diffView(d *forge.CommitDiff, base string) commitView {
+	v := commitView{CommitDiff: d, Base: base}
+	for i, f := range d.Files {
+		fv := diffFileView{FileDiff: f, Anchor: "diff-" + strconv.Itoa(i)}
+		var texts []string
+		for _, h := range f.Hunks {
+			for _, l := range h.Lines {
+				if l.Kind != '\\' {
+					texts = append(texts, l.Text)
+				}
+			}
+		}
+		var colored []template.HTML
+		if len(texts) <= maxHighlightedDiffLines {
+			colored = forge.HighlightLines(path.Base(f.Path()), texts)
+		}
+		k := 0
+		for _, h := range f.Hunks {
+			hv := hunkView{Header: h.Header}
+			for _, l := range h.Lines {
+				lv := diffLineView{Old: l.Old, New: l.New, Sign: string(l.Kind)}
+				switch l.Kind {
+				case '+':
+					lv.Class = "add"
+				case '-':
+					lv.Class = "del"
+				case '\\':
+					lv.Class, lv.Sign, lv.HTML = "note", "", template.HTML(template.HTMLEscapeString("\\"+l.Text))
+					hv.Lines = append(hv.Lines, lv)
+					continue
+				default:
+					lv.Class, lv.Sign = "ctx", " "
+				}
+				if colored != nil {
+					lv.HTML = colored[k]
+				} else {
+					lv.HTML = template.HTML(template.HTMLEscapeString(l.Text))
+				}
+				k++
+				hv.Lines = append(hv.Lines, lv)
+			}
+			fv.Hunks = append(fv.Hunks, hv)
+		}
+		v.Files = append(v.Files, fv)
+	}
+	return v
+}
+
+// commit serves a commit's page, and its raw forms: {sha}.patch (as git
+// format-patch -1 --stdout writes it) and {sha}.diff (as git diff
+// {sha}^! does).
 func (s *server) commit(w http.ResponseWriter, r *http.Request) {
 	r, sess, rv, br, ok := s.readRepo(w, r, "commits", true)
 	if !ok {
@@ -770,51 +847,69 @@ func (s *server) commit(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	sha := r.PathValue("sha")
+	raw := ""
+	for _, ext := range []string{".patch", ".diff"} {
+		if rest, ok := strings.CutSuffix(sha, ext); ok {
+			sha, raw = rest, ext
+		}
+	}
 	if _, err := s.setRef(ctx, br, rv, sha); err != nil {
 		s.notFound(w, r)
+		return
+	}
+	if raw != "" {
+		s.rawCommit(w, r, sess, rv, br, raw)
 		return
 	}
 	if s.cacheHeaders(w, r, sess, rv, pinned(rv.Ref, rv.Commit)) {
 		return
 	}
 	html, err := s.cached(ctx, "commit|"+rv.key+"|"+rv.Commit, rv.deps(), "diff", func(ctx context.Context) (any, error) {
-		d, err := br.Commit(ctx, rv.Commit, maxPatchBytes)
+		d, err := br.Commit(ctx, rv.Commit, pageDiffLimits)
 		if err != nil {
 			return nil, err
 		}
-		files := make([]diffFile, 0, len(d.Files))
-		for _, f := range d.Files {
-			df := diffFile{FileChange: f}
-			for _, line := range strings.Split(strings.TrimSuffix(f.Patch, "\n"), "\n") {
-				if f.Patch == "" {
-					break
-				}
-				class := ""
-				switch {
-				case strings.HasPrefix(line, "+++"), strings.HasPrefix(line, "---"):
-					class = "hunk"
-				case strings.HasPrefix(line, "+"):
-					class = "add"
-				case strings.HasPrefix(line, "-"):
-					class = "del"
-				case strings.HasPrefix(line, "@@"):
-					class = "hunk"
-				}
-				df.Lines = append(df.Lines, diffLine{class, line})
-			}
-			files = append(files, df)
-		}
-		return struct {
-			*forge.CommitDiff
-			Base  string
-			Files []diffFile
-		}{d, rv.Base, files}, nil
+		return diffView(d, rv.Base), nil
 	})
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	s.render(w, r, sess, http.StatusOK, "commit", &page{Title: "Commit " + rv.Commit[:10] + " · " + rv.Info.Owner + "/" + rv.Info.Name, Repo: rv, Data: html})
+}
+
+// rawCommit streams a commit's patch or diff as plain text. A URL naming
+// the commit by its id never changes; one naming a ref is sent to it.
+func (s *server) rawCommit(w http.ResponseWriter, r *http.Request, sess *session, rv *repoView, br *forge.Browser, ext string) {
+	if !pinned(rv.Ref, rv.Commit) {
+		if rv.Info.Private || sess != nil {
+			w.Header().Set("Cache-Control", "private, no-cache")
+		} else {
+			w.Header().Set("Cache-Control", "public, no-cache")
+		}
+		http.Redirect(w, r, rv.Base+"/commit/"+rv.Commit+ext, http.StatusFound)
+		return
+	}
+	if s.cacheHeaders(w, r, sess, rv, true) {
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Security-Policy", "sandbox; default-src 'none'")
+	write := br.RawDiff
+	if ext == ".patch" {
+		write = br.Patch
+	}
+	sw := &statusWriter{ResponseWriter: w}
+	if err := write(r.Context(), rv.Commit, sw); err != nil {
+		if sw.status == 0 {
+			s.fail(w, r, err)
+			return
+		}
+		s.log.Warn("raw commit failed", "id", requestID(r), "path", r.URL.Path, "err", err)
+		panic(http.ErrAbortHandler) // cut the response rather than end it short
+	}
 }
 
 // archive serves /archive/REF.tar.gz and .zip. A ref that is not a

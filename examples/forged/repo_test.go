@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -75,4 +77,62 @@ func TestDefaultBranchIsHead(t *testing.T) {
 	f.s.refs.Purge()
 	home := b.get("/alice/web")
 	assert.Contains(t, home.body, ">login.go</a>")
+}
+
+// TestCommitDiffPages: a commit page shows hunks with line numbers,
+// counts and colours; .patch and .diff are git's own, byte for byte; a
+// merge says what it is diffed against; a large diff is cut with a link
+// to the raw one.
+func TestCommitDiffPages(t *testing.T) {
+	t.Parallel()
+	f := newForge(t)
+	f.user("alice")
+	tok := f.token("alice")
+	f.mustCLI("", "repo", "create", "alice/proj")
+	work := f.pushSample("alice/proj", "alice", tok)
+	write := func(name, content string) {
+		require.NoError(t, os.WriteFile(filepath.Join(work, name), []byte(content), 0o644))
+	}
+	var big strings.Builder
+	for i := range 12000 {
+		fmt.Fprintf(&big, "line %d\n", i)
+	}
+	write("big.txt", big.String())
+	testenv.Run(t, work, "add", ".")
+	testenv.Run(t, work, "commit", "-q", "-m", "a big file")
+	testenv.Run(t, work, "merge", "-q", "--no-edit", "feature/login")
+	testenv.Run(t, work, "push", "-q", f.gitURL("alice/proj", "alice", tok), "main")
+	merge := strings.TrimSpace(testenv.Run(t, work, "rev-parse", "HEAD"))
+	bigCommit := strings.TrimSpace(testenv.Run(t, work, "rev-parse", "HEAD^1"))
+	edit := strings.TrimSpace(testenv.Run(t, work, "rev-parse", "HEAD^1^1"))
+	anon := f.browser()
+
+	r := anon.get("/alice/proj/commit/" + edit)
+	require.Equal(t, http.StatusOK, r.code)
+	for _, want := range []string{"@@ -1,3 &#43;1,3 @@", `<td class="ln">3</td><td class="ln"></td><td><span class="sign">-</span>`, `href="/alice/proj/commit/` + edit + `.patch"`, "<span class=\"del\">−1</span>"} {
+		assert.Contains(t, r.body, want)
+	}
+	for _, tc := range []struct{ ext, want string }{
+		{".patch", testenv.Run(t, work, "format-patch", "-1", "--stdout", edit)},
+		{".diff", testenv.Run(t, work, "diff", edit+"^!")},
+	} {
+		r := anon.get("/alice/proj/commit/" + edit + tc.ext)
+		require.Equal(t, http.StatusOK, r.code, tc.ext)
+		assert.Equal(t, tc.want, r.body, tc.ext)
+		assert.Equal(t, "text/plain; charset=utf-8", r.h.Get("Content-Type"))
+		assert.Contains(t, r.h.Get("Cache-Control"), "immutable")
+	}
+	r = anon.get("/alice/proj/commit/main.diff")
+	require.Equal(t, http.StatusFound, r.code, "a ref goes to its commit")
+	assert.Equal(t, "/alice/proj/commit/"+merge+".diff", r.h.Get("Location"))
+	assert.Equal(t, http.StatusNotFound, anon.get("/alice/proj/commit/nope.patch").code)
+
+	r = anon.get("/alice/proj/commit/" + merge)
+	assert.Contains(t, r.body, "This is a merge commit: its changes are shown against its first parent")
+	assert.Contains(t, r.body, "login.go")
+
+	r = anon.get("/alice/proj/commit/" + bigCommit)
+	assert.Contains(t, r.body, "The rest of this file's changes are not shown.")
+	assert.Contains(t, r.body, "12000 additions")
+	assert.Less(t, len(r.body), 2<<20, "the page stays bounded")
 }
