@@ -189,7 +189,7 @@ func (m *Maintainer) Run(ctx context.Context, r Repo) (MaintainResult, error) {
 	res.Err = timebox.Box{Name: "maintain " + res.Repo, Limit: limit}.Do(ctx, func(ctx context.Context) error {
 		for _, args := range [][]string{
 			{"repack", "-a", "-d", "-q", "--write-bitmap-index"},
-			{"commit-graph", "write", "--reachable"},
+			{"commit-graph", "write", "--reachable", "--changed-paths"}, // Bloom filters for path history
 			{"prune-packed", "-q"},
 			{"prune", "--expire=2.weeks.ago"}, // as gc does: recent objects may belong to pushes in flight
 		} {

@@ -205,18 +205,9 @@ func (s *Store) Create(ctx context.Context, owner, name string) (*Repo, error) {
 		os.RemoveAll(tmp)
 		return nil, err
 	}
-	for _, kv := range [][2]string{
-		{"repack.writeBitmaps", "true"},
-		{"core.commitGraph", "true"},
-		{"gc.writeCommitGraph", "true"},
-		{"fetch.writeCommitGraph", "true"},
-		{"receive.fsckObjects", "true"},
-		{"core.logAllRefUpdates", "true"},
-	} {
-		if err := s.run(ctx, tmp, "config", kv[0], kv[1]); err != nil {
-			os.RemoveAll(tmp)
-			return nil, err
-		}
+	if err := s.configure(ctx, tmp); err != nil {
+		os.RemoveAll(tmp)
+		return nil, err
 	}
 	// Appear complete or not at all.
 	if err := os.Rename(tmp, dir); err != nil {
@@ -224,6 +215,27 @@ func (s *Store) Create(ctx context.Context, owner, name string) (*Repo, error) {
 		return nil, fmt.Errorf("forge: %w", err)
 	}
 	return &Repo{Owner: owner, Name: name, Dir: dir}, nil
+}
+
+// repoConfig is the configuration of every repository the store makes:
+// bitmaps and a commit-graph with changed-path filters on every repack,
+// objects checked as they arrive, reflogs.
+var repoConfig = [][2]string{
+	{"repack.writeBitmaps", "true"},
+	{"core.commitGraph", "true"},
+	{"gc.writeCommitGraph", "true"},
+	{"fetch.writeCommitGraph", "true"},
+	{"receive.fsckObjects", "true"},
+	{"core.logAllRefUpdates", "true"},
+}
+
+func (s *Store) configure(ctx context.Context, dir string) error {
+	for _, kv := range repoConfig {
+		if err := s.run(ctx, dir, "config", kv[0], kv[1]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (s *Store) findOwner(owner string) (string, bool) {

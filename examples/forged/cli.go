@@ -80,7 +80,7 @@ func randomPassword() string {
 // admin runs "user add", "repo create" and "token create".
 func admin(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) < 2 || strings.HasPrefix(args[1], "-") {
-		return fmt.Errorf("usage: forged %s %s [flags] (see forged -h)", args[0], map[string]string{"user": "add NAME", "repo": "create OWNER/NAME", "token": "create USER"}[args[0]])
+		return fmt.Errorf("usage: forged %s %s [flags] (see forged -h)", args[0], map[string]string{"user": "add NAME", "repo": "create|import|adopt ...", "token": "create USER"}[args[0]])
 	}
 	cmd := args[0] + " " + args[1]
 	fs := flag.NewFlagSet("forged "+cmd, flag.ContinueOnError)
@@ -89,6 +89,7 @@ func admin(ctx context.Context, args []string, stdin io.Reader, stdout, stderr i
 	db := fs.String("db", "", "metadata `DSN`: postgres://... (default: DATA/forge.db)")
 	var run func(f *forge.Forge, pos []string) error
 	var usage string
+	nargs := 1
 	switch cmd {
 	case "user add":
 		usage = "NAME"
@@ -140,6 +141,59 @@ func admin(ctx context.Context, args []string, stdin io.Reader, stdout, stderr i
 			fmt.Fprintf(stdout, "created %s repository %s/%s (default branch %s, protected)\n", vis, r.Owner, r.Name, r.DefaultBranch)
 			return nil
 		}
+	case "repo import":
+		usage = "OWNER/NAME"
+		from := fs.String("from", "", "`path or URL` of the repository to copy (http, https, git, ssh, or a directory)")
+		private := fs.Bool("private", false, "only the owner and collaborators may see it")
+		desc := fs.String("description", "", "one-line `description`")
+		run = func(f *forge.Forge, pos []string) error {
+			owner, name, ok := strings.Cut(pos[0], "/")
+			if !ok {
+				return fmt.Errorf("%q is not OWNER/NAME", pos[0])
+			}
+			if *from == "" {
+				return errors.New("-from: a path or URL is needed")
+			}
+			r, err := f.ImportRepo(ctx, owner, name, *from, *private, *desc)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "imported %s into %s/%s (default branch %s, protected; packed with a bitmap and a commit-graph)\n", *from, r.Owner, r.Name, r.DefaultBranch)
+			return nil
+		}
+	case "repo adopt":
+		usage, nargs = "", 0
+		create := fs.Bool("create-owners", false, "create the owners that do not exist (with no password: set one with the admin page)")
+		public := fs.Bool("public", false, "make the adopted repositories public (default: private)")
+		run = func(f *forge.Forge, _ []string) error {
+			res, err := f.Adopt(ctx, forge.AdoptOptions{CreateOwners: *create, Public: *public})
+			if err != nil {
+				if errors.Is(err, forge.ErrMissingOwners) {
+					return fmt.Errorf("%w; add them with forged user add, or adopt with -create-owners", err)
+				}
+				return err
+			}
+			failed := 0
+			for _, a := range res {
+				if a.Err != nil {
+					failed++
+					fmt.Fprintf(stdout, "not adopted %s/%s: %v\n", a.Repo.Owner, a.Repo.Name, a.Err)
+					continue
+				}
+				vis := "public"
+				if a.Info.Private {
+					vis = "private"
+				}
+				fmt.Fprintf(stdout, "adopted %s/%s (%s, default branch %s)\n", a.Info.Owner, a.Info.Name, vis, a.Info.DefaultBranch)
+			}
+			if len(res) == 0 {
+				fmt.Fprintln(stdout, "nothing to adopt: every repository under repos/ is registered")
+			}
+			if failed > 0 {
+				return fmt.Errorf("%d of %d repositories not adopted", failed, len(res))
+			}
+			return nil
+		}
 	case "token create":
 		usage = "USER"
 		scope := fs.String("scope", "write", "`scope`: read (clone, fetch) or write (also push)")
@@ -174,8 +228,11 @@ func admin(ctx context.Context, args []string, stdin io.Reader, stdout, stderr i
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
+	if len(pos) != nargs {
 		fs.Usage()
+		if nargs == 0 {
+			return fmt.Errorf("forged %s takes no argument", cmd)
+		}
 		return fmt.Errorf("forged %s takes exactly one %s", cmd, usage)
 	}
 	if *db != "" && !forge.IsPostgresDSN(*db) {

@@ -136,3 +136,61 @@ func TestCommitDiffPages(t *testing.T) {
 	assert.Contains(t, r.body, "12000 additions")
 	assert.Less(t, len(r.body), 2<<20, "the page stays bounded")
 }
+
+// TestImportAndAdopt: an operator brings repositories in from disk or a
+// URL (repo import) or moves bare repositories under repos/ and
+// registers them (repo adopt); the pages and clones then work with the
+// default branch of their HEAD.
+func TestImportAndAdopt(t *testing.T) {
+	t.Parallel()
+	f := newForge(t)
+	f.user("alice")
+	src := filepath.Join(t.TempDir(), "src.git")
+	testenv.BareRepo(t, src, testenv.RepoOptions{Commits: 5, Tags: 1})
+	testenv.Run(t, src, "branch", "-m", "main", "master")
+	testenv.Run(t, src, "symbolic-ref", "HEAD", "refs/heads/master")
+
+	out := f.mustCLI("", "repo", "import", "alice/imported", "-from", src, "-description", "from elsewhere")
+	assert.Contains(t, out, "imported "+src+" into alice/imported (default branch master")
+	anon := f.browser()
+	home := anon.get("/alice/imported")
+	require.Equal(t, http.StatusOK, home.code)
+	assert.Contains(t, home.body, "from elsewhere")
+	assert.Contains(t, home.body, ">README.md</a>")
+	assert.Equal(t, "master", headOf(t, f.gitURL("alice/imported", "", "")))
+
+	// Over HTTP, from the forge itself.
+	out = f.mustCLI("", "repo", "import", "alice/again", "-private", "-from", f.gitURL("alice/imported", "", ""))
+	assert.Contains(t, out, "into alice/again (default branch master")
+	assert.Equal(t, http.StatusNotFound, anon.get("/alice/again").code, "private")
+
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no source", []string{"repo", "import", "alice/x"}, "-from"},
+		{"missing source", []string{"repo", "import", "alice/x", "-from", "/nonexistent/repo.git"}, "not a git repository"},
+		{"name taken", []string{"repo", "import", "alice/imported", "-from", src}, "exists"},
+		{"no owner", []string{"repo", "import", "bob/x", "-from", src}, "no such user"},
+		{"adopt with an argument", []string{"repo", "adopt", "x"}, "takes no argument"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := f.cli("", tc.args...)
+			require.Error(t, err, out)
+			assert.Contains(t, err.Error()+out, tc.want)
+		})
+	}
+
+	// Adopt: bare repositories placed under repos/.
+	testenv.Run(t, "", "clone", "-q", "--bare", src, filepath.Join(f.data, "repos", "alice", "moved.git"))
+	testenv.Run(t, "", "clone", "-q", "--bare", src, filepath.Join(f.data, "repos", "carol", "hers.git"))
+	out, err := f.cli("", "repo", "adopt")
+	require.Error(t, err)
+	assert.Contains(t, out+err.Error(), "carol")
+	out = f.mustCLI("", "repo", "adopt", "-create-owners", "-public")
+	assert.Contains(t, out, "adopted alice/moved (public, default branch master)")
+	assert.Contains(t, out, "adopted carol/hers (public, default branch master)")
+	assert.Contains(t, anon.get("/carol/hers").body, ">README.md</a>")
+	assert.Contains(t, f.mustCLI("", "repo", "adopt"), "nothing to adopt")
+}

@@ -93,6 +93,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
   forged [serve] [flags]                 serve the forge
   forged user add NAME [-admin] [-email E] [-password-stdin] [-data DIR] [-db DSN]
   forged repo create OWNER/NAME [-private] [-description D] [-data DIR] [-db DSN]
+  forged repo import OWNER/NAME -from PATH|URL [-private] [-description D] [-data DIR] [-db DSN]
+  forged repo adopt [-create-owners] [-public] [-data DIR] [-db DSN]
+                                         register the bare repositories put under DATA/repos/OWNER/NAME.git
   forged token create USER [-scope read|write] [-name N] [-expires D] [-data DIR] [-db DSN]
   forged migrate -from sqlite:DIR -to postgres://...   copy a forge's databases to PostgreSQL
 
