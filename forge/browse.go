@@ -39,9 +39,12 @@ type Browser struct {
 	repo *git.Repository
 	dir  string // for the commit-graph file
 
-	gmu        sync.Mutex // guards graph and graphStamp
-	graph      commitgraphfmt.Index
-	graphStamp time.Time // modification time of the file graph was read from
+	gmu         sync.Mutex // guards graph, graphStamp, cg, cgStamp and closedGraph
+	graphIdx    commitgraphfmt.Index
+	graphStamp  time.Time // modification time of the file graphIdx was read from
+	cg          *commitGraph
+	cgStamp     time.Time
+	closedGraph bool
 
 	smu    sync.Mutex   // guards stores and closed
 	stores []*walkStore // idle storages with open packs, for history walks
@@ -109,6 +112,13 @@ func (b *Browser) Close() error {
 		ws.st.Close()
 	}
 	b.stores = nil
+	b.gmu.Lock()
+	b.closedGraph = true
+	if b.cg != nil {
+		b.cg.close()
+		b.cg = nil
+	}
+	b.gmu.Unlock()
 	return nil
 }
 
@@ -361,112 +371,131 @@ func (b *Browser) log(ctx context.Context, opts *git.LogOptions, skip, limit int
 }
 
 // LastCommits returns, for every entry of directory dir of commit, the
-// newest commit that changed it, in one walk of the history for the whole
-// directory (the per-entry `git log -1 -- path` that made Gitea's tree
-// view take seconds is what this replaces). Only the directory's own tree
-// is compared at each commit, so the cost grows with history depth, not
-// with the number of entries. If budget passes (or ctx ends) before every
-// entry is found, the entries found so far are returned with complete
-// false. The result depends only on (repository, commit, dir), so callers
-// may cache it forever.
+// newest commit that changed it, as git log -1 -- dir/entry finds it
+// (history simplified the way git does by default), in one walk of the
+// history for the whole directory that uses the commit-graph and its
+// changed-path Bloom filters when the repository has them (see
+// lastWalk). If budget passes (or ctx ends) before every entry is
+// found, the entries found so far are returned with complete false. The
+// result depends only on (repository, commit, dir), so callers may
+// cache it forever.
 func (b *Browser) LastCommits(ctx context.Context, commit, dir string, budget time.Duration) (map[string]*CommitInfo, bool, error) {
-	nodes := b.commitNodes()
-	start, err := nodes.Get(plumbing.NewHash(commit))
-	if err != nil {
-		return nil, false, fmt.Errorf("%w: commit %s", ErrNotFound, commit)
-	}
-	dir = strings.Trim(dir, "/")
-	var path []string
-	if dir != "" {
-		path = strings.Split(dir, "/")
-	}
-	w := newWalk(b, path, false)
-	// Trees are read through a storage that keeps the pack files open
-	// (go-git otherwise reopens a pack for every object, and a walk reads
-	// thousands), lent to this walk alone: go-git's open packs are not
-	// safe for concurrent use.
-	if ws := b.takeStore(); ws != nil {
-		defer b.putStore(ws)
-		w.store = ws.st
-		nodes = b.commitNodesOn(ws.st)
-		if start, err = nodes.Get(plumbing.NewHash(commit)); err != nil {
-			return nil, false, fmt.Errorf("%w: commit %s", ErrNotFound, commit)
-		}
-	}
-	top, err := w.dirHash(start)
-	if err != nil {
-		return nil, false, err
-	}
-	if top.IsZero() {
-		return nil, false, fmt.Errorf("%w: %s", ErrNotFound, dir)
-	}
-	left := make(map[string]bool)
-	for name := range w.list(top) {
-		left[name] = true
-	}
-	out := make(map[string]*CommitInfo, len(left))
 	var deadline time.Time
 	if budget > 0 {
 		deadline = time.Now().Add(budget)
 	}
-	seen := map[plumbing.Hash]bool{start.ID(): true}
-	q := &nodeQueue{start}
-	for q.Len() > 0 && len(left) > 0 {
-		if ctx.Err() != nil || (!deadline.IsZero() && time.Now().After(deadline)) {
-			return out, false, nil
-		}
-		c := heap.Pop(q).(commitgraph.CommitNode)
-		mine, err := w.dirHash(c)
-		if err != nil {
-			return nil, false, err
-		}
-		var parents []plumbing.Hash
-		same := false // TREESAME to a parent for the whole directory
-		err = c.ParentNodes().ForEach(func(p commitgraph.CommitNode) error {
-			ph, err := w.dirHash(p)
-			if err != nil {
-				return err
-			}
-			parents = append(parents, ph)
-			same = same || ph == mine
-			if !seen[p.ID()] {
-				seen[p.ID()] = true
-				heap.Push(q, p)
-			}
-			return nil
-		})
-		if err != nil {
-			return nil, false, err
-		}
-		if same {
-			continue // nothing under dir changed here: every change is older
-		}
-		var found *CommitInfo
-		m := w.list(mine)
-		for name := range left {
-			h := m[name]
-			changed := true
-			for _, ph := range parents {
-				if w.list(ph)[name] == h {
-					changed = false // TREESAME to a parent: the change is older
-					break
-				}
-			}
-			if !changed {
-				continue
-			}
-			if found == nil {
-				oc, err := c.Commit()
-				if err != nil {
-					return nil, false, fmt.Errorf("forge: %w", err)
-				}
-				found = info(oc)
-			}
-			out[name] = found
-			delete(left, name)
+	found, complete, _, err := b.lastCommits(ctx, commit, dir, deadline, nil)
+	if err != nil {
+		return nil, false, err
+	}
+	out, err := b.commitInfos(ctx, found)
+	return out, complete, err
+}
+
+// lastCommits runs a lastWalk; known, if set, gives answers known at
+// commits (name → commit) that entries reaching them take. It returns
+// the answers by name (commit ids), whether every entry has one, and the
+// walk's counters.
+func (b *Browser) lastCommits(ctx context.Context, commit, dir string, deadline time.Time, known func(plumbing.Hash) map[string]plumbing.Hash) (map[string]plumbing.Hash, bool, walkStats, error) {
+	dir = strings.Trim(dir, "/")
+	c, err := b.commit(commit)
+	if err != nil {
+		return nil, false, walkStats{}, err
+	}
+	t, err := b.dirTree(c, dir)
+	if err != nil {
+		return nil, false, walkStats{}, err
+	}
+	names := make([]string, len(t.Entries))
+	for i, e := range t.Entries {
+		names[i] = e.Name
+	}
+	g := b.graph()
+	if g != nil {
+		defer g.release()
+	}
+	objs, err := openObjectReader(b.dir, len(c.Hash.String())/2)
+	if err != nil {
+		return nil, false, walkStats{}, err
+	}
+	defer objs.close()
+	w := newLastWalk(objs, g, dir, names)
+	w.known = known
+	complete, err := w.run(ctx, c.Hash, deadline)
+	if err != nil {
+		return nil, false, walkStats{}, err
+	}
+	out := make(map[string]plumbing.Hash, len(names))
+	for i, h := range w.found {
+		if !h.IsZero() {
+			out[names[i]] = h
 		}
 	}
-	return out, len(left) == 0, nil
+	return out, complete, walkStats{Visited: w.visited, BloomSkips: w.bloomSkips, TreeReads: w.treeReads}, nil
+}
+
+// walkStats count a walk's work.
+type walkStats struct {
+	Visited, BloomSkips, TreeReads int
+}
+
+// commitInfos decodes the commits of found, once each.
+func (b *Browser) commitInfos(ctx context.Context, found map[string]plumbing.Hash) (map[string]*CommitInfo, error) {
+	infos := map[plumbing.Hash]*CommitInfo{}
+	out := make(map[string]*CommitInfo, len(found))
+	for name, h := range found {
+		ci, ok := infos[h]
+		if !ok {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			c, err := b.repo.CommitObject(h)
+			if err != nil {
+				return nil, fmt.Errorf("forge: commit %s: %w", h, err)
+			}
+			ci = info(c)
+			infos[h] = ci
+		}
+		out[name] = ci
+	}
+	return out, nil
+}
+
+// graph returns the repository's commit-graph, mapped, with a reference
+// the caller releases; nil when it has none (or it cannot be read). A
+// graph rewritten by maintenance is mapped anew; walks still on the old
+// one finish on it.
+func (b *Browser) graph() *commitGraph {
+	if b.dir == "" {
+		return nil
+	}
+	var stamp time.Time
+	for _, p := range []string{"objects/info/commit-graphs/commit-graph-chain", "objects/info/commit-graph"} {
+		if fi, err := os.Stat(filepath.Join(b.dir, p)); err == nil {
+			stamp = fi.ModTime()
+			break
+		}
+	}
+	b.gmu.Lock()
+	defer b.gmu.Unlock()
+	if b.cg != nil && (!stamp.Equal(b.cgStamp) || b.closedGraph) {
+		b.cg.close()
+		b.cg = nil
+	}
+	if stamp.IsZero() || b.closedGraph {
+		return nil
+	}
+	if b.cg == nil {
+		g, err := openCommitGraph(b.dir)
+		if err != nil || g == nil {
+			return nil
+		}
+		b.cg, b.cgStamp = g, stamp
+	}
+	if !b.cg.acquire() {
+		return nil
+	}
+	return b.cg
 }
 
 // commitNodes walks history through the repository's commit-graph file
@@ -501,46 +530,45 @@ func (b *Browser) commitGraph() commitgraphfmt.Index {
 	b.gmu.Lock()
 	defer b.gmu.Unlock()
 	if stamp.IsZero() {
-		b.graph = nil
+		b.graphIdx = nil
 		return nil
 	}
-	if b.graph == nil || !stamp.Equal(b.graphStamp) {
+	if b.graphIdx == nil || !stamp.Equal(b.graphStamp) {
 		idx, err := commitgraphfmt.OpenChainOrFileIndex(osfs.New(b.dir))
 		if err != nil {
 			return nil
 		}
-		b.graph, b.graphStamp = idx, stamp
+		b.graphIdx, b.graphStamp = idx, stamp
 	}
-	return b.graph
+	return b.graphIdx
 }
 
-// lastWalk is the state of one history walk along a path (LastCommits,
-// LogPath): the hash at the path per root tree, the next hash per tree
+// pathWalk is the state of one history walk along a path (LogPath): the hash at the path per root tree, the next hash per tree
 // along the path, and directory entries per tree hash, so that a tree is
 // decoded once however many commits share it.
-type lastWalk struct {
+type pathWalk struct {
 	store   storer.EncodedObjectStorer
 	path    []string
 	anyLast bool                                       // the last name may be a file (LogPath); else a directory
 	dirs    map[plumbing.Hash]plumbing.Hash            // root tree → hash at path (zero if missing)
-	steps   map[stepKey]plumbing.Hash                  // a tree along the path → the next hash
+	steps   map[pathStep]plumbing.Hash                  // a tree along the path → the next hash
 	entries map[plumbing.Hash]map[string]plumbing.Hash // directory tree → name → hash
 }
 
-type stepKey struct {
+type pathStep struct {
 	tree  plumbing.Hash
 	depth int
 }
 
-func newWalk(b *Browser, path []string, anyLast bool) *lastWalk {
-	return &lastWalk{store: b.repo.Storer, path: path, anyLast: anyLast,
-		dirs: map[plumbing.Hash]plumbing.Hash{}, steps: map[stepKey]plumbing.Hash{},
+func newPathWalk(b *Browser, path []string, anyLast bool) *pathWalk {
+	return &pathWalk{store: b.repo.Storer, path: path, anyLast: anyLast,
+		dirs: map[plumbing.Hash]plumbing.Hash{}, steps: map[pathStep]plumbing.Hash{},
 		entries: map[plumbing.Hash]map[string]plumbing.Hash{}}
 }
 
 // dirHash is the hash at the walk's path in c's tree (zero if c has
 // nothing there), decoding only trees along the path not seen before.
-func (w *lastWalk) dirHash(c commitgraph.CommitNode) (plumbing.Hash, error) {
+func (w *pathWalk) dirHash(c commitgraph.CommitNode) (plumbing.Hash, error) {
 	root, err := c.Tree()
 	if err != nil {
 		return plumbing.ZeroHash, fmt.Errorf("forge: %w", err)
@@ -550,7 +578,7 @@ func (w *lastWalk) dirHash(c commitgraph.CommitNode) (plumbing.Hash, error) {
 	}
 	h := root.Hash
 	for i, name := range w.path {
-		k := stepKey{h, i}
+		k := pathStep{h, i}
 		next, ok := w.steps[k]
 		if !ok {
 			t := root
@@ -575,7 +603,7 @@ func (w *lastWalk) dirHash(c commitgraph.CommitNode) (plumbing.Hash, error) {
 }
 
 // list returns the entries of the directory tree h (none for zero).
-func (w *lastWalk) list(h plumbing.Hash) map[string]plumbing.Hash {
+func (w *pathWalk) list(h plumbing.Hash) map[string]plumbing.Hash {
 	if m, ok := w.entries[h]; ok {
 		return m
 	}
@@ -613,7 +641,7 @@ func (b *Browser) LogPath(ctx context.Context, commit, p string, skip, limit int
 	if p == "" {
 		return b.Log(ctx, commit, skip, limit)
 	}
-	w := newWalk(b, strings.Split(p, "/"), true)
+	w := newPathWalk(b, strings.Split(p, "/"), true)
 	nodes := b.commitNodes()
 	if ws := b.takeStore(); ws != nil {
 		defer b.putStore(ws)

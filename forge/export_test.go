@@ -6,3 +6,16 @@ func (f *Forge) LoginCacheLenForTest() int {
 	defer f.authMu.Unlock()
 	return len(f.authCache)
 }
+
+// OccupyWorkersForTest takes every worker of c until release is called.
+func (c *LastCommitCache) OccupyWorkersForTest() (release func()) {
+	c.init()
+	for range cap(c.slots) {
+		c.slots <- struct{}{}
+	}
+	return func() {
+		for range cap(c.slots) {
+			<-c.slots
+		}
+	}
+}
