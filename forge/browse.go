@@ -197,10 +197,17 @@ func (b *Browser) Refs(ctx context.Context) (refs []Ref, defaultBranch string, e
 }
 
 // Resolve turns a branch, a tag (with slashes too), a full or short
-// commit id into a commit id.
+// commit id into a commit id. A full commit id that names a commit
+// means it, whatever refs are called.
 func (b *Browser) Resolve(ctx context.Context, rev string) (string, error) {
 	if rev == "" || strings.ContainsAny(rev, "^~:@{}\\ ") || strings.HasPrefix(rev, "-") {
 		return "", fmt.Errorf("%w: revision %q", ErrNotFound, rev)
+	}
+	if IsCommitID(rev) {
+		// A full commit id means that commit, even if a ref has that name.
+		if c, err := b.repo.CommitObject(plumbing.NewHash(rev)); err == nil {
+			return c.Hash.String(), nil
+		}
 	}
 	h, err := b.repo.ResolveRevision(plumbing.Revision(rev))
 	if err != nil {
@@ -551,7 +558,7 @@ type pathWalk struct {
 	path    []string
 	anyLast bool                                       // the last name may be a file (LogPath); else a directory
 	dirs    map[plumbing.Hash]plumbing.Hash            // root tree → hash at path (zero if missing)
-	steps   map[pathStep]plumbing.Hash                  // a tree along the path → the next hash
+	steps   map[pathStep]plumbing.Hash                 // a tree along the path → the next hash
 	entries map[plumbing.Hash]map[string]plumbing.Hash // directory tree → name → hash
 }
 

@@ -197,3 +197,12 @@ func hasBranches(dir string) bool {
 	})
 	return found
 }
+
+// IsCommitID reports whether s is a full commit id (40 or 64 lower-case
+// hex digits).
+func IsCommitID(s string) bool {
+	if len(s) != 40 && len(s) != 64 {
+		return false
+	}
+	return strings.Trim(s, "0123456789abcdef") == ""
+}

@@ -279,6 +279,11 @@ func (f *Forge) Adopt(ctx context.Context, o AdoptOptions) ([]Adoption, error) {
 }
 
 func (f *Forge) adopt(ctx context.Context, r Repo, createOwner, private bool) (*RepoInfo, error) {
+	for _, n := range []string{r.Owner, r.Name} {
+		if err := CheckName(n); err != nil {
+			return nil, err
+		}
+	}
 	if err := f.Store.checkInside(r.Dir); err != nil {
 		return nil, err
 	}

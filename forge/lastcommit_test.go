@@ -345,7 +345,9 @@ func TestLastCommitCache(t *testing.T) {
 	for _, d := range []string{"", "a"} {
 		_, err := c5.Get(short, b, head, d)
 		assert.ErrorIs(t, err, context.DeadlineExceeded, "queued behind the busy worker")
+		assert.True(t, c5.Pending(b, head, d), "pending: a page does not wait for it again")
 	}
+	assert.False(t, c5.Pending(b, head, "c"))
 	_, err = c5.Get(ctx, b, head, "c")
 	assert.ErrorIs(t, err, forge.ErrLastCommitsBusy)
 	release()

@@ -226,10 +226,30 @@ func defaultBranch(refs []forge.Ref, head string) string {
 	return ""
 }
 
-// resolve splits rest ("REF/PATH", REF possibly with slashes) into the
-// longest branch or tag it starts with, or a commit id, and the path.
+// resolve splits rest ("REF/PATH") into a ref and a path, with this
+// precedence:
+//
+//  1. a full commit id that names a commit: that commit, whatever refs
+//     are called (pushes of refs named like commit ids are refused, but
+//     an imported repository may have them);
+//  2. the longest branch or tag name that rest starts with, up to a
+//     "/" (so refs with slashes resolve); of a branch and a tag of the
+//     same name, the branch;
+//  3. an abbreviated commit id (4 to 39 hex digits), if unambiguous.
+//
 // Full commit ids found once are remembered: a commit never changes.
 func (s *server) resolve(ctx context.Context, br *forge.Browser, rv *repoView, rest string) (ref, commit, p string, err error) {
+	first, p, _ := strings.Cut(rest, "/")
+	p = strings.Trim(p, "/")
+	if forge.IsCommitID(first) {
+		if c, ok := s.resolved.Get(rv.key + "|" + first); ok {
+			return first, c, p, nil
+		}
+		if c, err := br.Resolve(ctx, first); err == nil && c == first {
+			s.resolved.Add(rv.key+"|"+first, c)
+			return first, c, p, nil
+		}
+	}
 	refs, _, err := s.refsOf(ctx, br, rv)
 	if err != nil {
 		return "", "", "", err
@@ -242,20 +262,13 @@ func (s *server) resolve(ctx context.Context, br *forge.Browser, rv *repoView, r
 	if ref != "" {
 		return ref, commit, strings.Trim(rest[len(ref):], "/"), nil
 	}
-	first, p, _ := strings.Cut(rest, "/")
-	if len(first) < 4 || len(first) > 64 || strings.Trim(first, "0123456789abcdef") != "" {
+	if len(first) < 4 || len(first) >= 40 || strings.Trim(first, "0123456789abcdef") != "" {
 		return "", "", "", forge.ErrNotFound
-	}
-	if c, ok := s.resolved.Get(rv.key + "|" + first); ok {
-		return first, c, strings.Trim(p, "/"), nil
 	}
 	if commit, err = br.Resolve(ctx, first); err != nil {
 		return "", "", "", forge.ErrNotFound
 	}
-	if len(first) == len(commit) {
-		s.resolved.Add(rv.key+"|"+first, commit)
-	}
-	return first, commit, strings.Trim(p, "/"), nil
+	return first, commit, p, nil
 }
 
 // setRef resolves rest and fills the ref fields and the ref selector.
@@ -455,23 +468,13 @@ func (s *server) filesKey(rv *repoView, dir string) string {
 }
 
 // renderFiles renders the file list of dir, with the last commit of
-// each entry if withLast.
-func (s *server) renderFiles(ctx context.Context, br *forge.Browser, rv *repoView, dir string, withLast bool) ([]byte, error) {
+// each entry when last is not nil.
+func (s *server) renderFiles(ctx context.Context, br *forge.Browser, rv *repoView, dir string, last map[string]*forge.CommitInfo) ([]byte, error) {
 	entries, err := br.Tree(ctx, rv.Commit, dir)
 	if err != nil {
 		return nil, err
 	}
-	var last map[string]*forge.CommitInfo
-	if withLast {
-		var complete bool
-		if last, complete, err = br.LastCommits(ctx, rv.Commit, dir, lastCommitFill); err != nil {
-			return nil, err
-		}
-		if !complete {
-			return nil, fmt.Errorf("last commits of %s/%s not found within %v", rv.key, dir, lastCommitFill)
-		}
-	}
-	d := filesData{Base: rv.Base, Complete: withLast,
+	d := filesData{Base: rv.Base, Complete: last != nil,
 		FillURL: rv.Base + "/lastcommits/" + escPath(dir) + "?ref=" + url.QueryEscape(rv.Ref) + "&c=" + rv.Commit}
 	if dir != "" {
 		d.Parent = rv.Base + "/tree/" + rv.RefPath + "/" + escPath(path.Dir(dir))
@@ -495,55 +498,86 @@ func (s *server) renderFiles(ctx context.Context, br *forge.Browser, rv *repoVie
 	return s.fragment("files", d)
 }
 
-// filesFragment returns the file list with the last commit of each entry
-// from the cache, or renders it, waiting at most the page budget. Past
-// it, the page gets the list without them and a URL for its script: the
-// render goes on (viewcache detaches it from the request) and stores the
-// complete list, which the script's request and later pages get.
-func (s *server) filesFragment(ctx context.Context, br *forge.Browser, rv *repoView, dir string) (template.HTML, error) {
-	budget := s.pageBudget
-	if budget <= 0 {
-		budget = lastCommitBudget
-	}
-	wctx, cancel := context.WithTimeout(ctx, budget)
-	defer cancel()
-	b, err := s.cache.GetOrRender(wctx, s.filesKey(rv, dir), rv.deps(), func(ctx context.Context) ([]byte, error) {
-		return s.renderFiles(ctx, br, rv, dir, true)
+// errLastPending is why a complete file list cannot be rendered yet.
+var errLastPending = errors.New("last commits not known yet")
+
+// completeFiles returns the file list with the last commit of each
+// entry if those are known (cached fragment, or results in memory or on
+// disk), else errLastPending.
+func (s *server) completeFiles(ctx context.Context, br *forge.Browser, rv *repoView, dir string) ([]byte, error) {
+	return s.cache.GetOrRender(ctx, s.filesKey(rv, dir), rv.deps(), func(ctx context.Context) ([]byte, error) {
+		last, ok := s.lastCommits.Lookup(br, rv.Commit, dir)
+		if !ok {
+			return nil, errLastPending
+		}
+		return s.renderFiles(ctx, br, rv, dir, last)
 	})
-	if err == nil || ctx.Err() != nil || wctx.Err() == nil {
+}
+
+// filesFragment returns the file list with the last commit of each entry
+// when they are known. Else the first view starts their walk and waits
+// at most the page budget for it; past the budget, and at once for the
+// views that come while it runs, the page gets the list without them and
+// a URL for its script, which waits for the walk.
+func (s *server) filesFragment(ctx context.Context, br *forge.Browser, rv *repoView, dir string) (template.HTML, error) {
+	b, err := s.completeFiles(ctx, br, rv, dir)
+	if !errors.Is(err, errLastPending) {
 		return template.HTML(b), err
 	}
+	if !s.lastCommits.Pending(br, rv.Commit, dir) {
+		budget := s.pageBudget
+		if budget <= 0 {
+			budget = lastCommitBudget
+		}
+		wctx, cancel := context.WithTimeout(ctx, budget)
+		_, err := s.lastCommits.Get(wctx, br, rv.Commit, dir)
+		cancel()
+		if err == nil {
+			b, err := s.completeFiles(ctx, br, rv, dir)
+			return template.HTML(b), err
+		}
+		if ctx.Err() != nil {
+			return "", ctx.Err()
+		}
+	}
 	b, err = s.cache.GetOrRender(ctx, "plain"+s.filesKey(rv, dir), rv.deps(), func(ctx context.Context) ([]byte, error) {
-		return s.renderFiles(ctx, br, rv, dir, false)
+		return s.renderFiles(ctx, br, rv, dir, nil)
 	})
 	return template.HTML(b), err
 }
 
 // lastCommitsFragment serves the complete file list for the page's
-// script; it waits for the background fill (or does it).
+// script: it waits for the walk. Its URL names the commit and the ref
+// the page was browsing; a ref that does not name that commit is 404,
+// before any work.
 func (s *server) lastCommitsFragment(w http.ResponseWriter, r *http.Request) {
 	r, sess, rv, br, ok := s.readRepo(w, r, "code", false)
 	if !ok {
 		return
 	}
 	q := r.URL.Query()
-	ref, commit, _, err := s.resolve(r.Context(), br, rv, q.Get("c"))
-	if err != nil || commit != q.Get("c") {
+	commit := q.Get("c")
+	ref, resolved, rest, err := s.resolve(r.Context(), br, rv, q.Get("ref"))
+	if err != nil || resolved != commit || rest != "" || !forge.IsCommitID(commit) {
 		s.notFound(w, r)
 		return
 	}
-	rv.Ref, rv.Commit = q.Get("ref"), commit
-	if rv.Ref == "" {
-		rv.Ref = ref
-	}
-	rv.RefPath = escPath(rv.Ref)
+	rv.Ref, rv.Commit, rv.RefPath = ref, commit, escPath(ref)
 	dir := strings.Trim(r.PathValue("rest"), "/")
 	if s.cacheHeaders(w, r, sess, rv, true) { // the URL names the commit
 		return
 	}
-	b, err := s.cache.GetOrRender(r.Context(), s.filesKey(rv, dir), rv.deps(), func(ctx context.Context) ([]byte, error) {
-		return s.renderFiles(ctx, br, rv, dir, true)
-	})
+	if _, err := s.lastCommits.Get(r.Context(), br, rv.Commit, dir); err != nil {
+		if errors.Is(err, forge.ErrNotFound) {
+			s.notFound(w, r)
+			return
+		}
+		w.Header().Del("Cache-Control")
+		w.Header().Del("ETag")
+		http.Error(w, "the last commits are not ready; try again later", http.StatusServiceUnavailable)
+		return
+	}
+	b, err := s.completeFiles(r.Context(), br, rv, dir)
 	if err != nil {
 		s.notFound(w, r)
 		return

@@ -194,3 +194,70 @@ func TestImportAndAdopt(t *testing.T) {
 	assert.Contains(t, anon.get("/carol/hers").body, ">README.md</a>")
 	assert.Contains(t, f.mustCLI("", "repo", "adopt"), "nothing to adopt")
 }
+
+// TestRefPrecedence pins down how /tree, /blob, /raw, /commit and
+// /archive split REF/PATH: a full commit id means that commit whatever
+// refs are called; else the longest branch or tag name, the branch
+// before a tag of the same name; else an abbreviated commit id.
+func TestRefPrecedence(t *testing.T) {
+	t.Parallel()
+	f := newForge(t)
+	f.user("alice")
+	work := t.TempDir()
+	testenv.Run(t, "", "init", "-q", "-b", "main", work)
+	commit := func(file, content, msg string) string {
+		require.NoError(t, os.MkdirAll(filepath.Dir(filepath.Join(work, file)), 0o755))
+		require.NoError(t, os.WriteFile(filepath.Join(work, file), []byte(content), 0o644))
+		testenv.Run(t, work, "add", ".")
+		testenv.Run(t, work, "commit", "-q", "-m", msg)
+		return strings.TrimSpace(testenv.Run(t, work, "rev-parse", "HEAD"))
+	}
+	old := commit("dir/file.txt", "old\n", "old commit")
+	testenv.Run(t, work, "tag", "same") // a tag and a branch called "same"
+	mid := commit("dir/file.txt", "mid\n", "mid commit")
+	testenv.Run(t, work, "branch", "same")
+	testenv.Run(t, work, "tag", "main/dir") // longer than main: /raw/main/dir/... is the tag's
+	commit("dir/file.txt", "head\n", "head commit")
+	// Refs an import can bring that a push would be refused: a branch
+	// named like the old commit, pointing at the head.
+	testenv.Run(t, work, "branch", old)
+	dst := filepath.Join(f.data, "repos", "alice", "prec.git")
+	testenv.Run(t, "", "clone", "-q", "--bare", work, dst)
+	f.mustCLI("", "repo", "adopt", "-public")
+	anon := f.browser()
+
+	for _, tc := range []struct{ path, want string }{
+		{"/alice/prec/raw/" + old + "/dir/file.txt", "old\n"},
+		{"/alice/prec/raw/same/dir/file.txt", "mid\n"},
+		{"/alice/prec/raw/main/dir/dir/file.txt", "mid\n"}, // the longest ref: tag main/dir
+		{"/alice/prec/raw/main/file.txt", ""},
+		{"/alice/prec/raw/" + mid[:7] + "/dir/file.txt", "mid\n"},
+	} {
+		r := anon.get(tc.path)
+		if tc.want == "" {
+			assert.Equal(t, http.StatusNotFound, r.code, tc.path)
+			continue
+		}
+		require.Equal(t, http.StatusOK, r.code, tc.path)
+		assert.Equal(t, tc.want, r.body, tc.path)
+	}
+	r := anon.get("/alice/prec/commit/" + old)
+	require.Equal(t, http.StatusOK, r.code)
+	assert.Contains(t, r.body, "old commit")
+	assert.NotContains(t, r.body, "head commit")
+	r = anon.get("/alice/prec/commits/" + old)
+	assert.Contains(t, r.body, "old commit")
+	assert.NotContains(t, r.body, "head commit", "history of the commit, not of the branch named like it")
+	r = anon.get("/alice/prec/archive/" + old + ".tar.gz")
+	require.Equal(t, http.StatusOK, r.code)
+	assert.Equal(t, `"`+old+`.tar.gz"`, strings.TrimPrefix(r.h.Get("ETag"), "W/"))
+
+	// Such refs cannot be pushed.
+	tok := f.token("alice")
+	_, err := testenv.RunErr(t, testenv.Cmd{Dir: work, Args: []string{"push", f.gitURL("alice/prec", "alice", tok), "main:refs/heads/" + mid}})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "commit id")
+	_, err = testenv.RunErr(t, testenv.Cmd{Dir: work, Args: []string{"push", f.gitURL("alice/prec", "alice", tok), "main:refs/tags/main/docs"}})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "protected branch main")
+}

@@ -42,12 +42,10 @@ const (
 	defaultPageTimeout   = 10 * time.Second
 	defaultGitTimeout    = time.Hour
 	defaultSlowThreshold = 2 * time.Second
-	// lastCommitBudget is how long a page waits for the last commit of
-	// each entry before it is sent without them, to be filled in after.
+	// lastCommitBudget is how long the first view of a directory waits
+	// for the last commit of each entry before it is sent without them,
+	// to be filled in by its script once the walk completes.
 	lastCommitBudget = 150 * time.Millisecond
-	// lastCommitFill bounds the walk for the last commits of one
-	// directory (it goes on past the page's budget, detached).
-	lastCommitFill = 30 * time.Second
 )
 
 type config struct {
@@ -169,32 +167,33 @@ Flags of serve:
 
 // server is the assembled forge.
 type server struct {
-	cfg       *config
-	instance  string // names this server's private cache directories
-	log       *slog.Logger
-	forge     *forge.Forge
-	git       *gitproto.Handler
-	views     *counting.Counter
-	viewsDB   io.Closer // the counts' store
-	cache     *viewcache.Cache
-	mc        *memcache.Client
-	mcGetter  *viewcache.Getter // the cache's lookups, on mc's servers
-	archiver  *forge.Archiver
-	maint     *forge.Maintainer
-	hooks     *forge.Deliverer
-	watchdog  *slowlog.Watchdog
-	profiler  *slowlog.Profiler
-	tbox      *timebox.Handler
-	key       []byte
-	pageSets  map[string]*template.Template // by page name: layout, fragments and the page
-	fragments *template.Template            // layout and fragments only
-	assets    *assets
-	logins    *loginLimiter
-	browsers  *lru.Cache[string, *browserEntry]
-	refs      *lru.Cache[string, refsEntry] // by repository key, for refsTTL
-	resolved  *lru.Cache[string, string]    // "repo|commit id" → commit, once resolved
-	metrics   *metrics
-	handler   http.Handler
+	cfg         *config
+	instance    string // names this server's private cache directories
+	log         *slog.Logger
+	forge       *forge.Forge
+	git         *gitproto.Handler
+	views       *counting.Counter
+	viewsDB     io.Closer // the counts' store
+	cache       *viewcache.Cache
+	mc          *memcache.Client
+	mcGetter    *viewcache.Getter // the cache's lookups, on mc's servers
+	archiver    *forge.Archiver
+	lastCommits *forge.LastCommitCache
+	maint       *forge.Maintainer
+	hooks       *forge.Deliverer
+	watchdog    *slowlog.Watchdog
+	profiler    *slowlog.Profiler
+	tbox        *timebox.Handler
+	key         []byte
+	pageSets    map[string]*template.Template // by page name: layout, fragments and the page
+	fragments   *template.Template            // layout and fragments only
+	assets      *assets
+	logins      *loginLimiter
+	browsers    *lru.Cache[string, *browserEntry]
+	refs        *lru.Cache[string, refsEntry] // by repository key, for refsTTL
+	resolved    *lru.Cache[string, string]    // "repo|commit id" → commit, once resolved
+	metrics     *metrics
+	handler     http.Handler
 
 	// exploreEvery is how long the explore lists are reused. If zero,
 	// defaultExploreEvery.
@@ -262,6 +261,9 @@ func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server
 		return nil, err
 	}
 	s.archiver.SendFile = sendFile
+	// Last commits outlive the process: files shared by the instances of
+	// the data directory (a result never changes).
+	s.lastCommits = &forge.LastCommitCache{Dir: filepath.Join(cfg.data, "cache", "lastcommits"), Logger: logger}
 
 	s.git = s.forge.GitHandler()
 	s.git.Admission = &gitproto.Admission{}

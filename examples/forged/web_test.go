@@ -458,9 +458,25 @@ func TestLastCommitsFilledAfter(t *testing.T) {
 	assert.Contains(t, r.h.Get("Cache-Control"), "immutable")
 	// Later pages have them at once: the render went on and was cached.
 	assert.Contains(t, anon.get("/alice/proj").body, "Say &lt;b&gt;hi")
+
+	// The fill URL names a ref and the commit it resolved to: anything
+	// else is 404 before any work, so that ?ref= cannot start walks.
+	walks := f.s.lastCommits.Stats().Walks
+	u, err := url.Parse(strings.ReplaceAll(fill[1], "&amp;", "&"))
+	require.NoError(t, err)
+	for _, q := range []string{"ref=nope&c=" + u.Query().Get("c"), "ref=main&c=" + strings.Repeat("a", 40), "ref=feature/login&c=" + u.Query().Get("c"), "ref=main/src&c=" + u.Query().Get("c")} {
+		assert.Equal(t, http.StatusNotFound, anon.get(u.Path+"?"+q).code, q)
+	}
+	assert.Equal(t, walks, f.s.lastCommits.Stats().Walks)
+
+	// A new process finds the last commits on disk: its first page has
+	// them without a walk.
+	s2, ts2 := startInstance(t, f.data)
+	f2 := &testForge{t: t, s: s2, ts: ts2, data: f.data}
+	assert.Contains(t, f2.browser().get("/alice/proj").body, "Say &lt;b&gt;hi")
+	assert.Equal(t, int64(0), s2.lastCommits.Stats().Walks)
 }
 
-// TestOperations: health, readiness, metrics, request ids.
 func TestOperations(t *testing.T) {
 	t.Parallel()
 	f := newForge(t)
