@@ -9,25 +9,36 @@ import (
 	"math"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/forgekit/forgekit/timebox"
 )
 
-// DefaultArchiveBytes bounds an Archiver's disk cache when maxBytes is 0.
-const DefaultArchiveBytes = 2 << 30
+// Defaults of Archiver.
+const (
+	// DefaultArchiveBytes bounds an Archiver's disk cache when maxBytes
+	// is 0.
+	DefaultArchiveBytes = 2 << 30
+	// DefaultArchiveWorkers is how many archives are made at once.
+	DefaultArchiveWorkers = 2
+	// DefaultArchiveTimeout bounds the making of one archive.
+	DefaultArchiveTimeout = 5 * time.Minute
+)
 
 // ErrFormat is returned for an archive format other than "tar.gz" and
 // "zip".
 var ErrFormat = errors.New("forge: unknown archive format")
 
 // Archiver makes tar.gz and zip archives of commits with git archive,
-// once per (repository, commit, format) however many ask at once, and
+// once per (repository, commit, format) however many ask at once, a
+// bounded number at a time and each within a time limit, and
 // keeps them on disk, least recently used evicted beyond a byte budget.
 // An archive of a commit never changes, so it is served with the commit
 // id as ETag, and can be handed to the front server (SendFile). It owns
@@ -40,6 +51,17 @@ type Archiver struct {
 	// SendFile, if set, may answer with a header that makes the front
 	// server send the file (gitproto.AccelRedirect, gitproto.XSendfile).
 	SendFile func(w http.ResponseWriter, r *http.Request, path string) bool
+
+	// Workers is how many archives are made at once; more wait. If
+	// zero, DefaultArchiveWorkers.
+	Workers int
+
+	// Timeout bounds the making of one archive (git archive's process
+	// group is killed past it). If zero, DefaultArchiveTimeout.
+	Timeout time.Duration
+
+	slotsOnce sync.Once
+	slots     chan struct{}
 
 	dir      string
 	maxBytes int64
@@ -78,6 +100,16 @@ func NewArchiver(dir string, maxBytes int64) (*Archiver, error) {
 		os.Remove(path) // a reader with the file open keeps it
 	})
 	return a, nil
+}
+
+func (a *Archiver) initSlots() {
+	a.slotsOnce.Do(func() {
+		n := a.Workers
+		if n <= 0 {
+			n = DefaultArchiveWorkers
+		}
+		a.slots = make(chan struct{}, n)
+	})
 }
 
 // Stats returns the counters.
@@ -121,16 +153,43 @@ func (a *Archiver) Archive(ctx context.Context, repoDir, commit, format, prefix 
 		}
 	}
 	v, err, shared := a.flight.Do(path, func() (any, error) {
+		// A flight that ended between our look and this one made it.
+		a.mu.Lock()
+		_, ok := a.lru.Get(path)
+		a.mu.Unlock()
+		if ok {
+			if _, err := os.Stat(path); err == nil {
+				return path, nil
+			}
+		}
+		// At most Workers generations at once, each within Timeout:
+		// detached from the first caller (the others wait on the
+		// result), but never without a bound.
+		a.initSlots()
+		select {
+		case a.slots <- struct{}{}:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		defer func() { <-a.slots }()
+		timeout := a.Timeout
+		if timeout <= 0 {
+			timeout = DefaultArchiveTimeout
+		}
+		gctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+		defer cancel()
 		tmp := path + ".tmp"
 		git := a.Git
 		if git == "" {
 			git = "git"
 		}
-		// Detached from the first caller: the others wait on the result.
-		cmd := exec.CommandContext(context.WithoutCancel(ctx), git, "archive", "--format="+format, "--prefix="+strings.TrimSuffix(prefix, "/")+"/", "-o", tmp, commit)
+		cmd := timebox.Command(gctx, git, "archive", "--format="+format, "--prefix="+strings.TrimSuffix(prefix, "/")+"/", "-o", tmp, commit)
 		cmd.Dir = repoDir
 		if out, err := cmd.CombinedOutput(); err != nil {
 			os.Remove(tmp)
+			if gctx.Err() != nil {
+				return nil, fmt.Errorf("forge: git archive: %w", gctx.Err())
+			}
 			return nil, fmt.Errorf("forge: git archive: %v: %s", err, strings.TrimSpace(string(out)))
 		}
 		fi, err := os.Stat(tmp)

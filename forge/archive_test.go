@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -151,4 +152,33 @@ func TestArchiveCacheBound(t *testing.T) {
 	assert.Equal(t, int64(len(commits)), s.Generated)
 	files, _ := filepath.Glob(filepath.Join(dir, "*"))
 	assert.Len(t, files, 1, "evicted archives are removed from disk")
+}
+
+// TestArchiveBounds: an archive that takes longer than Timeout fails
+// cleanly (its git is killed, nothing half-written stays), and waiting
+// for a worker ends with the caller's context.
+func TestArchiveBounds(t *testing.T) {
+	t.Parallel()
+	testenv.Git(t)
+	repo := filepath.Join(t.TempDir(), "r.git")
+	testenv.BareRepo(t, repo, testenv.RepoOptions{Commits: 3})
+	commit := strings.TrimSpace(testenv.Run(t, repo, "rev-parse", "main"))
+	dir := filepath.Join(t.TempDir(), "archives")
+	a, err := forge.NewArchiver(dir, 0)
+	require.NoError(t, err)
+	a.Timeout = time.Nanosecond
+	_, err = a.Archive(context.Background(), repo, commit, "zip", "p")
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	left, _ := os.ReadDir(dir)
+	assert.Empty(t, left, "no partial archive")
+
+	b, err := forge.NewArchiver(filepath.Join(t.TempDir(), "b"), 0)
+	require.NoError(t, err)
+	b.Workers = 1
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err = b.Archive(ctx, repo, commit, "zip", "p")
+	if err != nil {
+		assert.ErrorIs(t, err, context.Canceled)
+	}
 }

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -156,32 +155,12 @@ type Ref struct {
 // Refs returns the branches and tags (tags peeled to their commits), and
 // the default branch (HEAD's target).
 func (b *Browser) Refs(ctx context.Context) (refs []Ref, defaultBranch string, err error) {
-	iter, err := b.repo.References()
+	objs, err := b.objects()
 	if err != nil {
-		return nil, "", fmt.Errorf("forge: %w", err)
+		return nil, "", err
 	}
-	err = iter.ForEach(func(r *plumbing.Reference) error {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if r.Type() != plumbing.HashReference {
-			return nil
-		}
-		switch {
-		case r.Name().IsBranch():
-			refs = append(refs, Ref{Name: r.Name().Short(), Commit: r.Hash().String()})
-		case r.Name().IsTag():
-			h := r.Hash()
-			if t, err := b.repo.TagObject(h); err == nil {
-				if c, err := t.Commit(); err == nil {
-					h = c.Hash
-				}
-			}
-			refs = append(refs, Ref{Name: r.Name().Short(), Tag: true, Commit: h.String()})
-		}
-		return nil
-	})
-	if err != nil {
+	defer objs.close()
+	if refs, err = readRefs(b.dir, objs); err != nil {
 		return nil, "", err
 	}
 	sort.Slice(refs, func(i, j int) bool {
@@ -190,39 +169,52 @@ func (b *Browser) Refs(ctx context.Context) (refs []Ref, defaultBranch string, e
 		}
 		return refs[i].Name < refs[j].Name
 	})
-	if head, err := b.repo.Reference(plumbing.HEAD, false); err == nil {
-		defaultBranch = head.Target().Short()
-	}
+	defaultBranch, _ = ReadHead(b.dir)
 	return refs, defaultBranch, nil
 }
 
+// objects opens a reader of the repository's objects for one call.
+func (b *Browser) objects() (*objectReader, error) {
+	return openObjectReader(b.dir, len(plumbing.ZeroHash))
+}
+
 // Resolve turns a branch, a tag (with slashes too), a full or short
-// commit id into a commit id. A full commit id that names a commit
-// means it, whatever refs are called.
+// commit id into a commit id. A full commit id that names a commit means
+// it, whatever refs are called; then a branch, then a tag of that name;
+// then an abbreviated id that names one object.
 func (b *Browser) Resolve(ctx context.Context, rev string) (string, error) {
 	if rev == "" || strings.ContainsAny(rev, "^~:@{}\\ ") || strings.HasPrefix(rev, "-") {
 		return "", fmt.Errorf("%w: revision %q", ErrNotFound, rev)
 	}
+	objs, err := b.objects()
+	if err != nil {
+		return "", err
+	}
+	defer objs.close()
 	if IsCommitID(rev) {
-		// A full commit id means that commit, even if a ref has that name.
-		if c, err := b.repo.CommitObject(plumbing.NewHash(rev)); err == nil {
-			return c.Hash.String(), nil
+		if c, err := readCommit(objs, plumbing.NewHash(rev)); err == nil {
+			return c.Hash, nil
 		}
 	}
-	h, err := b.repo.ResolveRevision(plumbing.Revision(rev))
+	refs, err := readRefs(b.dir, objs)
 	if err != nil {
-		return "", fmt.Errorf("%w: revision %q", ErrNotFound, rev)
+		return "", err
 	}
-	c, err := b.repo.CommitObject(*h)
-	if err != nil {
-		if t, terr := b.repo.TagObject(*h); terr == nil {
-			if c, err = t.Commit(); err == nil {
-				return c.Hash.String(), nil
+	for _, tag := range []bool{false, true} {
+		for _, r := range refs {
+			if r.Name == rev && r.Tag == tag {
+				if c, err := readCommit(objs, plumbing.NewHash(r.Commit)); err == nil {
+					return c.Hash, nil
+				}
 			}
 		}
-		return "", fmt.Errorf("%w: revision %q", ErrNotFound, rev)
 	}
-	return c.Hash.String(), nil
+	if h, err := objs.findPrefix(rev); err == nil {
+		if c, err := readCommit(objs, h); err == nil {
+			return c.Hash, nil
+		}
+	}
+	return "", fmt.Errorf("%w: revision %q", ErrNotFound, rev)
 }
 
 // Entry is one entry of a tree.
@@ -234,6 +226,8 @@ type Entry struct {
 	Hash string
 }
 
+// commit decodes commit with go-git, for the history walks that still
+// go through it.
 func (b *Browser) commit(commit string) (*object.Commit, error) {
 	c, err := b.repo.CommitObject(plumbing.NewHash(commit))
 	if err != nil {
@@ -242,40 +236,46 @@ func (b *Browser) commit(commit string) (*object.Commit, error) {
 	return c, nil
 }
 
-func (b *Browser) dirTree(c *object.Commit, dir string) (*object.Tree, error) {
-	t, err := c.Tree()
+// dirEntries reads the directory dir of commit: its entries as the tree
+// object lists them.
+func (b *Browser) dirEntries(objs *objectReader, commit, dir string) ([]rawEntry, error) {
+	c, err := readCommit(objs, plumbing.NewHash(commit))
+	if err != nil || c.Hash != commit {
+		return nil, fmt.Errorf("%w: commit %s", ErrNotFound, commit)
+	}
+	mode, h, err := lookupPath(objs, c.Tree, dir)
 	if err != nil {
-		return nil, fmt.Errorf("forge: %w", err)
+		return nil, err
 	}
-	dir = strings.Trim(dir, "/")
-	if dir == "" {
-		return t, nil
+	if mode != 0o040000 {
+		return nil, fmt.Errorf("%w: %s is not a directory", ErrNotFound, dir)
 	}
-	sub, err := t.Tree(dir)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s", ErrNotFound, dir)
+	typ, data, err := objs.read(h)
+	if err != nil || typ != plumbing.TreeObject {
+		return nil, fmt.Errorf("forge: tree %s: %v", h, err)
 	}
-	return sub, nil
+	return parseTree(data)
 }
 
 // Tree lists the directory dir ("" for the root) of commit, directories
 // first, as git ls-tree -l would.
 func (b *Browser) Tree(ctx context.Context, commit, dir string) ([]Entry, error) {
-	c, err := b.commit(commit)
+	objs, err := b.objects()
 	if err != nil {
 		return nil, err
 	}
-	t, err := b.dirTree(c, dir)
+	defer objs.close()
+	entries, err := b.dirEntries(objs, commit, dir)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]Entry, 0, len(t.Entries))
-	for _, e := range t.Entries {
+	out := make([]Entry, 0, len(entries))
+	for _, e := range entries {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		en := Entry{Name: e.Name, Mode: fmt.Sprintf("%06o", uint32(e.Mode)), Hash: e.Hash.String()}
-		switch e.Mode {
+		en := Entry{Name: e.name, Mode: fmt.Sprintf("%06o", e.mode), Hash: e.hash.String()}
+		switch filemode.FileMode(e.mode) {
 		case filemode.Dir:
 			en.Type = "tree"
 		case filemode.Submodule:
@@ -284,8 +284,9 @@ func (b *Browser) Tree(ctx context.Context, commit, dir string) ([]Entry, error)
 			en.Type = "symlink"
 		default:
 			en.Type = "blob"
-			if o, err := b.repo.Storer.EncodedObject(plumbing.BlobObject, e.Hash); err == nil {
-				en.Size = o.Size()
+			// The size from the pack entry's header: no blob is read.
+			if n, err := objs.size(e.hash); err == nil {
+				en.Size = n
 			}
 		}
 		out = append(out, en)
@@ -307,25 +308,31 @@ type Blob struct {
 
 // Blob reads the file at p of commit, at most max bytes.
 func (b *Browser) Blob(ctx context.Context, commit, p string, max int64) (*Blob, error) {
-	c, err := b.commit(commit)
+	objs, err := b.objects()
 	if err != nil {
 		return nil, err
 	}
-	f, err := c.File(strings.Trim(p, "/"))
-	if err != nil {
+	defer objs.close()
+	c, err := readCommit(objs, plumbing.NewHash(commit))
+	if err != nil || c.Hash != commit {
+		return nil, fmt.Errorf("%w: commit %s", ErrNotFound, commit)
+	}
+	if strings.Trim(p, "/") == "" {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, p)
 	}
-	r, err := f.Reader()
+	mode, h, err := lookupPath(objs, c.Tree, p)
 	if err != nil {
-		return nil, fmt.Errorf("forge: %w", err)
+		return nil, err
 	}
-	defer r.Close()
-	data, err := io.ReadAll(io.LimitReader(r, max))
+	if mode == 0o040000 || mode == 0o160000 {
+		return nil, fmt.Errorf("%w: %s is not a file", ErrNotFound, p)
+	}
+	data, size, err := objs.readPrefix(h, max)
 	if err != nil {
 		return nil, fmt.Errorf("forge: %w", err)
 	}
 	head := data[:min(len(data), 8000)]
-	return &Blob{Data: data, Size: f.Size, Binary: bytes.IndexByte(head, 0) >= 0, Truncated: f.Size > int64(len(data))}, nil
+	return &Blob{Data: data, Size: size, Binary: bytes.IndexByte(head, 0) >= 0, Truncated: size > int64(len(data))}, nil
 }
 
 // CommitInfo is what a listing shows of a commit.
@@ -405,30 +412,26 @@ func (b *Browser) LastCommits(ctx context.Context, commit, dir string, budget ti
 // walk's counters.
 func (b *Browser) lastCommits(ctx context.Context, commit, dir string, deadline time.Time, known func(plumbing.Hash) map[string]plumbing.Hash) (map[string]plumbing.Hash, bool, walkStats, error) {
 	dir = strings.Trim(dir, "/")
-	c, err := b.commit(commit)
+	objs, err := b.objects()
 	if err != nil {
 		return nil, false, walkStats{}, err
 	}
-	t, err := b.dirTree(c, dir)
+	defer objs.close()
+	entries, err := b.dirEntries(objs, commit, dir)
 	if err != nil {
 		return nil, false, walkStats{}, err
 	}
-	names := make([]string, len(t.Entries))
-	for i, e := range t.Entries {
-		names[i] = e.Name
+	names := make([]string, len(entries))
+	for i, e := range entries {
+		names[i] = e.name
 	}
 	g := b.graph()
 	if g != nil {
 		defer g.release()
 	}
-	objs, err := openObjectReader(b.dir, len(c.Hash.String())/2)
-	if err != nil {
-		return nil, false, walkStats{}, err
-	}
-	defer objs.close()
 	w := newLastWalk(objs, g, dir, names)
 	w.known = known
-	complete, err := w.run(ctx, c.Hash, deadline)
+	complete, err := w.run(ctx, plumbing.NewHash(commit), deadline)
 	if err != nil {
 		return nil, false, walkStats{}, err
 	}
@@ -446,21 +449,29 @@ type walkStats struct {
 	Visited, BloomSkips, TreeReads int
 }
 
-// commitInfos decodes the commits of found, once each.
+// commitInfos reads the commits of found, once each.
 func (b *Browser) commitInfos(ctx context.Context, found map[string]plumbing.Hash) (map[string]*CommitInfo, error) {
-	infos := map[plumbing.Hash]*CommitInfo{}
 	out := make(map[string]*CommitInfo, len(found))
+	if len(found) == 0 {
+		return out, nil
+	}
+	objs, err := b.objects()
+	if err != nil {
+		return nil, err
+	}
+	defer objs.close()
+	infos := map[plumbing.Hash]*CommitInfo{}
 	for name, h := range found {
 		ci, ok := infos[h]
 		if !ok {
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
-			c, err := b.repo.CommitObject(h)
-			if err != nil {
-				return nil, fmt.Errorf("forge: commit %s: %w", h, err)
+			typ, data, err := objs.read(h)
+			if err != nil || typ != plumbing.CommitObject {
+				return nil, fmt.Errorf("forge: commit %s: %v", h, err)
 			}
-			ci = info(c)
+			ci = parseCommitInfo(h, data)
 			infos[h] = ci
 		}
 		out[name] = ci

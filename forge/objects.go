@@ -188,52 +188,11 @@ func (r *objectReader) readAt(i int, off int64, depth int) (plumbing.ObjectType,
 	if depth > 10000 {
 		return 0, nil, fmt.Errorf("forge: delta chain too long at %d", off)
 	}
-	p := r.packs[i]
-	sr := io.NewSectionReader(p.pack, off, 1<<62)
-	if r.br == nil {
-		r.br = bufio.NewReaderSize(sr, 16<<10)
-	} else {
-		r.br.Reset(sr)
-	}
-	c, err := r.br.ReadByte()
+	e, err := r.header(i, off)
 	if err != nil {
-		return 0, nil, fmt.Errorf("forge: pack read at %d: %w", off, err)
+		return 0, nil, err
 	}
-	typ := plumbing.ObjectType((c >> 4) & 7)
-	size := int64(c & 15)
-	for shift := 4; c&0x80 != 0; shift += 7 {
-		if c, err = r.br.ReadByte(); err != nil || shift > 60 {
-			return 0, nil, fmt.Errorf("forge: bad pack entry at %d", off)
-		}
-		size |= int64(c&0x7f) << shift
-	}
-	var baseOff int64 = -1
-	var baseHash plumbing.Hash
-	switch typ {
-	case plumbing.OFSDeltaObject:
-		c, err := r.br.ReadByte()
-		if err != nil {
-			return 0, nil, fmt.Errorf("forge: bad delta at %d", off)
-		}
-		rel := int64(c & 0x7f)
-		for c&0x80 != 0 {
-			if c, err = r.br.ReadByte(); err != nil || rel > 1<<55 {
-				return 0, nil, fmt.Errorf("forge: bad delta at %d", off)
-			}
-			rel = (rel+1)<<7 | int64(c&0x7f)
-		}
-		baseOff = off - rel
-		if baseOff < 0 || rel == 0 {
-			return 0, nil, fmt.Errorf("forge: bad delta base at %d", off)
-		}
-	case plumbing.REFDeltaObject:
-		if _, err := io.ReadFull(r.br, baseHash[:r.hashLen]); err != nil {
-			return 0, nil, fmt.Errorf("forge: bad delta at %d", off)
-		}
-	case plumbing.CommitObject, plumbing.TreeObject, plumbing.BlobObject, plumbing.TagObject:
-	default:
-		return 0, nil, fmt.Errorf("forge: bad object type %d at %d", typ, off)
-	}
+	typ, size := e.typ, e.size
 	if size > 1<<31 {
 		return 0, nil, fmt.Errorf("forge: object at %d too large for a walk (%d bytes)", off, size)
 	}
@@ -241,13 +200,13 @@ func (r *objectReader) readAt(i int, off int64, depth int) (plumbing.ObjectType,
 	if err != nil {
 		return 0, nil, fmt.Errorf("forge: inflating at %d: %w", off, err)
 	}
-	if baseOff >= 0 || typ == plumbing.REFDeltaObject {
+	if e.baseOff >= 0 || typ == plumbing.REFDeltaObject {
 		var btyp plumbing.ObjectType
 		var base []byte
-		if baseOff >= 0 {
-			btyp, base, err = r.readAt(i, baseOff, depth+1)
+		if e.baseOff >= 0 {
+			btyp, base, err = r.readAt(i, e.baseOff, depth+1)
 		} else {
-			btyp, base, err = r.read(baseHash)
+			btyp, base, err = r.read(e.baseHash)
 		}
 		if err != nil {
 			return 0, nil, err
@@ -270,13 +229,7 @@ func (r *objectReader) readAt(i int, off int64, depth int) (plumbing.ObjectType,
 }
 
 func (r *objectReader) inflate(size int64) ([]byte, error) {
-	var err error
-	if r.zr == nil {
-		r.zr, err = zlib.NewReader(r.br)
-	} else {
-		err = r.zr.(zlib.Resetter).Reset(r.br, nil)
-	}
-	if err != nil {
+	if err := r.resetInflate(); err != nil {
 		return nil, err
 	}
 	data := make([]byte, size)
@@ -318,4 +271,112 @@ func (r *objectReader) readLoose(h plumbing.Hash) (plumbing.ObjectType, []byte, 
 		return 0, nil, fmt.Errorf("forge: loose object %s: %w", hex, err)
 	}
 	return typ, data, nil
+}
+
+// size returns the size of object h without reading it all: from the
+// pack entry's header, or for a delta from the start of the delta (its
+// target size), or from a loose object's header.
+func (r *objectReader) size(h plumbing.Hash) (int64, error) {
+	for i, p := range r.packs {
+		off, ok := p.find(h, r.hashLen)
+		if !ok {
+			continue
+		}
+		e, err := r.header(i, off)
+		if err != nil {
+			return 0, err
+		}
+		if e.typ != plumbing.OFSDeltaObject && e.typ != plumbing.REFDeltaObject {
+			return e.size, nil
+		}
+		var size int64
+		// The delta begins with the base's size, then the target's.
+		if err := r.resetInflate(); err != nil {
+			return 0, err
+		}
+		br := bufio.NewReaderSize(r.zr, 32)
+		for range 2 {
+			size = 0
+			for shift := 0; ; shift += 7 {
+				c, err := br.ReadByte()
+				if err != nil || shift > 56 {
+					return 0, fmt.Errorf("forge: bad delta header at %d", off)
+				}
+				size |= int64(c&0x7f) << shift
+				if c&0x80 == 0 {
+					break
+				}
+			}
+		}
+		return size, nil
+	}
+	_, data, err := r.readLoose(h)
+	return int64(len(data)), err
+}
+
+// entry is the header of a pack entry.
+type entry struct {
+	typ      plumbing.ObjectType
+	size     int64 // of the object, or of the delta's data
+	baseOff  int64 // an OFS_DELTA's base, else -1
+	baseHash plumbing.Hash
+}
+
+// header reads the header of the pack entry at off, leaving r.br at the
+// start of its compressed data.
+func (r *objectReader) header(i int, off int64) (entry, error) {
+	e := entry{baseOff: -1}
+	sr := io.NewSectionReader(r.packs[i].pack, off, 1<<62)
+	if r.br == nil {
+		r.br = bufio.NewReaderSize(sr, 16<<10)
+	} else {
+		r.br.Reset(sr)
+	}
+	bad := func() (entry, error) { return entry{}, fmt.Errorf("forge: bad pack entry at %d", off) }
+	c, err := r.br.ReadByte()
+	if err != nil {
+		return bad()
+	}
+	e.typ = plumbing.ObjectType((c >> 4) & 7)
+	e.size = int64(c & 15)
+	for shift := 4; c&0x80 != 0; shift += 7 {
+		if c, err = r.br.ReadByte(); err != nil || shift > 60 {
+			return bad()
+		}
+		e.size |= int64(c&0x7f) << shift
+	}
+	switch e.typ {
+	case plumbing.OFSDeltaObject:
+		c, err := r.br.ReadByte()
+		if err != nil {
+			return bad()
+		}
+		rel := int64(c & 0x7f)
+		for c&0x80 != 0 {
+			if c, err = r.br.ReadByte(); err != nil || rel > 1<<55 {
+				return bad()
+			}
+			rel = (rel+1)<<7 | int64(c&0x7f)
+		}
+		if e.baseOff = off - rel; rel == 0 || e.baseOff < 0 {
+			return bad()
+		}
+	case plumbing.REFDeltaObject:
+		if _, err := io.ReadFull(r.br, e.baseHash[:r.hashLen]); err != nil {
+			return bad()
+		}
+	case plumbing.CommitObject, plumbing.TreeObject, plumbing.BlobObject, plumbing.TagObject:
+	default:
+		return entry{}, fmt.Errorf("forge: bad object type %d at %d", e.typ, off)
+	}
+	return e, nil
+}
+
+func (r *objectReader) resetInflate() error {
+	if r.zr == nil {
+		var err error
+		r.zr, err = zlib.NewReader(r.br)
+		return err
+	}
+	return r.zr.(zlib.Resetter).Reset(r.br, nil)
 }
