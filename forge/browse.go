@@ -2,7 +2,6 @@ package forge
 
 import (
 	"bytes"
-	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -13,122 +12,43 @@ import (
 	"sync"
 	"time"
 
-	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
-	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
-	"github.com/go-git/go-git/v5/plumbing/object"
-	"github.com/go-git/go-git/v5/plumbing/object/commitgraph"
-	"github.com/go-git/go-git/v5/plumbing/storer"
-	"github.com/go-git/go-git/v5/storage/filesystem"
-
-	"github.com/go-git/go-billy/v5/osfs"
-	commitgraphfmt "github.com/go-git/go-git/v5/plumbing/format/commitgraph/v2"
 )
 
-// Browser reads a repository through go-git: refs, trees, blobs, history
-// and the last commit of every entry of a directory. Every call takes a
-// context and stops when it is done. A Browser is safe for concurrent use
-// (go-git's object storage is).
+// Browser reads a repository: refs, trees, blobs, history and the last
+// commit of every entry of a directory, through its pack files and its
+// commit-graph directly (see objectReader and commitGraph: go-git loads
+// a pack's whole index into memory and hashes every object it resolves,
+// which a repository of git's size turns into seconds and gigabytes),
+// and diffs through git. Every call takes a context and stops when it is
+// done. A Browser is safe for concurrent use; set Git before the first
+// call.
 type Browser struct {
 	// Git is the git binary that diffs and patches run (git's own diff,
 	// byte for byte). If empty, "git" on PATH.
 	Git string
 
-	repo *git.Repository
-	dir  string // for the commit-graph file
+	dir string
 
-	gmu         sync.Mutex // guards graph, graphStamp, cg, cgStamp and closedGraph
-	graphIdx    commitgraphfmt.Index
-	graphStamp  time.Time // modification time of the file graphIdx was read from
-	cg          *commitGraph
-	cgStamp     time.Time
-	closedGraph bool
-
-	smu    sync.Mutex   // guards stores and closed
-	stores []*walkStore // idle storages with open packs, for history walks
-	closed bool
+	gmu     sync.Mutex // guards cg, cgStamp and closed
+	cg      *commitGraph
+	cgStamp time.Time
+	closed  bool
 }
 
-// maxIdleStores bounds the idle walk storages a Browser keeps (each
-// holds a pack index in memory and its packs open).
-const maxIdleStores = 2
-
-// walkStore is a storage that keeps its pack files open, and the state
-// of the pack directory it was opened on.
-type walkStore struct {
-	st    *filesystem.Storage
-	stamp time.Time
-}
-
-func (b *Browser) packStamp() time.Time {
-	fi, err := os.Stat(filepath.Join(b.dir, "objects", "pack"))
-	if err != nil {
-		return time.Time{}
-	}
-	return fi.ModTime()
-}
-
-// takeStore lends a walk storage: an idle one opened on the current
-// packs, or a new one. Stores opened on packs since replaced are closed.
-func (b *Browser) takeStore() *walkStore {
-	if b.dir == "" {
-		return nil
-	}
-	stamp := b.packStamp()
-	b.smu.Lock()
-	for len(b.stores) > 0 {
-		ws := b.stores[len(b.stores)-1]
-		b.stores = b.stores[:len(b.stores)-1]
-		if ws.stamp.Equal(stamp) {
-			b.smu.Unlock()
-			return ws
-		}
-		ws.st.Close()
-	}
-	b.smu.Unlock()
-	st := filesystem.NewStorageWithOptions(osfs.New(b.dir), cache.NewObjectLRU(walkCacheBytes), filesystem.Options{KeepDescriptors: true})
-	return &walkStore{st: st, stamp: stamp}
-}
-
-func (b *Browser) putStore(ws *walkStore) {
-	b.smu.Lock()
-	defer b.smu.Unlock()
-	if b.closed || len(b.stores) >= maxIdleStores {
-		ws.st.Close()
-		return
-	}
-	b.stores = append(b.stores, ws)
-}
-
-// Close releases the pack files the Browser keeps open for history
-// walks. Walks running on it finish; later ones open packs as needed.
+// Close releases the commit-graph the Browser keeps mapped. Walks
+// running on it finish; later calls map it again as needed.
 func (b *Browser) Close() error {
-	b.smu.Lock()
-	defer b.smu.Unlock()
-	b.closed = true
-	for _, ws := range b.stores {
-		ws.st.Close()
-	}
-	b.stores = nil
 	b.gmu.Lock()
-	b.closedGraph = true
+	defer b.gmu.Unlock()
+	b.closed = true
 	if b.cg != nil {
 		b.cg.close()
 		b.cg = nil
 	}
-	b.gmu.Unlock()
 	return nil
 }
-
-// Object caches of a Browser. go-git's default is 96 MiB per
-// repository, which an application keeping a Browser per repository (as
-// forged does) multiplies; the history walks keep their own maps by tree
-// hash and need little of it.
-const (
-	browseCacheBytes = 8 * cache.MiByte // the Browser's shared storage
-	walkCacheBytes   = 2 * cache.MiByte // each pooled walk storage
-)
 
 // Browse opens the repository in dir (bare, or a work tree with .git).
 func Browse(dir string) (*Browser, error) {
@@ -138,11 +58,10 @@ func Browse(dir string) (*Browser, error) {
 	if _, err := os.Stat(filepath.Join(dir, "HEAD")); err != nil {
 		return nil, fmt.Errorf("forge: %s is not a git repository: %w", dir, err)
 	}
-	r, err := git.Open(filesystem.NewStorage(osfs.New(dir), cache.NewObjectLRU(browseCacheBytes)), nil)
-	if err != nil {
-		return nil, fmt.Errorf("forge: %w", err)
+	if _, err := os.Stat(filepath.Join(dir, "objects")); err != nil {
+		return nil, fmt.Errorf("forge: %s is not a git repository: %w", dir, err)
 	}
-	return &Browser{repo: r, dir: dir}, nil
+	return &Browser{dir: dir}, nil
 }
 
 // Ref is a branch or tag.
@@ -224,16 +143,6 @@ type Entry struct {
 	Mode string // octal, as git ls-tree prints it
 	Size int64  // blobs only
 	Hash string
-}
-
-// commit decodes commit with go-git, for the history walks that still
-// go through it.
-func (b *Browser) commit(commit string) (*object.Commit, error) {
-	c, err := b.repo.CommitObject(plumbing.NewHash(commit))
-	if err != nil {
-		return nil, fmt.Errorf("%w: commit %s", ErrNotFound, commit)
-	}
-	return c, nil
 }
 
 // dirEntries reads the directory dir of commit: its entries as the tree
@@ -344,42 +253,42 @@ type CommitInfo struct {
 	Subject string
 }
 
-func info(c *object.Commit) *CommitInfo {
-	subject, _, _ := strings.Cut(c.Message, "\n")
-	return &CommitInfo{Hash: c.Hash.String(), Author: c.Author.Name, Email: c.Author.Email, When: c.Committer.When, Subject: subject}
-}
-
 // Log returns up to limit commits reachable from commit, newest first,
 // after skipping skip, as git log would.
 func (b *Browser) Log(ctx context.Context, commit string, skip, limit int) ([]*CommitInfo, error) {
-	return b.log(ctx, &git.LogOptions{From: plumbing.NewHash(commit), Order: git.LogOrderCommitterTime}, skip, limit)
+	return b.LogPath(ctx, commit, "", skip, limit)
 }
 
-// log runs a history walk and keeps the commits from skip to skip+limit.
-func (b *Browser) log(ctx context.Context, opts *git.LogOptions, skip, limit int) ([]*CommitInfo, error) {
-	iter, err := b.repo.Log(opts)
+// LogPath returns up to limit commits reachable from commit that changed
+// path (a file or a directory; "" for every commit), newest first, after
+// skipping skip, as git log -- path lists them: history simplified the
+// way git does it by default (a commit whose path is the same as one
+// parent's is not shown, and only that parent is followed), with the
+// commit-graph's changed-path Bloom filters ruling out most commits
+// without a tree read. A limit of 0 or less returns them all.
+func (b *Browser) LogPath(ctx context.Context, commit, p string, skip, limit int) ([]*CommitInfo, error) {
+	objs, err := b.objects()
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrNotFound, err)
-	}
-	defer iter.Close()
-	var out []*CommitInfo
-	n := 0
-	errStop := errors.New("stop")
-	err = iter.ForEach(func(c *object.Commit) error {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if n++; n <= skip {
-			return nil
-		}
-		out = append(out, info(c))
-		if len(out) == limit {
-			return errStop
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, errStop) {
 		return nil, err
+	}
+	defer objs.close()
+	g := b.graph()
+	if g != nil {
+		defer g.release()
+	}
+	ci := newCommitIndex(objs, g)
+	ids, err := ci.history(ctx, plumbing.NewHash(commit), p, skip, limit)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*CommitInfo, 0, len(ids))
+	for _, id := range ids {
+		h := ci.hash(id)
+		typ, data, err := objs.read(h)
+		if err != nil || typ != plumbing.CommitObject {
+			return nil, fmt.Errorf("forge: commit %s: %v", h, err)
+		}
+		out = append(out, parseCommitInfo(h, data))
 	}
 	return out, nil
 }
@@ -429,7 +338,7 @@ func (b *Browser) lastCommits(ctx context.Context, commit, dir string, deadline 
 	if g != nil {
 		defer g.release()
 	}
-	w := newLastWalk(objs, g, dir, names)
+	w := newLastWalk(newCommitIndex(objs, g), dir, names)
 	w.known = known
 	complete, err := w.run(ctx, plumbing.NewHash(commit), deadline)
 	if err != nil {
@@ -496,11 +405,11 @@ func (b *Browser) graph() *commitGraph {
 	}
 	b.gmu.Lock()
 	defer b.gmu.Unlock()
-	if b.cg != nil && (!stamp.Equal(b.cgStamp) || b.closedGraph) {
+	if b.cg != nil && (!stamp.Equal(b.cgStamp) || b.closed) {
 		b.cg.close()
 		b.cg = nil
 	}
-	if stamp.IsZero() || b.closedGraph {
+	if stamp.IsZero() || b.closed {
 		return nil
 	}
 	if b.cg == nil {
@@ -514,213 +423,4 @@ func (b *Browser) graph() *commitGraph {
 		return nil
 	}
 	return b.cg
-}
-
-// commitNodes walks history through the repository's commit-graph file
-// when it has one (no commit object is decoded to find parents, times or
-// root trees), else through the commit objects. Commits newer than the
-// graph are read from their objects either way.
-func (b *Browser) commitNodes() commitgraph.CommitNodeIndex {
-	return b.commitNodesOn(b.repo.Storer)
-}
-
-func (b *Browser) commitNodesOn(s storer.EncodedObjectStorer) commitgraph.CommitNodeIndex {
-	if idx := b.commitGraph(); idx != nil {
-		return commitgraph.NewGraphCommitNodeIndex(idx, s)
-	}
-	return commitgraph.NewObjectCommitNodeIndex(s)
-}
-
-// commitGraph returns the repository's commit-graph index, read again
-// when maintenance rewrites the file (the old one stays valid, only
-// older), or nil.
-func (b *Browser) commitGraph() commitgraphfmt.Index {
-	if b.dir == "" {
-		return nil
-	}
-	var stamp time.Time
-	for _, p := range []string{"objects/info/commit-graph", "objects/info/commit-graphs/commit-graph-chain"} {
-		if fi, err := os.Stat(filepath.Join(b.dir, p)); err == nil {
-			stamp = fi.ModTime()
-			break
-		}
-	}
-	b.gmu.Lock()
-	defer b.gmu.Unlock()
-	if stamp.IsZero() {
-		b.graphIdx = nil
-		return nil
-	}
-	if b.graphIdx == nil || !stamp.Equal(b.graphStamp) {
-		idx, err := commitgraphfmt.OpenChainOrFileIndex(osfs.New(b.dir))
-		if err != nil {
-			return nil
-		}
-		b.graphIdx, b.graphStamp = idx, stamp
-	}
-	return b.graphIdx
-}
-
-// pathWalk is the state of one history walk along a path (LogPath): the hash at the path per root tree, the next hash per tree
-// along the path, and directory entries per tree hash, so that a tree is
-// decoded once however many commits share it.
-type pathWalk struct {
-	store   storer.EncodedObjectStorer
-	path    []string
-	anyLast bool                                       // the last name may be a file (LogPath); else a directory
-	dirs    map[plumbing.Hash]plumbing.Hash            // root tree → hash at path (zero if missing)
-	steps   map[pathStep]plumbing.Hash                 // a tree along the path → the next hash
-	entries map[plumbing.Hash]map[string]plumbing.Hash // directory tree → name → hash
-}
-
-type pathStep struct {
-	tree  plumbing.Hash
-	depth int
-}
-
-func newPathWalk(b *Browser, path []string, anyLast bool) *pathWalk {
-	return &pathWalk{store: b.repo.Storer, path: path, anyLast: anyLast,
-		dirs: map[plumbing.Hash]plumbing.Hash{}, steps: map[pathStep]plumbing.Hash{},
-		entries: map[plumbing.Hash]map[string]plumbing.Hash{}}
-}
-
-// dirHash is the hash at the walk's path in c's tree (zero if c has
-// nothing there), decoding only trees along the path not seen before.
-func (w *pathWalk) dirHash(c commitgraph.CommitNode) (plumbing.Hash, error) {
-	root, err := c.Tree()
-	if err != nil {
-		return plumbing.ZeroHash, fmt.Errorf("forge: %w", err)
-	}
-	if h, ok := w.dirs[root.Hash]; ok {
-		return h, nil
-	}
-	h := root.Hash
-	for i, name := range w.path {
-		k := pathStep{h, i}
-		next, ok := w.steps[k]
-		if !ok {
-			t := root
-			if i > 0 {
-				if t, err = object.GetTree(w.store, h); err != nil {
-					return plumbing.ZeroHash, fmt.Errorf("forge: %w", err)
-				}
-			}
-			for _, e := range t.Entries {
-				if e.Name == name && (e.Mode == filemode.Dir || (w.anyLast && i == len(w.path)-1)) {
-					next = e.Hash
-				}
-			}
-			w.steps[k] = next
-		}
-		if h = next; h.IsZero() {
-			break
-		}
-	}
-	w.dirs[root.Hash] = h
-	return h, nil
-}
-
-// list returns the entries of the directory tree h (none for zero).
-func (w *pathWalk) list(h plumbing.Hash) map[string]plumbing.Hash {
-	if m, ok := w.entries[h]; ok {
-		return m
-	}
-	m := map[string]plumbing.Hash{}
-	if !h.IsZero() {
-		if t, err := object.GetTree(w.store, h); err == nil {
-			for _, e := range t.Entries {
-				m[e.Name] = e.Hash
-			}
-		}
-	}
-	w.entries[h] = m
-	return m
-}
-
-// nodeQueue orders commits newest first by committer time.
-type nodeQueue []commitgraph.CommitNode
-
-func (q nodeQueue) Len() int           { return len(q) }
-func (q nodeQueue) Less(i, j int) bool { return q[i].CommitTime().After(q[j].CommitTime()) }
-func (q nodeQueue) Swap(i, j int)      { q[i], q[j] = q[j], q[i] }
-func (q *nodeQueue) Push(x any)        { *q = append(*q, x.(commitgraph.CommitNode)) }
-func (q *nodeQueue) Pop() any          { old := *q; c := old[len(old)-1]; *q = old[:len(old)-1]; return c }
-
-// LogPath returns up to limit commits reachable from commit that changed
-// path (a file or a directory), newest first, after skipping skip, as
-// `git log -- path` lists them: history simplified the way git does it
-// by default (a commit whose path is the same as one parent's is not
-// shown, and only that parent is followed). It walks like LastCommits:
-// through the commit-graph when there is one, comparing the hash at the
-// path with the parents', so most commits cost one small tree decode.
-// A limit of 0 or less returns them all.
-func (b *Browser) LogPath(ctx context.Context, commit, p string, skip, limit int) ([]*CommitInfo, error) {
-	p = strings.Trim(p, "/")
-	if p == "" {
-		return b.Log(ctx, commit, skip, limit)
-	}
-	w := newPathWalk(b, strings.Split(p, "/"), true)
-	nodes := b.commitNodes()
-	if ws := b.takeStore(); ws != nil {
-		defer b.putStore(ws)
-		w.store = ws.st
-		nodes = b.commitNodesOn(ws.st)
-	}
-	start, err := nodes.Get(plumbing.NewHash(commit))
-	if err != nil {
-		return nil, fmt.Errorf("%w: commit %s", ErrNotFound, commit)
-	}
-	seen := map[plumbing.Hash]bool{start.ID(): true}
-	q := &nodeQueue{start}
-	var out []*CommitInfo
-	n := 0
-	for q.Len() > 0 && (limit <= 0 || len(out) < limit) {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		c := heap.Pop(q).(commitgraph.CommitNode)
-		h, err := w.dirHash(c)
-		if err != nil {
-			return nil, err
-		}
-		var parents []commitgraph.CommitNode
-		if err := c.ParentNodes().ForEach(func(p commitgraph.CommitNode) error {
-			parents = append(parents, p)
-			return nil
-		}); err != nil {
-			return nil, fmt.Errorf("forge: %w", err)
-		}
-		show, follow := !h.IsZero() || len(parents) > 0, parents
-		for _, pn := range parents {
-			ph, err := w.dirHash(pn)
-			if err != nil {
-				return nil, err
-			}
-			if ph == h {
-				show, follow = false, []commitgraph.CommitNode{pn} // TREESAME: follow that parent alone
-				break
-			}
-		}
-		if len(parents) == 0 {
-			show = !h.IsZero()
-		}
-		for _, pn := range follow {
-			if !seen[pn.ID()] {
-				seen[pn.ID()] = true
-				heap.Push(q, pn)
-			}
-		}
-		if !show {
-			continue
-		}
-		if n++; n <= skip {
-			continue
-		}
-		oc, err := c.Commit()
-		if err != nil {
-			return nil, fmt.Errorf("forge: %w", err)
-		}
-		out = append(out, info(oc))
-	}
-	return out, nil
 }

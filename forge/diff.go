@@ -12,8 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-git/go-git/v5/plumbing"
-
 	"github.com/forgekit/forgekit/timebox"
 )
 
@@ -157,19 +155,19 @@ func cleanGitEnv() []string {
 // rename and copy detection), which no reimplementation matches line for
 // line, and a commit page is cached forever once made.
 func (b *Browser) Commit(ctx context.Context, commit string, lim DiffLimits) (*CommitDiff, error) {
-	c, err := b.commit(commit)
+	c, err := b.readCommit(commit)
 	if err != nil {
 		return nil, err
 	}
-	d := &CommitDiff{CommitInfo: info(c), Message: c.Message}
-	for _, h := range c.ParentHashes {
+	d := &CommitDiff{CommitInfo: c.CommitInfo, Message: c.Message}
+	for _, h := range c.Parents {
 		d.Parents = append(d.Parents, h.String())
 	}
 	args := []string{"diff-tree", "-r", "-p", "-M", "-C", "--raw", "--numstat", "-z", "--no-commit-id", "--no-color", "--no-ext-diff", "--no-textconv"}
 	if len(d.Parents) > 0 {
-		args = append(args, d.Parents[0], c.Hash.String())
+		args = append(args, d.Parents[0], c.Hash)
 	} else {
-		args = append(args, "--root", c.Hash.String())
+		args = append(args, "--root", c.Hash)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -432,13 +430,13 @@ func truncateString(s string, n int) string {
 // which format-patch does not show, is written in the same form with its
 // diff against the first parent.
 func (b *Browser) Patch(ctx context.Context, commit string, w io.Writer) error {
-	c, err := b.commit(commit)
+	c, err := b.readCommit(commit)
 	if err != nil {
 		return err
 	}
-	args := []string{"format-patch", "-1", "--stdout", c.Hash.String()}
-	if c.NumParents() > 1 {
-		args = []string{"show", "--format=email", "--patch-with-stat", "--diff-merges=first-parent", c.Hash.String()}
+	args := []string{"format-patch", "-1", "--stdout", c.Hash}
+	if len(c.Parents) > 1 {
+		args = []string{"show", "--format=email", "--patch-with-stat", "--diff-merges=first-parent", c.Hash}
 	}
 	return b.stream(ctx, w, args...)
 }
@@ -447,18 +445,17 @@ func (b *Browser) Patch(ctx context.Context, commit string, w io.Writer) error {
 // merge, against its first parent; for a root commit, against the empty
 // tree).
 func (b *Browser) RawDiff(ctx context.Context, commit string, w io.Writer) error {
-	c, err := b.commit(commit)
+	c, err := b.readCommit(commit)
 	if err != nil {
 		return err
 	}
-	from := plumbing.ZeroHash.String()
-	if c.NumParents() > 0 {
-		from = c.ParentHashes[0].String()
-	} else {
-		// The empty tree, in the repository's hash.
-		from = emptyTree(len(c.Hash.String()))
+	// Against the first parent, or the empty tree in the repository's
+	// hash.
+	from := emptyTree(len(c.Hash))
+	if len(c.Parents) > 0 {
+		from = c.Parents[0].String()
 	}
-	return b.stream(ctx, w, "diff", from, c.Hash.String())
+	return b.stream(ctx, w, "diff", from, c.Hash)
 }
 
 func emptyTree(hexLen int) string {

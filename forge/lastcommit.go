@@ -5,7 +5,6 @@ import (
 	"container/heap"
 	"context"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -44,48 +43,30 @@ const maxWalkTrees = 32 << 20
 
 // lastWalk is one walk; it is not safe for concurrent use.
 type lastWalk struct {
-	objs  *objectReader
-	g     *commitGraph // nil if the repository has none
-	dir   []string     // path components of the directory
-	names []string     // its entries at the start
+	*commitIndex
+	dir   pathSteps // the directory
+	names []string  // its entries at the start
 	index map[string]int
 	// keys[v-1][i] is the Bloom key of entry i for filter version v;
 	// dirKeys[v-1] those of the directory and each directory above it.
 	keys, dirKeys [2][]bloomKey
 
-	nodes   []walkNode                // commits outside the graph, by id - g.n
-	nodeIDs map[plumbing.Hash]uint32  // their ids
-	pending map[uint32]*pendingSet    // entries standing on a commit
-	queue   walkQueue                 // commits with pending entries
-	steps   map[stepKey]plumbing.Hash // a tree along the path → the next tree
+	pending map[uint32]*pendingSet // entries standing on a commit
+	queue   walkQueue              // commits with pending entries
 	trees   *lru.LRU[plumbing.Hash, *walkTree]
 	treeMem int
-	parents []uint32
 
 	found []plumbing.Hash // per entry; zero while unknown
 	left  int             // entries without an answer
 	known func(plumbing.Hash) map[string]plumbing.Hash
 
 	// Counters, for tests and benchmarks.
-	visited, bloomSkips, treeReads int
-}
-
-// walkNode is a commit outside the commit-graph, decoded from its
-// object.
-type walkNode struct {
-	hash, tree plumbing.Hash
-	parents    []uint32
-	date       int64
+	visited, bloomSkips int
 }
 
 type pendingSet struct {
 	bits   []uint64
 	queued bool
-}
-
-type stepKey struct {
-	tree  plumbing.Hash
-	depth int
 }
 
 // walkTree is a parsed directory tree: the mode and hash of each of the
@@ -95,13 +76,9 @@ type walkTree struct {
 	hashes []plumbing.Hash
 }
 
-func newLastWalk(objs *objectReader, g *commitGraph, dir string, names []string) *lastWalk {
-	w := &lastWalk{objs: objs, g: g, names: names, index: make(map[string]int, len(names)),
-		nodeIDs: map[plumbing.Hash]uint32{}, pending: map[uint32]*pendingSet{},
-		steps: map[stepKey]plumbing.Hash{}, found: make([]plumbing.Hash, len(names)), left: len(names)}
-	if dir != "" {
-		w.dir = strings.Split(dir, "/")
-	}
+func newLastWalk(ci *commitIndex, dir string, names []string) *lastWalk {
+	w := &lastWalk{commitIndex: ci, dir: newPathSteps(dir, false), names: names, index: make(map[string]int, len(names)),
+		pending: map[uint32]*pendingSet{}, found: make([]plumbing.Hash, len(names)), left: len(names)}
 	for i, n := range names {
 		w.index[n] = i
 	}
@@ -127,147 +104,6 @@ func newLastWalk(objs *objectReader, g *commitGraph, dir string, names []string)
 }
 
 func (t *walkTree) size() int { return len(t.modes)*4 + len(t.hashes)*len(plumbing.Hash{}) + 64 }
-
-// graphN is the number of commits in the graph (ids below it are graph
-// positions).
-func (w *lastWalk) graphN() uint32 {
-	if w.g == nil {
-		return 0
-	}
-	return w.g.n
-}
-
-// id returns the walk's id of commit h, decoding it if the graph does
-// not have it.
-func (w *lastWalk) id(h plumbing.Hash) (uint32, error) {
-	if w.g != nil {
-		if pos, ok := w.g.lookup(h); ok {
-			return pos, nil
-		}
-	}
-	if id, ok := w.nodeIDs[h]; ok {
-		return id, nil
-	}
-	n, err := w.decodeCommit(h)
-	if err != nil {
-		return 0, err
-	}
-	id := w.graphN() + uint32(len(w.nodes))
-	w.nodes = append(w.nodes, n)
-	w.nodeIDs[h] = id
-	return id, nil
-}
-
-// decodeCommit reads what a walk needs of a commit object: its tree, its
-// parents and its committer time.
-func (w *lastWalk) decodeCommit(h plumbing.Hash) (walkNode, error) {
-	n := walkNode{hash: h}
-	data, err := w.read(plumbing.CommitObject, h)
-	if err != nil {
-		return n, fmt.Errorf("%w: commit %s: %v", ErrNotFound, h, err)
-	}
-	var parents []plumbing.Hash
-	for len(data) > 0 {
-		line, rest, _ := bytes.Cut(data, []byte{'\n'})
-		data = rest
-		if len(line) == 0 {
-			break // the message follows
-		}
-		switch {
-		case bytes.HasPrefix(line, []byte("tree ")):
-			n.tree = plumbing.NewHash(string(line[5:]))
-		case bytes.HasPrefix(line, []byte("parent ")):
-			parents = append(parents, plumbing.NewHash(string(line[7:])))
-		case bytes.HasPrefix(line, []byte("committer ")):
-			// "committer NAME <EMAIL> TIME ZONE"
-			if f := bytes.Fields(line[bytes.LastIndexByte(line, '>')+1:]); len(f) >= 1 {
-				n.date, _ = strconv.ParseInt(string(f[0]), 10, 64)
-			}
-		}
-	}
-	for _, p := range parents {
-		id, err := w.id(p)
-		if err != nil {
-			return n, err
-		}
-		n.parents = append(n.parents, id)
-	}
-	return n, nil
-}
-
-// read returns the content of an object of type t, which the caller
-// must not change.
-func (w *lastWalk) read(t plumbing.ObjectType, h plumbing.Hash) ([]byte, error) {
-	typ, data, err := w.objs.read(h)
-	if err != nil {
-		return nil, err
-	}
-	if typ != t {
-		return nil, fmt.Errorf("forge: %s is a %s, not a %s", h, typ, t)
-	}
-	return data, nil
-}
-
-func (w *lastWalk) hash(id uint32) plumbing.Hash {
-	if id < w.graphN() {
-		return w.g.hash(id)
-	}
-	return w.nodes[id-w.graphN()].hash
-}
-
-func (w *lastWalk) rootTree(id uint32) plumbing.Hash {
-	if id < w.graphN() {
-		return w.g.tree(id)
-	}
-	return w.nodes[id-w.graphN()].tree
-}
-
-func (w *lastWalk) parentsOf(id uint32) []uint32 {
-	if id < w.graphN() {
-		w.parents = w.g.parents(id, w.parents[:0])
-		return w.parents
-	}
-	return w.nodes[id-w.graphN()].parents
-}
-
-// order is the walk's priority of a commit: commits outside the graph
-// (the newest) first, then by topological level, then by date.
-func (w *lastWalk) order(id uint32) (uint32, int64) {
-	if id < w.graphN() {
-		date, level := w.g.dateAndLevel(id)
-		return level, date
-	}
-	return ^uint32(0), w.nodes[id-w.graphN()].date
-}
-
-// dirTree is the hash of the walk's directory in commit id (zero if it
-// has none), reading only the trees along the path not seen before.
-func (w *lastWalk) dirTree(id uint32) (plumbing.Hash, error) {
-	h := w.rootTree(id)
-	for depth, name := range w.dir {
-		k := stepKey{h, depth}
-		next, ok := w.steps[k]
-		if !ok {
-			data, err := w.read(plumbing.TreeObject, h)
-			if err != nil {
-				return plumbing.ZeroHash, fmt.Errorf("forge: tree %s: %w", h, err)
-			}
-			w.treeReads++
-			mode, eh := findEntry(data, name)
-			if mode == 0o040000 {
-				next = eh
-			}
-			if len(w.steps) > 1<<20 {
-				clear(w.steps) // bounded; walks move on, so old steps are rarely needed again
-			}
-			w.steps[k] = next
-		}
-		if h = next; h.IsZero() {
-			break
-		}
-	}
-	return h, nil
-}
 
 // tree returns the parsed directory tree h, for the walk's entries.
 func (w *lastWalk) tree(h plumbing.Hash) (*walkTree, error) {
@@ -463,11 +299,11 @@ func (w *lastWalk) visit(id uint32, bits []uint64) error {
 			}
 		}
 	}
-	mine, err := w.dirTree(id)
+	mine, err := w.dir.hash(w.commitIndex, id)
 	if err != nil {
 		return err
 	}
-	d1, err := w.dirTree(p1)
+	d1, err := w.dir.hash(w.commitIndex, p1)
 	if err != nil {
 		return err
 	}
@@ -499,7 +335,7 @@ func (w *lastWalk) visit(id uint32, bits []uint64) error {
 	for _, p := range parents {
 		dp := d1
 		if p != p1 {
-			if dp, err = w.dirTree(p); err != nil {
+			if dp, err = w.dir.hash(w.commitIndex, p); err != nil {
 				return err
 			}
 		}

@@ -210,8 +210,37 @@ func checkLastCommits(t *testing.T, dir string, heads map[string]string, stage s
 				}
 				assert.Equal(t, want, got, "%s: %s at %s (%s)", stage, p, name, head)
 			}
+			// The history of the directory and of a few entries, as git
+			// log -- PATH lists it, whole and a page of it.
+			paths := []string{d}
+			for i, e := range entries {
+				if i < 4 {
+					paths = append(paths, strings.TrimPrefix(d+"/"+e.Name, "/"))
+				}
+			}
+			for _, p := range paths {
+				args := []string{"log", "--format=%H", head}
+				if p != "" {
+					args = append(args, "--", p)
+				}
+				want := strings.Fields(testenv.Run(t, dir, args...))
+				assert.Equal(t, want, hashes(t, b, head, p, 0, 0), "%s: log of %q at %s", stage, p, name)
+				if len(want) > 3 {
+					assert.Equal(t, want[2:min(5, len(want))], hashes(t, b, head, p, 2, 3), "%s: page of the log of %q at %s", stage, p, name)
+				}
+			}
 		}
 	}
+}
+
+func hashes(t *testing.T, b *forge.Browser, head, p string, skip, limit int) []string {
+	cs, err := b.LogPath(context.Background(), head, p, skip, limit)
+	require.NoError(t, err)
+	out := []string{}
+	for _, c := range cs {
+		out = append(out, c.Hash)
+	}
+	return out
 }
 
 func TestLastCommitsOnTangledHistories(t *testing.T) {

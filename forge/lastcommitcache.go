@@ -69,7 +69,8 @@ type LastCommitCache struct {
 	// DefaultLastCommitMemory.
 	Memory int64
 
-	// Logger receives failed walks. If nil, nothing is logged.
+	// Logger receives a line per walk, and failed walks. If nil,
+	// nothing is logged.
 	Logger *slog.Logger
 
 	once    sync.Once
@@ -253,9 +254,10 @@ func (c *LastCommitCache) walk(ctx context.Context, key string, f *lastFlight, b
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	c.walks.Add(1)
+	start := time.Now()
 	known := c.knownCommits(key)
 	byHash := map[string]*CommitInfo{} // infos of the known results used
-	found, complete, _, err := b.lastCommits(ctx, commit, dir, time.Time{}, func(h plumbing.Hash) map[string]plumbing.Hash {
+	found, complete, stats, err := b.lastCommits(ctx, commit, dir, time.Time{}, func(h plumbing.Hash) map[string]plumbing.Hash {
 		if !known[h] {
 			return nil
 		}
@@ -287,6 +289,10 @@ func (c *LastCommitCache) walk(ctx context.Context, key string, f *lastFlight, b
 	}
 	if len(byHash) > 0 {
 		c.reused.Add(1)
+	}
+	if c.Logger != nil {
+		c.Logger.InfoContext(ctx, "forge: last commits walked", "dir", b.dir, "path", dir, "commit", commit,
+			"took_ms", float64(time.Since(start).Microseconds())/1e3, "commits", stats.Visited, "tree_reads", stats.TreeReads, "reused", len(byHash) > 0)
 	}
 	c.store(key, res)
 	f.res = res

@@ -68,6 +68,20 @@ func readCommit(objs *objectReader, id plumbing.Hash) (*rawCommit, error) {
 	return parseCommit(h, data), nil
 }
 
+// readCommit reads commit, a full commit id.
+func (b *Browser) readCommit(commit string) (*rawCommit, error) {
+	objs, err := b.objects()
+	if err != nil {
+		return nil, err
+	}
+	defer objs.close()
+	c, err := readCommit(objs, plumbing.NewHash(commit))
+	if err != nil || c.Hash != commit {
+		return nil, fmt.Errorf("%w: commit %s", ErrNotFound, commit)
+	}
+	return c, nil
+}
+
 // rawEntry is one entry of a tree object.
 type rawEntry struct {
 	name string

@@ -9,9 +9,7 @@ import (
 	"html/template"
 	"net/http"
 	"net/url"
-	"os"
 	"path"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -141,36 +139,22 @@ func isBot(ua string) bool {
 	return false
 }
 
-// browserEntry is a cached go-git view of a repository and the state of
-// its pack directory when it was opened: go-git reads the list of packs
-// once, so a push that adds a pack (here or in another instance) needs a
-// fresh one.
-type browserEntry struct {
-	b     *forge.Browser
-	stamp string
-}
-
-func packStamp(dir string) string {
-	fi, err := os.Stat(filepath.Join(dir, "objects", "pack"))
-	if err != nil {
-		return ""
-	}
-	return strconv.FormatInt(fi.ModTime().UnixNano(), 10)
-}
-
+// browser returns the repository's Browser, kept for the next request:
+// it holds the repository's mapped commit-graph (remapped when
+// maintenance rewrites it); objects are read from the packs as they are
+// at each call.
 func (s *server) browser(dir string) (*forge.Browser, error) {
-	stamp := packStamp(dir)
-	if e, ok := s.browsers.Get(dir); ok && e.stamp == stamp {
-		return e.b, nil
+	if b, ok := s.browsers.Get(dir); ok {
+		return b, nil
 	}
 	b, err := forge.Browse(dir)
 	if err != nil {
 		return nil, err
 	}
-	if old, ok := s.browsers.Peek(dir); ok {
-		old.b.Close() // requests still using it finish; it keeps no pack open after
+	if old, ok, _ := s.browsers.PeekOrAdd(dir, b); ok {
+		b.Close()
+		return old, nil
 	}
-	s.browsers.Add(dir, &browserEntry{b: b, stamp: stamp})
 	return b, nil
 }
 

@@ -189,7 +189,7 @@ type server struct {
 	fragments   *template.Template            // layout and fragments only
 	assets      *assets
 	logins      *loginLimiter
-	browsers    *lru.Cache[string, *browserEntry]
+	browsers    *lru.Cache[string, *forge.Browser]
 	refs        *lru.Cache[string, refsEntry] // by repository key, for refsTTL
 	resolved    *lru.Cache[string, string]    // "repo|commit id" → commit, once resolved
 	metrics     *metrics
@@ -315,10 +315,9 @@ func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server
 		logger.Info("profile", "subject", subject, "outcome", outcome, "path", r.URL.Path)
 	}
 
-	// At most 64 repositories' go-git views (each about 8 MiB of object
-	// cache, pack indexes and up to two walk storages): memory stays
+	// At most 256 repositories' Browsers (each maps its commit-graph):
 	// bounded however many repositories are browsed.
-	s.browsers, _ = lru.NewWithEvict(64, func(_ string, e *browserEntry) { e.b.Close() })
+	s.browsers, _ = lru.NewWithEvict(256, func(_ string, b *forge.Browser) { b.Close() })
 	s.refs, _ = lru.New[string, refsEntry](1024)
 	s.resolved, _ = lru.New[string, string](16384)
 	s.logins = newLoginLimiter()
