@@ -84,50 +84,64 @@ func IsMarkdown(name string) bool {
 }
 
 // HighlightLines highlights lines of the file called name, such as the
-// lines of a diff, and returns each line's HTML (spans with Highlight's
-// classes inside an element of class "chroma"), without line numbers.
-// The lines are lexed as one text, so that a string or comment across
-// lines keeps its colour; the language comes from the name alone (a
-// fragment says too little for a guess). Lines of a file no lexer knows
-// come back escaped.
+// lines of a file or of a diff, and returns each line's HTML: spans with
+// Highlight's classes (inside an element of class "chroma"), none for
+// whitespace and plain text, one per run of a class, so that the HTML
+// stays within a few times the source. The lines are lexed as one text,
+// so that a string or comment across lines keeps its colour; the
+// language comes from the name, else from the content. Lines no lexer
+// knows come back escaped.
 func HighlightLines(name string, lines []string) []template.HTML {
 	out := make([]template.HTML, len(lines))
+	text := strings.Join(lines, "\n") + "\n"
 	lexer := lexers.Match(name)
-	if lexer == nil {
-		for i, l := range lines {
-			out[i] = template.HTML(template.HTMLEscapeString(l))
-		}
-		return out
+	if lexer == nil && len(lines) > 0 {
+		lexer = lexers.Analyse(text[:min(len(text), 4096)])
 	}
-	it, err := chroma.Coalesce(lexer).Tokenise(nil, strings.Join(lines, "\n")+"\n")
-	if err != nil {
+	var it chroma.Iterator
+	if lexer != nil {
+		it, _ = chroma.Coalesce(lexer).Tokenise(nil, text)
+	}
+	if it == nil {
 		for i, l := range lines {
 			out[i] = template.HTML(template.HTMLEscapeString(l))
 		}
 		return out
 	}
 	var b strings.Builder
-	i := 0
-	emit := func(tt chroma.TokenType, s string) {
+	open := "" // the class of the span open on this line
+	emit := func(class, s string) {
 		if s == "" {
 			return
 		}
-		class := tokenClass(tt)
-		if class == "" {
-			b.WriteString(template.HTMLEscapeString(s))
-			return
+		if class != open {
+			if open != "" {
+				b.WriteString("</span>")
+			}
+			if class != "" {
+				b.WriteString(`<span class="` + class + `">`)
+			}
+			open = class
 		}
-		b.WriteString(`<span class="` + class + `">`)
 		b.WriteString(template.HTMLEscapeString(s))
-		b.WriteString("</span>")
 	}
+	i := 0
 	for tok := it(); tok != chroma.EOF && i < len(lines); tok = it() {
+		class := tokenClass(tok.Type)
 		v := tok.Value
 		for {
 			before, after, nl := strings.Cut(v, "\n")
-			emit(tok.Type, before)
+			if strings.TrimSpace(before) == "" {
+				emit(open, before) // whitespace keeps the open span
+			} else {
+				emit(class, before)
+			}
 			if !nl {
 				break
+			}
+			if open != "" {
+				b.WriteString("</span>")
+				open = ""
 			}
 			out[i] = template.HTML(b.String())
 			b.Reset()
@@ -143,6 +157,9 @@ func HighlightLines(name string, lines []string) []template.HTML {
 // tokenClass is the CSS class chroma's HTML formatter gives tt: its
 // own, or its category's.
 func tokenClass(tt chroma.TokenType) string {
+	if tt == chroma.Text || tt == chroma.TextWhitespace || tt == chroma.Whitespace {
+		return ""
+	}
 	for _, t := range []chroma.TokenType{tt, tt.SubCategory(), tt.Category()} {
 		if c, ok := chroma.StandardTypes[t]; ok {
 			return c

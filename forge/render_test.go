@@ -48,7 +48,7 @@ func TestHighlightLines(t *testing.T) {
 	lines := []string{"func f() {", "\t/* a comment", "\tacross lines */", `	s := "<b>&"`, "}", ""}
 	got := forge.HighlightLines("x.go", lines)
 	require.Len(t, got, len(lines))
-	assert.Contains(t, string(got[0]), `<span class="kd">func</span>`)
+	assert.Equal(t, `<span class="kd">func </span><span class="nf">f</span><span class="p">() {</span>`, string(got[0]), "one span per run of a class, none for whitespace")
 	assert.Contains(t, string(got[2]), `<span class="cm">`, "the comment keeps its class on its second line")
 	assert.Contains(t, string(got[3]), "&lt;b&gt;&amp;")
 	assert.NotContains(t, string(got[3]), "<b>")

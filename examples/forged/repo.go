@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"path"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -19,7 +20,12 @@ import (
 
 // Caps of what a page shows.
 const (
-	maxBlobShown   = 1 << 20  // bytes of a file shown highlighted
+	maxBlobShown = 1 << 20 // bytes of a README rendered
+	// A file page shows at most maxLinesShown lines or maxBytesShown
+	// bytes of a file, highlighted (GitHub stops near 1 MB); /raw has the
+	// rest. Every file page's HTML stays under about a megabyte.
+	maxLinesShown  = 5000
+	maxBytesShown  = 256 << 10
 	maxRawBytes    = 64 << 20 // bytes served by /raw (clone for more)
 	commitsPerPage = 30
 )
@@ -268,28 +274,98 @@ func (s *server) setRef(ctx context.Context, br *forge.Browser, rv *repoView, re
 
 type refLink struct{ Name, Path string }
 
-// refsFragment is the branch and tag selector, cached until a push.
+// refsShown bounds the branches and the tags the ref selector lists
+// (git/git has a thousand refs: listing them all made every page 110 KB
+// heavier); the selector's field reaches the others.
+const refsShown = 20
+
+// refsFragment is the branch and tag selector, cached until a push: the
+// default branch and the others by name, the newest tags by version.
 func (s *server) refsFragment(ctx context.Context, br *forge.Browser, rv *repoView) (template.HTML, error) {
 	key := "refs|" + rv.key + "|" + rv.Ref
 	return s.cached(ctx, key, append(rv.deps(), "refs:"+rv.key), "refs", func(ctx context.Context) (any, error) {
-		refs, _, err := s.refsOf(ctx, br, rv)
+		refs, head, err := s.refsOf(ctx, br, rv)
 		if err != nil {
 			return nil, err
 		}
 		d := struct {
-			Base, Current  string
-			Branches, Tags []refLink
+			Base, Current                 string
+			Branches, Tags                []refLink
+			MoreBranches, MoreTags, Total int
 		}{Base: rv.Base, Current: rv.Ref}
+		var branches, tags []string
 		for _, rf := range refs {
-			l := refLink{rf.Name, escPath(rf.Name)}
 			if rf.Tag {
-				d.Tags = append(d.Tags, l)
+				tags = append(tags, rf.Name)
+			} else if rf.Name != head {
+				branches = append(branches, rf.Name)
 			} else {
-				d.Branches = append(d.Branches, l)
+				d.Branches = append(d.Branches, refLink{rf.Name, escPath(rf.Name)})
 			}
 		}
+		sort.Slice(tags, func(i, j int) bool { return versionLess(tags[j], tags[i]) })
+		for _, n := range branches {
+			if len(d.Branches) == refsShown {
+				d.MoreBranches++
+				continue
+			}
+			d.Branches = append(d.Branches, refLink{n, escPath(n)})
+		}
+		for _, n := range tags {
+			if len(d.Tags) == refsShown {
+				d.MoreTags++
+				continue
+			}
+			d.Tags = append(d.Tags, refLink{n, escPath(n)})
+		}
+		d.Total = len(refs)
 		return d, nil
 	})
+}
+
+// versionLess orders names as versions: runs of digits by value, so
+// that v2.10 comes after v2.9.
+func versionLess(a, b string) bool {
+	for a != "" && b != "" {
+		da, db := digitsPrefix(a), digitsPrefix(b)
+		if da != "" && db != "" {
+			na, _ := strconv.ParseUint(strings.TrimLeft(da, "0")+"0", 10, 64)
+			nb, _ := strconv.ParseUint(strings.TrimLeft(db, "0")+"0", 10, 64)
+			if na != nb {
+				return na < nb
+			}
+			a, b = a[len(da):], b[len(db):]
+			continue
+		}
+		if a[0] != b[0] {
+			return a[0] < b[0]
+		}
+		a, b = a[1:], b[1:]
+	}
+	return len(a) < len(b)
+}
+
+func digitsPrefix(s string) string {
+	i := 0
+	for i < len(s) && i < 18 && s[i] >= '0' && s[i] <= '9' {
+		i++
+	}
+	return s[:i]
+}
+
+// treeRef answers the ref selector's field: /{owner}/{repo}/tree?ref=R
+// goes to the tree of R, if R is a branch, a tag or a commit.
+func (s *server) treeRef(w http.ResponseWriter, r *http.Request) {
+	r, _, rv, br, ok := s.readRepo(w, r, "code", false)
+	if !ok {
+		return
+	}
+	ref, _, p, err := s.resolve(r.Context(), br, rv, strings.TrimSpace(r.URL.Query().Get("ref")))
+	if err != nil || p != "" {
+		s.notFound(w, r)
+		return
+	}
+	http.Redirect(w, r, rv.Base+"/tree/"+escPath(ref), http.StatusFound)
 }
 
 // pinned reports whether ref names the commit itself, so that the page
@@ -607,7 +683,14 @@ type blobData struct {
 type blobView struct {
 	Size, RawURL, HistoryURL string
 	Binary, Truncated        bool
-	Code, Rendered           template.HTML
+	Shown                    int // lines shown when Truncated
+	Lines                    []codeLine
+	Rendered                 template.HTML
+}
+
+type codeLine struct {
+	N    int
+	HTML template.HTML
 }
 
 func (s *server) blob(w http.ResponseWriter, r *http.Request) {
@@ -628,7 +711,7 @@ func (s *server) blob(w http.ResponseWriter, r *http.Request) {
 	// no object.
 	key := "blob|" + rv.key + "|" + rv.Ref + "|" + rv.Commit + "|" + p
 	view, err := s.cached(ctx, key, rv.deps(), "blobview", func(ctx context.Context) (any, error) {
-		blob, err := br.Blob(ctx, rv.Commit, p, maxBlobShown)
+		blob, err := br.Blob(ctx, rv.Commit, p, maxBytesShown)
 		if err != nil {
 			return nil, err
 		}
@@ -637,10 +720,18 @@ func (s *server) blob(w http.ResponseWriter, r *http.Request) {
 		if blob.Binary {
 			return v, nil
 		}
-		if v.Code, err = forge.Highlight(path.Base(p), blob.Data); err != nil {
-			return nil, err
+		lines := strings.Split(strings.TrimSuffix(string(blob.Data), "\n"), "\n")
+		if blob.Truncated && len(lines) > 1 {
+			lines = lines[:len(lines)-1] // a line cut in the middle
 		}
-		if forge.IsMarkdown(p) {
+		if len(lines) > maxLinesShown {
+			lines, v.Truncated = lines[:maxLinesShown], true
+		}
+		v.Shown = len(lines)
+		for i, h := range forge.HighlightLines(path.Base(p), lines) {
+			v.Lines = append(v.Lines, codeLine{i + 1, h})
+		}
+		if forge.IsMarkdown(p) && !v.Truncated {
 			v.Rendered, err = forge.RenderMarkdown(blob.Data)
 		}
 		return v, err

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 
@@ -260,4 +261,59 @@ func TestRefPrecedence(t *testing.T) {
 	_, err = testenv.RunErr(t, testenv.Cmd{Dir: work, Args: []string{"push", f.gitURL("alice/prec", "alice", tok), "main:refs/tags/main/docs"}})
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "protected branch main")
+}
+
+// TestRefSelectorAndLargeFiles: pages stay bounded on repositories with
+// many refs and large files: the selector lists a few refs (the others
+// are reached by its field), and a large file shows its start with a
+// link to the rest.
+func TestRefSelectorAndLargeFiles(t *testing.T) {
+	t.Parallel()
+	f := newForge(t)
+	f.user("alice")
+	tok := f.token("alice")
+	f.mustCLI("", "repo", "create", "alice/many")
+	work := f.pushSample("alice/many", "alice", tok)
+	var big strings.Builder
+	for i := range 7000 {
+		fmt.Fprintf(&big, "line %d\n", i+1)
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(work, "big.txt"), []byte(big.String()), 0o644))
+	testenv.Run(t, work, "add", ".")
+	testenv.Run(t, work, "commit", "-q", "-m", "big")
+	args := []string{"push", "-q", f.gitURL("alice/many", "alice", tok), "main"}
+	for i := 1; i <= 30; i++ {
+		testenv.Run(t, work, "tag", fmt.Sprintf("v1.%d", i))
+		args = append(args, fmt.Sprintf("main:refs/heads/b%02d", i), fmt.Sprintf("v1.%d", i))
+	}
+	testenv.Run(t, work, args...)
+	anon := f.browser()
+
+	home := anon.get("/alice/many")
+	require.Equal(t, http.StatusOK, home.code)
+	assert.Equal(t, refsShown*2, strings.Count(home.body, `<li><a href="/alice/many/tree/`), "20 branches and 20 tags")
+	assert.Contains(t, home.body, "and 12 more") // 32 branches: main, feature/login and b01..b30
+	assert.Contains(t, home.body, "and 11 more") // 31 tags
+	assert.Less(t, strings.Index(home.body, ">v1.30<"), strings.Index(home.body, ">v1.11<"), "newest versions first")
+	assert.NotContains(t, home.body, ">v1.9<")
+	assert.Less(t, strings.Index(home.body, ">main<"), strings.Index(home.body, ">b01<"), "the default branch first")
+	r := anon.get("/alice/many/tree?ref=b29")
+	require.Equal(t, http.StatusFound, r.code)
+	assert.Equal(t, "/alice/many/tree/b29", r.h.Get("Location"))
+	assert.Equal(t, http.StatusNotFound, anon.get("/alice/many/tree?ref=nope").code)
+
+	blob := anon.get("/alice/many/blob/main/big.txt")
+	require.Equal(t, http.StatusOK, blob.code)
+	assert.Contains(t, blob.body, "its first 5000 lines are shown")
+	assert.Contains(t, blob.body, `id="L5000"`)
+	assert.NotContains(t, blob.body, `id="L5001"`)
+	assert.Less(t, len(blob.body), 1<<20)
+	assert.Equal(t, big.String(), anon.get("/alice/many/raw/main/big.txt").body)
+}
+
+func TestVersionLess(t *testing.T) {
+	t.Parallel()
+	names := []string{"v2.10.0", "v2.9.1", "v2.9.0", "v1.0", "v2.10.0-rc1", "a", "v10.0"}
+	sort.Slice(names, func(i, j int) bool { return versionLess(names[i], names[j]) })
+	assert.Equal(t, []string{"a", "v1.0", "v2.9.0", "v2.9.1", "v2.10.0", "v2.10.0-rc1", "v10.0"}, names)
 }

@@ -57,6 +57,7 @@ func (s *server) routes() http.Handler {
 	repo := http.NewServeMux()
 	repo.HandleFunc("GET /{owner}", s.userPage)
 	repo.HandleFunc("GET /{owner}/{repo}", s.repoHome)
+	repo.HandleFunc("GET /{owner}/{repo}/tree", s.treeRef)
 	repo.HandleFunc("GET /{owner}/{repo}/tree/{rest...}", s.tree)
 	repo.HandleFunc("GET /{owner}/{repo}/blob/{rest...}", s.blob)
 	repo.HandleFunc("GET /{owner}/{repo}/raw/{rest...}", s.raw)

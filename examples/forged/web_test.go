@@ -51,7 +51,7 @@ func TestJourney(t *testing.T) {
 		{"markdown blob", "/alice/proj/blob/main/docs/guide.md", []string{"<h1>Guide</h1>"}},
 		{"commits", "/alice/proj/commits/main", []string{"Initial import", "Say &lt;b&gt;hi&lt;/b&gt;"}},
 		{"commits of a path", "/alice/proj/commits/main/docs", []string{"Initial import"}},
-		{"commit", "/alice/proj/commit/" + head, []string{`<span class="modified">modified</span> <a href="#diff-0">src/main.go</a>`, "@@ -1,3 &#43;1,3 @@", `<tr class="add"><td class="ln"></td><td class="ln">3</td><td><span class="sign">&#43;</span><span class="kd">func</span>`, "1 file changed, <span class=\"add\">1 addition</span>"}},
+		{"commit", "/alice/proj/commit/" + head, []string{`<span class="modified">modified</span> <a href="#diff-0">src/main.go</a>`, "@@ -1,3 &#43;1,3 @@", `<tr class="add"><td class="ln"></td><td class="ln">3</td><td><span class="sign">&#43;</span><span class="kd">func </span>`, "1 file changed, <span class=\"add\">1 addition</span>"}},
 		{"user", "/alice", []string{">proj</a>"}},
 		{"explore", "/explore", []string{"alice/proj", "Recently pushed"}},
 	} {
