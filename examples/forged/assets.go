@@ -99,6 +99,8 @@ var funcs = template.FuncMap{
 	"iso":   func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
 	"short": func(h string) string { return h[:min(len(h), 10)] },
 	"size":  humanSize,
+	// splice puts a large fragment into the page as it is (see render).
+	"splice": func(p *page, b splice) template.HTML { return p.splice(b) },
 }
 
 // templates parses one set per page: the layout, the fragments and the

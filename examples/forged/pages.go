@@ -8,6 +8,7 @@ import (
 	"html/template"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -23,6 +24,25 @@ type page struct {
 	CSS, JS      string
 	Repo         *repoView
 	Data         any
+
+	spliced [][]byte // large fragments, written in place of their markers
+}
+
+// splice is a large rendered fragment (a file list, a file, a diff) that
+// render writes into the page as it is: the template writes a marker for
+// it, so that its bytes are neither turned into a string nor copied
+// through fmt, which html/template does to every value (a warm page of
+// git/git's root spent most of its time and memory there).
+type splice []byte
+
+// spliceMark is what the template writes for the i-th splice. Nothing a
+// visitor controls reaches a page unescaped, so "<!--" comes only from
+// the templates themselves.
+func spliceMark(i int) string { return "<!--forged:splice:" + strconv.Itoa(i) + "-->" }
+
+func (p *page) splice(b splice) template.HTML {
+	p.spliced = append(p.spliced, b)
+	return template.HTML(spliceMark(len(p.spliced) - 1))
 }
 
 // securityHeaders go on every HTML page: no framing, no sniffing, and a
@@ -45,8 +65,12 @@ func (s *server) render(w http.ResponseWriter, r *http.Request, sess *session, s
 		p.CSRF = s.csrfToken(sess)
 	}
 	p.CSS, p.JS = s.assets.urls["style.css"], s.assets.urls["forged.js"]
-	var buf bytes.Buffer
-	if err := s.pageSets[name].ExecuteTemplate(&buf, "layout", p); err != nil {
+	buf, _ := s.pageBuffers.Get().(*bytes.Buffer)
+	if buf == nil {
+		buf = new(bytes.Buffer)
+	}
+	defer s.putPageBuffer(buf)
+	if err := s.pageSets[name].ExecuteTemplate(buf, "layout", p); err != nil {
 		s.fail(w, r, fmt.Errorf("template %s: %w", name, err))
 		return
 	}
@@ -59,8 +83,40 @@ func (s *server) render(w http.ResponseWriter, r *http.Request, sess *session, s
 			h.Set("Cache-Control", "no-cache")
 		}
 	}
+	// The page, with each splice in place of its marker.
+	out := buf.Bytes()
+	var parts [][]byte
+	n := 0
+	for i, b := range p.spliced {
+		mark := spliceMark(i)
+		j := bytes.Index(out, []byte(mark))
+		if j < 0 {
+			continue
+		}
+		parts = append(parts, out[:j], b)
+		n += j + len(b)
+		out = out[j+len(mark):]
+	}
+	parts = append(parts, out)
+	n += len(out)
+	h.Set("Content-Length", strconv.Itoa(n))
 	w.WriteHeader(status)
-	w.Write(buf.Bytes())
+	for _, part := range parts {
+		if _, err := w.Write(part); err != nil {
+			return
+		}
+	}
+}
+
+// putPageBuffer keeps a page's buffer for the next page: a page of a
+// large directory is a few hundred kilobytes, and growing a new buffer
+// for each one was a fifth of a warm page's time.
+func (s *server) putPageBuffer(b *bytes.Buffer) {
+	if b.Cap() > 4<<20 {
+		return // an unusual page; let it go
+	}
+	b.Reset()
+	s.pageBuffers.Put(b)
 }
 
 // fragment renders one of the fragments' templates.
@@ -75,14 +131,20 @@ func (s *server) fragment(name string, data any) ([]byte, error) {
 // cached returns a viewlet from the fragment cache, rendering it with the
 // fragment template name and the data load returns when it is missing.
 func (s *server) cached(ctx context.Context, key string, deps []string, name string, load func(ctx context.Context) (any, error)) (template.HTML, error) {
-	b, err := s.cache.GetOrRender(ctx, key, deps, func(ctx context.Context) ([]byte, error) {
+	b, err := s.cachedSplice(ctx, key, deps, name, load)
+	return template.HTML(b), err
+}
+
+// cachedSplice is cached for large fragments, which render splices into
+// the page.
+func (s *server) cachedSplice(ctx context.Context, key string, deps []string, name string, load func(ctx context.Context) (any, error)) (splice, error) {
+	return s.cache.GetOrRender(ctx, key, deps, func(ctx context.Context) ([]byte, error) {
 		data, err := load(ctx)
 		if err != nil {
 			return nil, err
 		}
 		return s.fragment(name, data)
 	})
-	return template.HTML(b), err
 }
 
 func (s *server) notFound(w http.ResponseWriter, r *http.Request) {

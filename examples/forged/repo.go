@@ -411,7 +411,7 @@ func (s *server) cacheHeaders(w http.ResponseWriter, r *http.Request, sess *sess
 type repoData struct {
 	Empty  bool
 	Crumbs []crumb
-	Files  template.HTML
+	Files  splice
 	Readme template.HTML
 }
 
@@ -579,10 +579,10 @@ func (s *server) completeFiles(ctx context.Context, br *forge.Browser, rv *repoV
 // at most the page budget for it; past the budget, and at once for the
 // views that come while it runs, the page gets the list without them and
 // a URL for its script, which waits for the walk.
-func (s *server) filesFragment(ctx context.Context, br *forge.Browser, rv *repoView, dir string) (template.HTML, error) {
+func (s *server) filesFragment(ctx context.Context, br *forge.Browser, rv *repoView, dir string) (splice, error) {
 	b, err := s.completeFiles(ctx, br, rv, dir)
 	if !errors.Is(err, errLastPending) {
-		return template.HTML(b), err
+		return b, err
 	}
 	if !s.lastCommits.Pending(br, rv.Commit, dir) {
 		budget := s.pageBudget
@@ -593,17 +593,15 @@ func (s *server) filesFragment(ctx context.Context, br *forge.Browser, rv *repoV
 		_, err := s.lastCommits.Get(wctx, br, rv.Commit, dir)
 		cancel()
 		if err == nil {
-			b, err := s.completeFiles(ctx, br, rv, dir)
-			return template.HTML(b), err
+			return s.completeFiles(ctx, br, rv, dir)
 		}
 		if ctx.Err() != nil {
-			return "", ctx.Err()
+			return nil, ctx.Err()
 		}
 	}
-	b, err = s.cache.GetOrRender(ctx, "plain"+s.filesKey(rv, dir), rv.deps(), func(ctx context.Context) ([]byte, error) {
+	return s.cache.GetOrRender(ctx, "plain"+s.filesKey(rv, dir), rv.deps(), func(ctx context.Context) ([]byte, error) {
 		return s.renderFiles(ctx, br, rv, dir, nil)
 	})
-	return template.HTML(b), err
 }
 
 // lastCommitsFragment serves the complete file list for the page's
@@ -677,7 +675,7 @@ func (s *server) readmeFragment(ctx context.Context, br *forge.Browser, rv *repo
 
 type blobData struct {
 	Crumbs []crumb
-	View   template.HTML
+	View   splice
 }
 
 type blobView struct {
@@ -710,7 +708,7 @@ func (s *server) blob(w http.ResponseWriter, r *http.Request) {
 	// The whole view of the file, by commit and path: a warm page reads
 	// no object.
 	key := "blob|" + rv.key + "|" + rv.Ref + "|" + rv.Commit + "|" + p
-	view, err := s.cached(ctx, key, rv.deps(), "blobview", func(ctx context.Context) (any, error) {
+	view, err := s.cachedSplice(ctx, key, rv.deps(), "blobview", func(ctx context.Context) (any, error) {
 		blob, err := br.Blob(ctx, rv.Commit, p, maxBytesShown)
 		if err != nil {
 			return nil, err
@@ -973,7 +971,7 @@ func (s *server) commit(w http.ResponseWriter, r *http.Request) {
 	if s.cacheHeaders(w, r, sess, rv, pinned(rv.Ref, rv.Commit)) {
 		return
 	}
-	html, err := s.cached(ctx, "commit|"+rv.key+"|"+rv.Commit, rv.deps(), "diff", func(ctx context.Context) (any, error) {
+	html, err := s.cachedSplice(ctx, "commit|"+rv.key+"|"+rv.Commit, rv.deps(), "diff", func(ctx context.Context) (any, error) {
 		d, err := br.Commit(ctx, rv.Commit, pageDiffLimits)
 		if err != nil {
 			return nil, err

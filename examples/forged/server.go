@@ -194,6 +194,7 @@ type server struct {
 	resolved    *lru.Cache[string, string]    // "repo|commit id" → commit, once resolved
 	metrics     *metrics
 	handler     http.Handler
+	pageBuffers sync.Pool // *bytes.Buffer, see putPageBuffer
 
 	// exploreEvery is how long the explore lists are reused. If zero,
 	// defaultExploreEvery.
