@@ -26,7 +26,9 @@ type commitIndex struct {
 // object.
 type walkNode struct {
 	hash, tree plumbing.Hash
+	parentIDs  []plumbing.Hash // until parentsOf resolves them
 	parents    []uint32
+	resolved   bool
 	date       int64
 }
 
@@ -58,15 +60,10 @@ func (w *commitIndex) id(h plumbing.Hash) (uint32, error) {
 	if err != nil || typ != plumbing.CommitObject {
 		return 0, fmt.Errorf("%w: commit %s", ErrNotFound, h)
 	}
+	// Parents are looked up when the walk reaches the commit, not now:
+	// without a commit-graph, that would decode the whole history.
 	c := parseCommit(h, data)
-	n := walkNode{hash: h, tree: c.Tree, date: c.When.Unix()}
-	for _, p := range c.Parents {
-		id, err := w.id(p)
-		if err != nil {
-			return 0, err
-		}
-		n.parents = append(n.parents, id)
-	}
+	n := walkNode{hash: h, tree: c.Tree, date: c.When.Unix(), parentIDs: c.Parents}
 	id := w.graphN() + uint32(len(w.nodes))
 	w.nodes = append(w.nodes, n)
 	w.nodeIDs[h] = id
@@ -102,12 +99,25 @@ func (w *commitIndex) rootTree(id uint32) plumbing.Hash {
 
 // parentsOf returns the parents of id; the slice is valid until the next
 // call.
-func (w *commitIndex) parentsOf(id uint32) []uint32 {
+func (w *commitIndex) parentsOf(id uint32) ([]uint32, error) {
 	if id < w.graphN() {
 		w.parents = w.g.parents(id, w.parents[:0])
-		return w.parents
+		return w.parents, nil
 	}
-	return w.nodes[id-w.graphN()].parents
+	n := &w.nodes[id-w.graphN()]
+	if !n.resolved {
+		var ids []uint32
+		for _, p := range n.parentIDs {
+			pid, err := w.id(p)
+			if err != nil {
+				return nil, err
+			}
+			ids = append(ids, pid)
+		}
+		n = &w.nodes[id-w.graphN()] // id may have grown the slice
+		n.parents, n.parentIDs, n.resolved = ids, nil, true
+	}
+	return n.parents, nil
 }
 
 // order is a commit's priority in a walk that visits children before
@@ -270,7 +280,11 @@ func (w *commitIndex) history(ctx context.Context, start plumbing.Hash, p string
 			}
 		}
 		id := heap.Pop(q).(historyItem).id
-		parents := append([]uint32(nil), w.parentsOf(id)...)
+		pp, err := w.parentsOf(id)
+		if err != nil {
+			return nil, err
+		}
+		parents := append([]uint32(nil), pp...)
 		show, follow := true, parents
 		if p != "" {
 			show, follow, err = w.simplify(ps, keys, id, parents)

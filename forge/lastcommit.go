@@ -273,7 +273,11 @@ func (w *lastWalk) run(ctx context.Context, start plumbing.Hash, deadline time.T
 
 // visit moves on, or answers, the entries standing on commit id.
 func (w *lastWalk) visit(id uint32, bits []uint64) error {
-	parents := append([]uint32(nil), w.parentsOf(id)...)
+	ps, err := w.parentsOf(id)
+	if err != nil {
+		return err
+	}
+	parents := append([]uint32(nil), ps...)
 	if len(parents) == 0 {
 		// A root commit: the entries that reached it exist in it (they
 		// are TREESAME to the commit they came from), so it made them.
