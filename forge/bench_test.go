@@ -3,23 +3,29 @@ package forge_test
 // The generated repository of ../shared/bench/mkrepo (or any repository
 // in FORGEKIT_BENCH_REPO):
 //
-//	FORGEKIT_BENCH_REPO=/tmp/forgekit-bench/repo.git go test ./forge -run '^$' -bench LastCommits -benchtime 3x
+//	FORGEKIT_BENCH_REPO=/tmp/forgekit-bench/repo.git go test ./forge -run '^$' -bench 'LastCommits|Browse|LogPath' -benchtime 3x
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"os/exec"
+	"runtime/metrics"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/forgekit/forgekit/forge"
 )
 
-// BenchmarkLastCommits: the last commit of every root entry, ours (one
-// walk) vs one `git log -1 -- entry` per entry (Gitea/Gogs) and vs one
-// `git log --name-only` pass over the history.
+// BenchmarkLastCommits: the last commit of every entry of the root and
+// of the largest directory, ours (one walk) vs one `git log -1 --
+// entry` per entry (Gitea/Gogs; two at a time, on two cores) and vs one
+// `git log --name-only` pass over the history. Every answer is checked
+// against git's. Run it on a real repository with and without its
+// commit-graph:
+//
+//	FORGEKIT_BENCH_REAL=/tmp/real/git.git go test ./forge -run '^$' -bench LastCommits -benchtime 2x
 func BenchmarkLastCommits(b *testing.B) {
 	dir, br, head := benchRepo(b)
 	ctx := context.Background()
@@ -27,45 +33,99 @@ func BenchmarkLastCommits(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	git := func(args ...string) []byte {
-		cmd := exec.Command("git", args...)
-		cmd.Dir = dir
-		out, err := cmd.Output()
-		if err != nil {
-			b.Fatal(err)
-		}
-		return out
-	}
-	var tOurs, tPerEntry, tOnePass time.Duration
-	for b.Loop() {
-		start := time.Now()
-		last, complete, err := br.LastCommits(ctx, head, "", 0)
-		if err != nil || !complete || len(last) != len(entries) {
-			b.Fatalf("incomplete: %v %v %d/%d", err, complete, len(last), len(entries))
-		}
-		tOurs += time.Since(start)
-
-		start = time.Now()
-		for _, e := range entries {
-			got := strings.TrimSpace(string(git("log", "-1", "--format=%H", head, "--", e.Name)))
-			if got != last[e.Name].Hash {
-				b.Fatalf("%s: ours %s, git %s", e.Name, last[e.Name].Hash, got)
+	largest, most := "", 0
+	for _, e := range entries {
+		if e.Type == "tree" {
+			if sub, _ := br.Tree(ctx, head, e.Name); len(sub) > most {
+				largest, most = e.Name, len(sub)
 			}
 		}
-		tPerEntry += time.Since(start)
-
-		start = time.Now()
-		out := git("log", "--format=%H", "--name-only", head)
-		_ = bytes.Count(out, []byte("\n"))
-		tOnePass += time.Since(start)
 	}
-	n := float64(b.N)
-	b.ReportMetric(float64(len(entries)), "entries")
-	b.ReportMetric(tOurs.Seconds()/n*1000, "ours-ms")
-	b.ReportMetric(tPerEntry.Seconds()/n*1000, "git-log-per-entry-ms")
-	b.ReportMetric(tOnePass.Seconds()/n*1000, "git-log-name-only-ms")
-	b.ReportMetric(float64(tPerEntry)/float64(tOurs), "x-per-entry")
-	b.ReportMetric(float64(tOnePass)/float64(tOurs), "x-one-pass")
+	for _, d := range []string{"", largest} {
+		name := "root"
+		if d != "" {
+			name = "dir=" + d
+		}
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			ents, _ := br.Tree(ctx, head, d)
+			var tOurs, tPerEntry time.Duration
+			var peak uint64
+			for b.Loop() {
+				stop := sampleHeap(&peak)
+				start := time.Now()
+				last, complete, err := br.LastCommits(ctx, head, d, 0)
+				tOurs += time.Since(start)
+				stop()
+				if err != nil || !complete || len(last) != len(ents) {
+					b.Fatalf("incomplete: %v %v %d/%d", err, complete, len(last), len(ents))
+				}
+				start = time.Now()
+				gitLastCommits(b, dir, head, d, ents, last)
+				tPerEntry += time.Since(start)
+			}
+			start := time.Now()
+			cmd := exec.Command("git", "log", "--format=%H", "--name-only", head)
+			cmd.Dir = dir
+			if err := cmd.Run(); err != nil {
+				b.Fatal(err)
+			}
+			tOnePass := time.Since(start)
+			n := float64(b.N)
+			b.ReportMetric(float64(len(ents)), "entries")
+			b.ReportMetric(tOurs.Seconds()/n*1000, "ours-ms")
+			b.ReportMetric(tPerEntry.Seconds()/n*1000, "git-log-per-entry-ms")
+			b.ReportMetric(tOnePass.Seconds()*1000, "git-log-name-only-ms")
+			b.ReportMetric(float64(tPerEntry)/float64(tOurs), "x-per-entry")
+			b.ReportMetric(tOnePass.Seconds()*n/tOurs.Seconds(), "x-one-pass")
+			b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MiB")
+		})
+	}
+}
+
+// gitLastCommits checks last against git log -1 -- PATH for every entry,
+// two git processes at a time.
+func gitLastCommits(b *testing.B, dir, head, d string, ents []forge.Entry, last map[string]*forge.CommitInfo) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 2)
+	for _, e := range ents {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			p := strings.TrimPrefix(d+"/"+e.Name, "/")
+			cmd := exec.Command("git", "log", "-1", "--format=%H", head, "--", p)
+			cmd.Dir = dir
+			out, err := cmd.Output()
+			if got := strings.TrimSpace(string(out)); err != nil || got != last[e.Name].Hash {
+				b.Errorf("%s: ours %s, git %s (%v)", p, last[e.Name].Hash, got, err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// sampleHeap records the largest live heap seen until stop is called.
+func sampleHeap(peak *uint64) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	go func() {
+		defer wg.Done()
+		for {
+			metrics.Read(s)
+			if v := s[0].Value.Uint64(); v > *peak {
+				*peak = v
+			}
+			select {
+			case <-done:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
 }
 
 // BenchmarkBrowse: tree listing, blob read and commit+diff, ours (go-git,
@@ -155,12 +215,16 @@ func BenchmarkBrowse(b *testing.B) {
 	b.ReportMetric(tWarm.Seconds()*1e6, "archive-warm-µs")
 }
 
-// benchRepo opens the repository named by FORGEKIT_BENCH_REPO and
-// resolves its HEAD, or skips.
+// benchRepo opens the repository named by FORGEKIT_BENCH_REAL (a real
+// one, see ../shared/README.md) or FORGEKIT_BENCH_REPO (one made by
+// ../shared/bench/mkrepo) and resolves its HEAD, or skips.
 func benchRepo(b *testing.B) (dir string, br *forge.Browser, head string) {
-	dir = os.Getenv("FORGEKIT_BENCH_REPO")
+	dir = os.Getenv("FORGEKIT_BENCH_REAL")
 	if dir == "" {
-		b.Skip("set FORGEKIT_BENCH_REPO to a repository, e.g. one made by ../shared/bench/mkrepo")
+		dir = os.Getenv("FORGEKIT_BENCH_REPO")
+	}
+	if dir == "" {
+		b.Skip("set FORGEKIT_BENCH_REAL or FORGEKIT_BENCH_REPO to a repository (see ../shared/README.md)")
 	}
 	br, err := forge.Browse(dir)
 	if err != nil {

@@ -98,9 +98,9 @@ func (b *Browser) objects() (*objectReader, error) {
 }
 
 // Resolve turns a branch, a tag (with slashes too), a full or short
-// commit id into a commit id. A full commit id that names a commit means
-// it, whatever refs are called; then a branch, then a tag of that name;
-// then an abbreviated id that names one object.
+// commit id, or HEAD, into a commit id. A full commit id that names a
+// commit means it, whatever refs are called; then a branch, then a tag of
+// that name; then an abbreviated id that names one object.
 func (b *Browser) Resolve(ctx context.Context, rev string) (string, error) {
 	if rev == "" || strings.ContainsAny(rev, "^~:@{}\\ ") || strings.HasPrefix(rev, "-") {
 		return "", fmt.Errorf("%w: revision %q", ErrNotFound, rev)
@@ -110,6 +110,11 @@ func (b *Browser) Resolve(ctx context.Context, rev string) (string, error) {
 		return "", err
 	}
 	defer objs.close()
+	if rev == "HEAD" {
+		if rev, err = ReadHead(b.dir); err != nil {
+			return "", fmt.Errorf("%w: HEAD", ErrNotFound)
+		}
+	}
 	if IsCommitID(rev) {
 		if c, err := readCommit(objs, plumbing.NewHash(rev)); err == nil {
 			return c.Hash, nil
