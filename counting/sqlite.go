@@ -3,8 +3,10 @@ package counting
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"time"
 
 	_ "github.com/mattn/go-sqlite3" // the database/sql driver "sqlite3"
@@ -100,6 +102,13 @@ func migrate(db *sql.DB) error {
 
 // OpenSQLite opens (creating if needed) the database at path.
 func OpenSQLite(path string) (*SQLiteStore, error) {
+	// Readable by its owner alone (what people viewed is nobody else's
+	// business); SQLite gives its journal files the same mode.
+	if f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600); err == nil {
+		f.Close()
+	} else if !errors.Is(err, os.ErrExist) {
+		return nil, fmt.Errorf("counting: %w", err)
+	}
 	q := url.Values{}
 	q.Set("_journal_mode", "WAL")
 	q.Set("_busy_timeout", fmt.Sprint(DefaultBusyTimeout.Milliseconds()))

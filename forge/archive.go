@@ -91,7 +91,7 @@ func NewArchiver(dir string, maxBytes int64) (*Archiver, error) {
 	if err := os.RemoveAll(dir); err != nil {
 		return nil, fmt.Errorf("forge: %w", err)
 	}
-	if err := os.MkdirAll(dir, 0o750); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("forge: %w", err)
 	}
 	a := &Archiver{dir: dir, maxBytes: maxBytes}

@@ -52,7 +52,7 @@ func (s *Store) Import(ctx context.Context, owner, name, from string) (*Repo, er
 	}
 	tmp := filepath.Join(s.root, "repos", owner, "."+name+".importing")
 	os.RemoveAll(tmp)
-	if err := os.MkdirAll(filepath.Dir(tmp), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(tmp), 0o700); err != nil {
 		return nil, fmt.Errorf("forge: %w", err)
 	}
 	cmd := exec.CommandContext(ctx, s.git(), "clone", "--bare", "--quiet", "--no-local", "--", src, tmp)

@@ -171,7 +171,7 @@ func (m *Maintainer) Tick(ctx context.Context) []MaintainResult {
 func (m *Maintainer) Run(ctx context.Context, r Repo) (MaintainResult, error) {
 	res := MaintainResult{Repo: r.Owner + "/" + r.Name, Start: time.Now()}
 	_, res.Loose, res.Packs = m.needs(r.Dir)
-	lock, err := os.OpenFile(filepath.Join(r.Dir, "forgekit-maintenance.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	lock, err := os.OpenFile(filepath.Join(r.Dir, "forgekit-maintenance.lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return res, fmt.Errorf("forge: %w", err)
 	}

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path"
 	"sort"
 	"strconv"
@@ -58,6 +59,9 @@ type Meta struct {
 // OpenMeta opens (creating and migrating if needed) the SQLite database
 // at path.
 func OpenMeta(ctx context.Context, path string) (*Meta, error) {
+	if err := createPrivate(path); err != nil {
+		return nil, err
+	}
 	db, err := sql.Open("sqlite3", "file:"+path+"?_journal_mode=WAL&_busy_timeout=5000&_foreign_keys=on&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("forge: %w", err)
@@ -77,6 +81,21 @@ func OpenMetaDSN(ctx context.Context, dsn string) (*Meta, error) {
 		return nil, fmt.Errorf("forge: %w", err)
 	}
 	return openMeta(ctx, db, true)
+}
+
+// createPrivate creates the SQLite file at path readable by its owner
+// alone (it holds password and token hashes, and webhook secrets); SQLite
+// gives its journal files the same mode. An existing file is left as it
+// is.
+func createPrivate(path string) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("forge: %w", err)
+	}
+	return f.Close()
 }
 
 // IsPostgresDSN reports whether dsn names a PostgreSQL database.

@@ -115,7 +115,7 @@ type Store struct {
 // root/trash.
 func NewStore(root string) (*Store, error) {
 	for _, d := range []string{"repos", "trash", "locks"} {
-		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o700); err != nil {
 			return nil, fmt.Errorf("forge: %w", err)
 		}
 	}
@@ -135,7 +135,7 @@ func (s *Store) repoDir(owner, name string) string {
 
 // lockOwner serializes the name changes of one owner across processes.
 func (s *Store) lockOwner(owner string) (unlock func(), err error) {
-	f, err := os.OpenFile(filepath.Join(s.root, "locks", strings.ToLower(owner)+".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	f, err := os.OpenFile(filepath.Join(s.root, "locks", strings.ToLower(owner)+".lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("forge: %w", err)
 	}
@@ -198,7 +198,7 @@ func (s *Store) Create(ctx context.Context, owner, name string) (*Repo, error) {
 	dir := s.repoDir(owner, name)
 	tmp := filepath.Join(s.root, "repos", owner, "."+name+".creating")
 	os.RemoveAll(tmp)
-	if err := os.MkdirAll(filepath.Dir(tmp), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(tmp), 0o700); err != nil {
 		return nil, fmt.Errorf("forge: %w", err)
 	}
 	if err := s.run(ctx, "", "init", "--quiet", "--bare", "--initial-branch=main", tmp); err != nil {
@@ -271,7 +271,7 @@ func (s *Store) Delete(ctx context.Context, owner, name string) error {
 	}
 	defer unlock()
 	trash := filepath.Join(s.root, "trash", r.Owner, r.Name+".git."+strconv.FormatInt(time.Now().UnixNano(), 10))
-	if err := os.MkdirAll(filepath.Dir(trash), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(trash), 0o700); err != nil {
 		return fmt.Errorf("forge: %w", err)
 	}
 	if err := os.Rename(r.Dir, trash); err != nil {
@@ -333,7 +333,7 @@ func (s *Store) Restore(ctx context.Context, owner, name string) (*Repo, error) 
 			return nil, fmt.Errorf("%w: %s/%s", ErrExists, t.Owner, t.Name)
 		}
 		dir := s.repoDir(t.Owner, t.Name)
-		if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
 			return nil, fmt.Errorf("forge: %w", err)
 		}
 		if err := os.Rename(t.dir, dir); err != nil {
@@ -404,7 +404,7 @@ func (s *Store) Rename(ctx context.Context, owner, name, newOwner, newName strin
 		newOwner = o
 	}
 	dir := s.repoDir(newOwner, newName)
-	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
 		return nil, fmt.Errorf("forge: %w", err)
 	}
 	if err := os.Rename(r.Dir, dir); err != nil {

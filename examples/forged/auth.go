@@ -8,6 +8,8 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"net/http"
+	"net/url"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -204,10 +206,29 @@ func (l *loginLimiter) exhausted(key string) bool {
 	return ok && lim.Tokens() < 1
 }
 
-// localPath accepts a redirect target only within this site.
+// localPath accepts a redirect target only within this site: printable
+// ASCII without backslashes (browsers read "\" as "/", and drop tabs and
+// newlines, so "/\tevil.example" was "//evil.example" to them), no
+// scheme, host or user, and a path that, cleaned, starts with one "/".
+// It returns the cleaned path and query, or "/".
 func localPath(p string) string {
-	if !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//") || strings.HasPrefix(p, "/\\") || strings.ContainsAny(p, "\r\n") {
+	for i := 0; i < len(p); i++ {
+		if c := p[i]; c < 0x21 || c > 0x7e || c == '\\' {
+			return "/"
+		}
+	}
+	u, err := url.Parse(p)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || u.Opaque != "" ||
+		!strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//") {
 		return "/"
 	}
-	return p
+	clean := path.Clean(u.Path)
+	if strings.HasSuffix(u.Path, "/") && clean != "/" {
+		clean += "/"
+	}
+	if !strings.HasPrefix(clean, "/") || strings.HasPrefix(clean, "//") {
+		return "/"
+	}
+	u.Path, u.RawPath, u.Fragment = clean, "", ""
+	return u.RequestURI()
 }

@@ -31,6 +31,9 @@ import (
 )
 
 func main() {
+	// Everything forged and its git processes create is its user's
+	// alone: repositories, databases, caches, reports.
+	syscall.Umask(0o077)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	err := dispatch(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)

@@ -189,7 +189,7 @@ func (l *logFile) Write(p []byte) (int, error) {
 
 // Reopen opens the path again (logrotate moved the old file away).
 func (l *logFile) Reopen() error {
-	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return err
 	}

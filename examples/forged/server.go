@@ -206,13 +206,24 @@ type server struct {
 
 // newServer opens everything under cfg.data.
 func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server, err error) {
-	if err := os.MkdirAll(cfg.data, 0o755); err != nil {
+	// The data directory is its owner's alone: it holds password and
+	// token hashes, webhook secrets, the session key and private
+	// repositories. (A front server given files with -accel must run as
+	// the same user, or be given access to DATA/cache by the operator.)
+	if err := os.MkdirAll(cfg.data, 0o700); err != nil {
 		return nil, err
 	}
+	if fi, err := os.Stat(cfg.data); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		logger.Warn("data directory readable by others: making it 0700", "dir", cfg.data, "mode", fi.Mode().Perm().String())
+		if err := os.Chmod(cfg.data, 0o700); err != nil {
+			return nil, err
+		}
+	}
 	s = &server{cfg: cfg, log: logger, instance: newInstanceID()}
+	opened := s // the returns below set s to nil
 	defer func() {
 		if err != nil {
-			s.Close()
+			opened.Close()
 		}
 	}()
 	if s.key, err = secretKey(filepath.Join(cfg.data, "secret.key")); err != nil {
@@ -308,7 +319,7 @@ func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server
 	}
 	s.profiler = slowlog.NewProfiler(s.key)
 	s.profiler.Dir = filepath.Join(cfg.data, "profiles")
-	if err := os.MkdirAll(s.profiler.Dir, 0o750); err != nil {
+	if err := os.MkdirAll(s.profiler.Dir, 0o700); err != nil {
 		return nil, err
 	}
 	s.profiler.URLPrefix = "/admin/profiles/"
@@ -384,29 +395,36 @@ func (s *server) Close() error {
 
 // secretKey reads the 32-byte key at path, creating it (mode 0600) on
 // first use. Every instance sharing the data directory uses the same key,
-// so sessions and CSRF tokens work across them.
+// so sessions and CSRF tokens work across them. A key file of another
+// size is an error naming it: a short key would be a weak one, and
+// replacing it would end every session.
 func secretKey(path string) ([]byte, error) {
-	b, err := os.ReadFile(path)
-	if err == nil && len(b) >= 32 {
-		return b[:32], nil
-	}
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, err
-	}
-	b = make([]byte, 32)
-	rand.Read(b)
-	tmp := fmt.Sprintf("%s.%d", path, os.Getpid())
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return nil, err
-	}
-	// Link, not rename: if another instance created it meanwhile, keep
-	// theirs.
-	if err := os.Link(tmp, path); err != nil && !errors.Is(err, os.ErrExist) {
+	for range 2 {
+		b, err := os.ReadFile(path)
+		if err == nil {
+			if len(b) < 32 {
+				return nil, fmt.Errorf("%s: %d bytes, not 32: remove it to make a new key (every session ends)", path, len(b))
+			}
+			return b[:32], nil
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+		b = make([]byte, 32)
+		rand.Read(b)
+		tmp := fmt.Sprintf("%s.%d", path, os.Getpid())
+		if err := os.WriteFile(tmp, b, 0o600); err != nil {
+			return nil, err
+		}
+		// Link, not rename: if another instance created it meanwhile,
+		// keep theirs (and read it on the next turn).
+		if err := os.Link(tmp, path); err != nil && !errors.Is(err, os.ErrExist) {
+			os.Remove(tmp)
+			return nil, err
+		}
 		os.Remove(tmp)
-		return nil, err
 	}
-	os.Remove(tmp)
-	return secretKey(path)
+	return nil, fmt.Errorf("%s: could not be read after it was created", path)
 }
 
 // firstAdmin creates the administrator "root" with a random password when there

@@ -4,10 +4,13 @@ import (
 	"archive/zip"
 	"bytes"
 	"context"
+	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -284,6 +287,13 @@ func TestSessionsAndCSRF(t *testing.T) {
 	r := alice.post("/login", url.Values{"name": {"alice"}, "password": {"alice-password"}, "next": {"//evil.example/"}})
 	require.Equal(t, http.StatusSeeOther, r.code)
 	assert.Equal(t, "/", r.h.Get("Location"), "no open redirect")
+	for _, next := range []string{"/\t/evil.example", "/\v/evil.example", "/\\evil.example"} {
+		r := f.browser().post("/login", url.Values{"name": {"alice"}, "password": {"alice-password"}, "next": {next}})
+		require.Equal(t, http.StatusSeeOther, r.code)
+		assert.Equal(t, "/", r.h.Get("Location"), "no open redirect through %q", next)
+		form := f.browser().get("/login?next=" + url.QueryEscape(next))
+		assert.NotContains(t, form.body, "evil.example", "the form does not carry %q", next)
+	}
 	c := r.h.Get("Set-Cookie")
 	for _, attr := range []string{"HttpOnly", "SameSite=Lax", "Path=/"} {
 		assert.Contains(t, c, attr)
@@ -554,5 +564,86 @@ func TestWebhooksNeverReachInside(t *testing.T) {
 			assert.Contains(t, d[0].Error, "loopback, private or link-local")
 			assert.Empty(t, got, "nothing reached the internal address")
 		}
+	}
+}
+
+func TestLocalPath(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ name, in, want string }{
+		{"plain", "/alice/proj", "/alice/proj"},
+		{"query", "/explore?tab=week", "/explore?tab=week"},
+		{"trailing slash", "/admin/", "/admin/"},
+		{"dots cleaned", "/a/../b/./c", "/b/c"},
+		{"dots above the root", "/..//evil.example", "/evil.example"},
+		{"protocol-relative", "//evil.example/", "/"},
+		{"backslash", "/\\evil.example", "/"},
+		{"backslash later", "/a\\b", "/"},
+		{"tab", "/\t/evil.example", "/"},
+		{"vertical tab", "/\v/evil.example", "/"},
+		{"newline", "/\n/evil.example", "/"},
+		{"NUL", "/\x00/evil.example", "/"},
+		{"DEL", "/\x7f/evil.example", "/"},
+		{"space", "/ /evil.example", "/"},
+		{"non-ASCII", "/\u3000/evil.example", "/"},
+		{"scheme", "https://evil.example/", "/"},
+		{"javascript", "javascript:alert(1)", "/"},
+		{"relative", "evil.example", "/"},
+		{"empty", "", "/"},
+		{"fragment dropped", "/a#frag", "/a"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			assert.Equal(t, tc.want, localPath(tc.in))
+		})
+	}
+}
+
+// TestDataIsPrivate: the data directory and what holds secrets are their
+// owner's alone, and a damaged secret.key is an error naming it.
+func TestDataIsPrivate(t *testing.T) {
+	t.Parallel()
+	data := filepath.Join(t.TempDir(), "data")
+	f := newInstance(t, data)
+	f.user("alice")
+	f.mustCLI("", "repo", "create", "alice/proj")
+	for _, tc := range []struct {
+		path string
+		mode os.FileMode
+	}{
+		{"", 0o700},
+		{"repos", 0o700},
+		{"repos/alice", 0o700},
+		{"trash", 0o700},
+		{"cache/lastcommits", 0o700},
+		{"forge.db", 0o600},
+		{"views.db", 0o600},
+		{"secret.key", 0o600},
+	} {
+		fi, err := os.Stat(filepath.Join(data, tc.path))
+		if tc.path == "cache/lastcommits" && errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		require.NoError(t, err, tc.path)
+		assert.Equal(t, tc.mode, fi.Mode().Perm(), "mode of %q", tc.path)
+	}
+
+	for _, tc := range []struct {
+		name    string
+		content []byte
+	}{
+		{"empty", nil},
+		{"short", []byte("0123456789")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			key := filepath.Join(dir, "secret.key")
+			require.NoError(t, os.WriteFile(key, tc.content, 0o600))
+			cfg, err := parseFlags([]string{"-data", dir}, io.Discard)
+			require.NoError(t, err)
+			_, err = newServer(context.Background(), cfg, slog.New(slog.DiscardHandler))
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), key)
+			assert.Contains(t, err.Error(), "not 32")
+		})
 	}
 }
