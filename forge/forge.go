@@ -39,6 +39,11 @@ type Forge struct {
 	// is logged.
 	Logger *slog.Logger
 
+	// Reserved, if set, reports names no user may take besides those
+	// CheckName refuses: the first path segments of the application's
+	// own pages, which such a user's page would hide.
+	Reserved func(name string) bool
+
 	// A git client sends its password with every request of a clone or
 	// push, and an argon2id check costs about 27 ms and 19 MiB here, so a
 	// successful password login is remembered for loginCacheTTL, keyed by
@@ -62,6 +67,15 @@ func (f *Forge) logger() *slog.Logger {
 		return f.Logger
 	}
 	return slog.New(slog.DiscardHandler)
+}
+
+// CreateUser creates a user, refusing the names CheckName and Reserved
+// refuse.
+func (f *Forge) CreateUser(ctx context.Context, name, email, password string, admin bool) (*User, error) {
+	if f.Reserved != nil && f.Reserved(strings.ToLower(name)) {
+		return nil, &NameError{Name: name, Reason: "reserved"}
+	}
+	return f.Meta.CreateUser(ctx, name, email, password, admin)
 }
 
 // CreateRepo creates owner/name on disk and in the metadata, with its

@@ -291,7 +291,7 @@ func (f *Forge) adopt(ctx context.Context, r Repo, createOwner, private bool) (*
 		return nil, fmt.Errorf("%w: %s", ErrNotRepository, r.Dir)
 	}
 	if createOwner {
-		if _, err := f.Meta.CreateUser(ctx, r.Owner, "", randomSecret(), false); err != nil && !errors.Is(err, ErrUserExists) {
+		if _, err := f.CreateUser(ctx, r.Owner, "", randomSecret(), false); err != nil && !errors.Is(err, ErrUserExists) {
 			return nil, err
 		}
 	}

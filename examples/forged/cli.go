@@ -32,7 +32,7 @@ func openForge(ctx context.Context, data, db string) (*forge.Forge, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &forge.Forge{Store: st, Meta: m}, nil
+	return &forge.Forge{Store: st, Meta: m, Reserved: reservedName}, nil
 }
 
 // openViews opens the view counts: in the PostgreSQL database db, or in
@@ -107,7 +107,7 @@ func admin(ctx context.Context, args []string, stdin io.Reader, stdout, stderr i
 			} else {
 				pass = randomPassword()
 			}
-			u, err := f.Meta.CreateUser(ctx, pos[0], *email, pass, *isAdmin)
+			u, err := f.CreateUser(ctx, pos[0], *email, pass, *isAdmin)
 			if err != nil {
 				return err
 			}

@@ -511,7 +511,7 @@ func (s *server) adminPost(w http.ResponseWriter, r *http.Request) {
 	switch r.PostFormValue("action") {
 	case "adduser":
 		pass := randomPassword()
-		u, err := s.forge.Meta.CreateUser(r.Context(), strings.TrimSpace(r.PostFormValue("name")), strings.TrimSpace(r.PostFormValue("email")), pass, r.PostFormValue("admin") != "")
+		u, err := s.forge.CreateUser(r.Context(), strings.TrimSpace(r.PostFormValue("name")), strings.TrimSpace(r.PostFormValue("email")), pass, r.PostFormValue("admin") != "")
 		if err != nil {
 			s.adminPage(w, r, sess, strings.TrimPrefix(err.Error(), "forge: "), "", "")
 			return

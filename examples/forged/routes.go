@@ -20,13 +20,74 @@ import (
 // repository takes a while; a page should not).
 const archiveTimeout = 5 * time.Minute
 
-// siteSegments are the first path segments that are the forge's own
-// pages; every other first segment is an owner. forge.CheckName reserves
-// them all, so no owner can shadow them.
-var siteSegments = map[string]bool{
-	"": true, "explore": true, "login": true, "logout": true, "new": true,
-	"settings": true, "admin": true, "static": true, "healthz": true,
-	"readyz": true, "metrics": true, "favicon.ico": true, "robots.txt": true,
+// futureSegments are first path segments kept for pages to come (an
+// API, search, organizations, ...): no user may take them now, or their
+// pages would be unreachable later.
+var futureSegments = []string{"api", "assets", "search", "user", "users", "org", "orgs", "repo", "repos", "help", "about", "raw", "archive", "info", "objects", "refs", "hooks", "trash"}
+
+// sitePages are the forge's own pages. Their first path segments are
+// reserved (see reservedName): no user may take them.
+var sitePages = []struct {
+	pattern string
+	handler func(s *server) http.Handler
+}{
+	{"GET /{$}", func(s *server) http.Handler { return http.HandlerFunc(s.explore) }},
+	{"GET /explore", func(s *server) http.Handler { return http.HandlerFunc(s.explore) }},
+	{"GET /login", func(s *server) http.Handler { return http.HandlerFunc(s.loginForm) }},
+	{"POST /login", func(s *server) http.Handler { return http.HandlerFunc(s.login) }},
+	{"POST /logout", func(s *server) http.Handler { return http.HandlerFunc(s.logout) }},
+	{"GET /new", func(s *server) http.Handler { return http.HandlerFunc(s.newForm) }},
+	{"POST /new", func(s *server) http.Handler { return http.HandlerFunc(s.newRepo) }},
+	{"GET /settings", func(s *server) http.Handler { return http.HandlerFunc(s.settings) }},
+	{"POST /settings", func(s *server) http.Handler { return http.HandlerFunc(s.settingsPost) }},
+	{"GET /admin/{$}", func(s *server) http.Handler { return http.HandlerFunc(s.adminHome) }},
+	{"POST /admin/{$}", func(s *server) http.Handler { return http.HandlerFunc(s.adminPost) }},
+	{"GET /admin/slow/", func(s *server) http.Handler {
+		return s.adminOnly(http.StripPrefix("/admin/slow", s.watchdog.ReportsHandler()))
+	}},
+	{"GET /admin/profiles/", func(s *server) http.Handler {
+		return s.adminOnly(http.StripPrefix("/admin/profiles/", s.profiler.Handler()))
+	}},
+	{"GET /static/{file}", func(s *server) http.Handler { return http.HandlerFunc(s.static) }},
+	{"GET /favicon.ico", func(s *server) http.Handler { return http.HandlerFunc(s.notFound) }},
+	{"GET /robots.txt", func(s *server) http.Handler { return http.HandlerFunc(s.robots) }},
+	{"GET /healthz", func(s *server) http.Handler { return http.HandlerFunc(s.healthz) }},
+	{"GET /readyz", func(s *server) http.Handler { return http.HandlerFunc(s.readyz) }},
+	{"GET /metrics", func(s *server) http.Handler { return s.internal(s.metrics.handler()) }},
+}
+
+// reserved are the first path segments of sitePages and futureSegments.
+var reserved = func() map[string]bool {
+	m := map[string]bool{}
+	for _, n := range futureSegments {
+		m[n] = true
+	}
+	for _, p := range sitePages {
+		_, path, _ := strings.Cut(p.pattern, " ")
+		if first, _, _ := strings.Cut(strings.TrimPrefix(path, "/"), "/"); first != "" && first != "{$}" {
+			m[first] = true
+		}
+	}
+	return m
+}()
+
+// reservedName reports whether name is a first path segment of the
+// site's own pages, which no user may take.
+func reservedName(name string) bool { return reserved[strings.ToLower(name)] }
+
+// routeTable is the site's routes: the forge's own pages, and the pages
+// of owners and repositories.
+type routeTable struct {
+	site, repo *http.ServeMux
+}
+
+// mux is the mux that serves r's path.
+func (t *routeTable) mux(r *http.Request) *http.ServeMux {
+	first, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+	if first == "" || reservedName(first) {
+		return t.site
+	}
+	return t.repo
 }
 
 // routes builds the handler: request ids and the access log outermost,
@@ -34,27 +95,12 @@ var siteSegments = map[string]bool{
 // profiling; then git traffic goes to gitproto and the rest, gzipped and
 // guarded against cross-origin form posts, to the pages.
 func (s *server) routes() http.Handler {
-	site := http.NewServeMux()
-	site.HandleFunc("GET /{$}", s.explore)
-	site.HandleFunc("GET /explore", s.explore)
-	site.HandleFunc("GET /login", s.loginForm)
-	site.HandleFunc("POST /login", s.login)
-	site.HandleFunc("POST /logout", s.logout)
-	site.HandleFunc("GET /new", s.newForm)
-	site.HandleFunc("POST /new", s.newRepo)
-	site.HandleFunc("GET /settings", s.settings)
-	site.HandleFunc("POST /settings", s.settingsPost)
-	site.HandleFunc("GET /admin/{$}", s.adminHome)
-	site.HandleFunc("POST /admin/{$}", s.adminPost)
-	site.Handle("GET /admin/slow/", s.adminOnly(http.StripPrefix("/admin/slow", s.watchdog.ReportsHandler())))
-	site.Handle("GET /admin/profiles/", s.adminOnly(http.StripPrefix("/admin/profiles/", s.profiler.Handler())))
-	site.HandleFunc("GET /static/{file}", s.static)
-	site.HandleFunc("GET /robots.txt", s.robots)
-	site.HandleFunc("GET /healthz", s.healthz)
-	site.HandleFunc("GET /readyz", s.readyz)
-	site.Handle("GET /metrics", s.internal(s.metrics.handler()))
+	t := &routeTable{site: http.NewServeMux(), repo: http.NewServeMux()}
+	for _, p := range sitePages {
+		t.site.Handle(p.pattern, p.handler(s))
+	}
 
-	repo := http.NewServeMux()
+	repo := t.repo
 	repo.HandleFunc("GET /{owner}", s.userPage)
 	repo.HandleFunc("GET /{owner}/{repo}", s.repoHome)
 	repo.HandleFunc("GET /{owner}/{repo}/tree", s.treeRef)
@@ -67,15 +113,11 @@ func (s *server) routes() http.Handler {
 	repo.HandleFunc("GET /{owner}/{repo}/lastcommits/{rest...}", s.lastCommitsFragment)
 	repo.HandleFunc("GET /{owner}/{repo}/settings", s.repoSettings)
 	repo.HandleFunc("POST /{owner}/{repo}/settings", s.repoSettingsPost)
+	s.table = t
 
 	cop := http.NewCrossOriginProtection()
 	pages := gzhttp.GzipHandler(cop.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		first, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
-		if siteSegments[first] {
-			site.ServeHTTP(w, r)
-			return
-		}
-		repo.ServeHTTP(w, r)
+		t.mux(r).ServeHTTP(w, r)
 	})))
 
 	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -90,10 +132,10 @@ func (s *server) routes() http.Handler {
 		Handler: h,
 		Timeout: s.cfg.pageTimeout,
 		TimeoutFor: func(r *http.Request) time.Duration {
-			switch rt := route(r); {
+			switch rt := s.route(r); {
 			case strings.HasPrefix(rt, "git "):
 				return s.cfg.gitTimeout
-			case rt == "/{owner}/{repo}/archive", rt == "/{owner}/{repo}/lastcommits":
+			case rt == "/{owner}/{repo}/archive/{rest...}", rt == "/{owner}/{repo}/lastcommits/{rest...}":
 				return archiveTimeout
 			}
 			return 0
@@ -146,11 +188,16 @@ func gitRequest(r *http.Request) bool {
 	return strings.HasSuffix(parts[1], ".git")
 }
 
+// unmatched is the route of requests no pattern serves: one label for
+// all of them, so that random paths cannot add metric series.
+const unmatched = "unmatched"
+
 // route names r's route for logs, metrics, slow reports and time limits:
-// a mux pattern without the method, or "git SERVICE".
-func route(r *http.Request) string {
-	p := r.URL.Path
+// the path of the mux pattern that serves it, "git SERVICE", or
+// unmatched. Labels come from the patterns only: their number is fixed.
+func (s *server) route(r *http.Request) string {
 	if gitRequest(r) {
+		p := r.URL.Path
 		switch {
 		case strings.HasSuffix(p, "/git-receive-pack"), r.URL.Query().Get("service") == "git-receive-pack":
 			return "git push"
@@ -159,23 +206,15 @@ func route(r *http.Request) string {
 		}
 		return "git dumb"
 	}
-	parts := strings.SplitN(strings.TrimPrefix(p, "/"), "/", 4)
-	if siteSegments[parts[0]] {
-		if parts[0] == "" {
-			return "/"
-		}
-		if len(parts) > 1 && parts[0] == "admin" && parts[1] != "" {
-			return "/admin/" + parts[1]
-		}
-		return "/" + parts[0]
+	if s.table == nil {
+		return unmatched
 	}
-	switch len(parts) {
-	case 1:
-		return "/{owner}"
-	case 2:
-		return "/{owner}/{repo}"
+	_, pattern := s.table.mux(r).Handler(r)
+	if pattern == "" {
+		return unmatched
 	}
-	return "/{owner}/{repo}/" + parts[2]
+	_, p, _ := strings.Cut(pattern, " ")
+	return p
 }
 
 // newRequestID returns 16 random hex digits.
@@ -282,7 +321,7 @@ func (s *server) accessLog(next http.Handler) http.Handler {
 			sw.status = http.StatusOK
 		}
 		d := time.Since(start)
-		rt := route(r)
+		rt := s.route(r)
 		s.metrics.observe(r.Method, rt, sw.status, d, sw.bytes)
 		s.log.Info("request", "id", id, "method", r.Method, "route", rt, "path", r.URL.Path,
 			"status", sw.status, "bytes", sw.bytes, "ms", float64(d.Microseconds())/1e3,

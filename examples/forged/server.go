@@ -195,6 +195,7 @@ type server struct {
 	metrics     *metrics
 	handler     http.Handler
 	pageBuffers sync.Pool // *bytes.Buffer, see putPageBuffer
+	table       *routeTable
 
 	// exploreEvery is how long the explore lists are reused. If zero,
 	// defaultExploreEvery.
@@ -307,7 +308,7 @@ func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server
 		Threshold: cfg.slowThreshold,
 		Sink:      slowlog.Sinks{slowlog.SlogSink{Logger: logger}, &slowlog.DirSink{Dir: filepath.Join(cfg.data, "slow")}},
 		Logger:    logger,
-		Route:     route,
+		Route:     func(r *http.Request) string { return s.route(r) },
 		RequestID: requestID,
 		// Who the verified cookie names, without the database lookup
 		// the handler makes anyway (a report of a session whose password
@@ -435,7 +436,7 @@ func (s *server) firstAdmin(ctx context.Context) (string, error) {
 		return "", err
 	}
 	pass := randomPassword()
-	if _, err := s.forge.Meta.CreateUser(ctx, firstAdminName, "", pass, true); err != nil {
+	if _, err := s.forge.CreateUser(ctx, firstAdminName, "", pass, true); err != nil {
 		if errors.Is(err, forge.ErrUserExists) {
 			return "", nil // another instance was first
 		}

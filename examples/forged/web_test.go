@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -646,4 +647,57 @@ func TestDataIsPrivate(t *testing.T) {
 			assert.Contains(t, err.Error(), "not 32")
 		})
 	}
+}
+
+// TestReservedNames: the first path segments of the site's own pages
+// (from its route table) and of pages to come cannot be user names.
+func TestReservedNames(t *testing.T) {
+	t.Parallel()
+	f := newForge(t)
+	for _, name := range []string{"healthz", "readyz", "metrics", "static", "admin", "explore", "login", "robots.txt", "Settings", "api", "search"} {
+		out, err := f.cli("", "user", "add", name)
+		require.Error(t, err, name)
+		assert.Contains(t, err.Error()+out, "reserved", name)
+	}
+	for _, p := range sitePages {
+		_, path, _ := strings.Cut(p.pattern, " ")
+		if first, _, _ := strings.Cut(strings.TrimPrefix(path, "/"), "/"); first != "{$}" {
+			assert.True(t, reservedName(first), "%s is reserved", first)
+		}
+	}
+}
+
+// TestMetricsLabelsFromPatterns: random paths add no metric series: every
+// route label is a route pattern, or "unmatched".
+func TestMetricsLabelsFromPatterns(t *testing.T) {
+	t.Parallel()
+	f := newForge(t)
+	f.user("alice")
+	f.mustCLI("", "repo", "create", "alice/proj")
+	anon := f.browser()
+	long := strings.Repeat("x", 2000)
+	for i := range 50 {
+		for _, p := range []string{"/admin/" + long + strconv.Itoa(i), "/alice/proj/" + long + strconv.Itoa(i), "/" + long + strconv.Itoa(i) + "/a/b/c", "/static/../../" + strconv.Itoa(i)} {
+			anon.get(p)
+		}
+	}
+	anon.get("/alice/proj")
+	m := anon.get("/metrics")
+	require.Equal(t, http.StatusOK, m.code)
+	labels := map[string]bool{}
+	for _, match := range regexp.MustCompile(`route="([^"]*)"`).FindAllStringSubmatch(m.body, -1) {
+		labels[match[1]] = true
+	}
+	patterns := map[string]bool{unmatched: true}
+	for _, p := range sitePages {
+		_, path, _ := strings.Cut(p.pattern, " ")
+		patterns[path] = true
+	}
+	for l := range labels {
+		assert.True(t, patterns[l] || strings.HasPrefix(l, "/{owner}") || strings.HasPrefix(l, "git "), "label %q comes from a pattern", l)
+		assert.Less(t, len(l), 64)
+	}
+	assert.True(t, labels[unmatched])
+	assert.True(t, labels["/{owner}/{repo}"])
+	assert.Less(t, len(m.body), 200<<10, "a bounded number of series")
 }
