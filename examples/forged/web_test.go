@@ -681,6 +681,10 @@ func TestMetricsLabelsFromPatterns(t *testing.T) {
 			anon.get(p)
 		}
 	}
+	for i := range 20 {
+		req, _ := http.NewRequest("X"+strconv.Itoa(i), f.ts.URL+"/explore", nil)
+		anon.do(req)
+	}
 	anon.get("/alice/proj")
 	m := anon.get("/metrics")
 	require.Equal(t, http.StatusOK, m.code)
@@ -699,5 +703,7 @@ func TestMetricsLabelsFromPatterns(t *testing.T) {
 	}
 	assert.True(t, labels[unmatched])
 	assert.True(t, labels["/{owner}/{repo}"])
+	assert.Contains(t, m.body, `method="other"`)
+	assert.NotContains(t, m.body, `method="X1"`)
 	assert.Less(t, len(m.body), 200<<10, "a bounded number of series")
 }
