@@ -93,8 +93,8 @@ func (f *Forge) level(ctx context.Context, p *Principal, r *RepoInfo) Action {
 	if p == nil || p.User == nil {
 		return l
 	}
-	if p.User.Admin || strings.EqualFold(p.User.Name, r.Owner) {
-		return ActionAdmin
+	if p.User.Admin || (r.OwnerID != 0 && p.User.ID == r.OwnerID) {
+		return ActionAdmin // ownership is by user id: a new user of a deleted user's name owns nothing
 	}
 	c, err := f.Meta.Collaborator(ctx, r.ID, p.User.ID)
 	if err != nil {
@@ -113,14 +113,25 @@ func (f *Forge) level(ctx context.Context, p *Principal, r *RepoInfo) Action {
 
 // Authenticate returns the principal of a request's HTTP Basic
 // credentials: a user name and password, or any user name and an access
-// token as the password. No credentials is anonymous (nil, nil).
+// token as the password. No credentials is anonymous (nil, nil). Wrong
+// credentials are ErrBadCredentials; other errors (a database that does
+// not answer, too many password checks at once) are not the client's
+// fault and must not count as failed logins.
+//
+// A git client sends its password with every request of a clone or push,
+// and an argon2id check costs about 27 ms and 19 MiB, so a password that
+// was right is remembered for loginCacheTTL, keyed by a SHA-256 of name
+// and password: a remembered login still reads the user (one query), so
+// that a deleted or demoted user, or a changed password, takes effect at
+// once.
 func (f *Forge) Authenticate(r *http.Request) (*Principal, error) {
 	user, pass, ok := r.BasicAuth()
 	if !ok {
 		return nil, nil
 	}
-	if strings.HasPrefix(pass, tokenPrefix) {
-		u, scope, err := f.Meta.CheckToken(r.Context(), pass)
+	ctx := r.Context()
+	if IsToken(pass) {
+		u, scope, err := f.Meta.CheckToken(ctx, pass)
 		if err != nil {
 			return nil, err
 		}
@@ -132,9 +143,16 @@ func (f *Forge) Authenticate(r *http.Request) (*Principal, error) {
 	c, ok := f.authCache[key]
 	f.authMu.Unlock()
 	if ok && now.Before(c.expires) {
-		return &Principal{User: c.user}, nil
+		u, err := f.Meta.UserByID(ctx, c.id)
+		switch {
+		case err == nil && u.Stamp == c.stamp:
+			return &Principal{User: u}, nil
+		case err != nil && !errors.Is(err, ErrNoUser):
+			return nil, err
+		}
+		f.forgetLogins() // deleted, or the password changed: check again
 	}
-	u, err := f.Meta.CheckPassword(r.Context(), user, pass)
+	u, err := f.CheckPassword(ctx, user, pass)
 	if err != nil {
 		return nil, err
 	}
@@ -142,7 +160,43 @@ func (f *Forge) Authenticate(r *http.Request) (*Principal, error) {
 	if f.authCache == nil || len(f.authCache) >= loginCacheMax {
 		f.authCache = make(map[[32]byte]cachedLogin) // crude, bounded: start over
 	}
-	f.authCache[key] = cachedLogin{user: u, expires: now.Add(loginCacheTTL)}
+	f.authCache[key] = cachedLogin{id: u.ID, stamp: u.Stamp, expires: now.Add(loginCacheTTL)}
 	f.authMu.Unlock()
 	return &Principal{User: u}, nil
+}
+
+// CheckPassword returns the user if password is theirs (ErrBadCredentials
+// if not), with at most MaxPasswordChecks argon2id hashes at once: each
+// takes 19 MiB and tens of milliseconds, and guessers send many at once.
+// A check that cannot start before ctx ends fails with
+// ErrTooManyPasswordChecks.
+func (f *Forge) CheckPassword(ctx context.Context, name, password string) (*User, error) {
+	f.checksOnce.Do(func() {
+		n := f.MaxPasswordChecks
+		if n <= 0 {
+			n = DefaultMaxPasswordChecks
+		}
+		f.checks = make(chan struct{}, n)
+	})
+	wait := time.NewTimer(passwordCheckWait)
+	defer wait.Stop()
+	select {
+	case f.checks <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ErrTooManyPasswordChecks
+	case <-wait.C:
+		return nil, ErrTooManyPasswordChecks
+	}
+	defer func() { <-f.checks }()
+	return f.Meta.CheckPassword(ctx, name, password)
+}
+
+// passwordCheckWait bounds the wait for a password check to start.
+const passwordCheckWait = 5 * time.Second
+
+// forgetLogins drops the remembered password logins.
+func (f *Forge) forgetLogins() {
+	f.authMu.Lock()
+	f.authCache = nil
+	f.authMu.Unlock()
 }

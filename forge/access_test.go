@@ -204,3 +204,49 @@ func TestAccessAndLevel(t *testing.T) {
 	_, _, err := w.f.Access(ctx, p("reader"), "owner", "private", forge.ActionWrite)
 	assert.ErrorIs(t, err, forge.ErrForbidden)
 }
+
+// TestRightsChangeAtOnce: a remembered git login reads the user again, so
+// that demoting or deleting a user takes effect at the next request, and
+// a new user of a deleted user's name owns nothing of theirs.
+func TestRightsChangeAtOnce(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	srv := httptest.NewServer(w.f.GitHandler())
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	clone := func(user, repo string) error {
+		_, err := testenv.RunErr(t, testenv.Cmd{Args: []string{"clone", "-q", "http://" + user + ":password-" + user + "@" + host + "/" + repo, filepath.Join(t.TempDir(), "c")}})
+		return err
+	}
+	require.NoError(t, clone("siteadmin", "owner/private"), "an administrator reads every repository")
+	require.NoError(t, w.f.Meta.SetAdmin(ctx, "siteadmin", false))
+	require.Error(t, clone("siteadmin", "owner/private"), "demoted: refused at the next request, remembered login or not")
+
+	require.NoError(t, clone("owner", "owner/private"))
+	require.NoError(t, w.f.Meta.DeleteUser(ctx, "owner"))
+	require.Error(t, clone("owner", "owner/private"), "deleted: refused at once")
+	_, err := w.f.CreateUser(ctx, "owner", "", "password-owner", false)
+	require.NoError(t, err)
+	require.Error(t, clone("owner", "owner/private"), "the name's new user owns nothing of the old one")
+	info, err := w.f.Meta.RepoInfo(ctx, "owner", "private")
+	require.NoError(t, err)
+	assert.Zero(t, info.OwnerID)
+}
+
+func TestPasswordChecksBounded(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.f.MaxPasswordChecks = 1
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	release := w.f.HoldPasswordChecksForTest()
+	_, err := w.f.CheckPassword(ctx, "owner", "password-owner")
+	assert.ErrorIs(t, err, forge.ErrTooManyPasswordChecks)
+	release()
+	u, err := w.f.CheckPassword(context.Background(), "owner", "password-owner")
+	require.NoError(t, err)
+	assert.Equal(t, "owner", u.Name)
+	_, err = w.f.CheckPassword(context.Background(), "owner", "wrong")
+	assert.ErrorIs(t, err, forge.ErrBadCredentials)
+}

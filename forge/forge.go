@@ -18,8 +18,19 @@ import (
 	"github.com/forgekit/forgekit/gitproto"
 )
 
-// ErrNoBranch is returned when a branch that must exist does not.
-var ErrNoBranch = errors.New("forge: no such branch")
+var (
+	// ErrNoBranch is returned when a branch that must exist does not.
+	ErrNoBranch = errors.New("forge: no such branch")
+	// ErrTooManyPasswordChecks is returned by CheckPassword and
+	// Authenticate when the password checks under way leave no room
+	// before the caller gives up: the server is busy, the credentials
+	// were not judged.
+	ErrTooManyPasswordChecks = errors.New("forge: too many password checks at once")
+)
+
+// DefaultMaxPasswordChecks is how many password hashes Forge computes at
+// once unless MaxPasswordChecks says otherwise.
+const DefaultMaxPasswordChecks = 4
 
 // Forge ties the repository store and the metadata together and makes the
 // one access decision every entry point uses. Set its fields before use;
@@ -39,17 +50,22 @@ type Forge struct {
 	// is logged.
 	Logger *slog.Logger
 
+	// MaxPasswordChecks bounds the password hashes computed at once. If
+	// zero, DefaultMaxPasswordChecks.
+	MaxPasswordChecks int
+
 	// Reserved, if set, reports names no user may take besides those
 	// CheckName refuses: the first path segments of the application's
 	// own pages, which such a user's page would hide.
 	Reserved func(name string) bool
 
-	// A git client sends its password with every request of a clone or
-	// push, and an argon2id check costs about 27 ms and 19 MiB here, so a
-	// successful password login is remembered for loginCacheTTL, keyed by
-	// a SHA-256 of name and password (the password itself is not kept).
+	// Remembered password logins (see Authenticate); the password itself
+	// is not kept.
 	authMu    sync.Mutex // guards authCache
 	authCache map[[32]byte]cachedLogin
+
+	checksOnce sync.Once
+	checks     chan struct{} // password checks under way
 }
 
 const (
@@ -58,7 +74,8 @@ const (
 )
 
 type cachedLogin struct {
-	user    *User
+	id      int64
+	stamp   string // the user's credential stamp when the password was right
 	expires time.Time
 }
 
@@ -122,9 +139,7 @@ func (f *Forge) SetPassword(ctx context.Context, user, password string) error {
 	if err := f.Meta.SetPassword(ctx, user, password); err != nil {
 		return err
 	}
-	f.authMu.Lock()
-	f.authCache = nil
-	f.authMu.Unlock()
+	f.forgetLogins()
 	return nil
 }
 

@@ -60,8 +60,15 @@ func (g *GitPolicy) Authorize(r *http.Request, repo string, op gitproto.Op) (str
 		return "", gitproto.ErrNotFound
 	}
 	p, err := g.f.Authenticate(r)
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrBadCredentials):
 		return "", gitproto.ErrUnauthorized
+	case err != nil:
+		// The credentials were not judged (a database that does not
+		// answer, too many password checks at once): 503, which a
+		// login limiter does not count as a failure.
+		g.f.logger().WarnContext(r.Context(), "forge: git credentials not checked", "repo", repo, "err", err)
+		return "", gitproto.ErrUnavailable
 	}
 	a := ActionRead
 	if op == gitproto.Write {

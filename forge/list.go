@@ -105,7 +105,7 @@ func (m *Meta) Repos(ctx context.Context, q RepoQuery) ([]RepoInfo, error) {
 	if q.PublicOnly {
 		where = append(where, `private = FALSE`)
 	}
-	query := `SELECT id, owner, name, private, description, default_branch, pushed_at, size FROM repos`
+	query := `SELECT ` + repoColumns + ` FROM repos`
 	if len(where) > 0 {
 		query += ` WHERE ` + strings.Join(where, ` AND `)
 	}
@@ -130,10 +130,14 @@ func (m *Meta) Repos(ctx context.Context, q RepoQuery) ([]RepoInfo, error) {
 	return out, rows.Err()
 }
 
+// repoColumns are the columns scanRepo reads, in its order.
+const repoColumns = `id, owner, name, private, description, default_branch, pushed_at, size, owner_id`
+
 func scanRepo(scan func(...any) error) (*RepoInfo, error) {
 	r := &RepoInfo{}
 	var pushed int64
-	if err := scan(&r.ID, &r.Owner, &r.Name, &r.Private, &r.Description, &r.DefaultBranch, &pushed, &r.Size); err != nil {
+	var owner sql.NullInt64
+	if err := scan(&r.ID, &r.Owner, &r.Name, &r.Private, &r.Description, &r.DefaultBranch, &pushed, &r.Size, &owner); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil, ErrNotFound
 		}
@@ -142,6 +146,7 @@ func scanRepo(scan func(...any) error) (*RepoInfo, error) {
 	if pushed != 0 {
 		r.PushedAt = time.Unix(pushed, 0)
 	}
+	r.OwnerID = owner.Int64
 	return r, nil
 }
 

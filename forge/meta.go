@@ -329,6 +329,22 @@ func (m *Meta) User(ctx context.Context, name string) (*User, error) {
 	return u, nil
 }
 
+// UserByID returns the user with that id, or ErrNoUser.
+func (m *Meta) UserByID(ctx context.Context, id int64) (*User, error) {
+	u := &User{}
+	var hash string
+	err := m.queryRow(ctx, `SELECT id, name, email, admin, password_hash FROM users WHERE id = ?`, id).
+		Scan(&u.ID, &u.Name, &u.Email, &u.Admin, &hash)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNoUser
+	}
+	if err != nil {
+		return nil, fmt.Errorf("forge: %w", err)
+	}
+	u.Stamp = stamp(hash)
+	return u, nil
+}
+
 // CheckPassword returns the user if password is theirs. An unknown user
 // costs a hash too, so that timing does not tell which names exist.
 func (m *Meta) CheckPassword(ctx context.Context, name, password string) (*User, error) {
@@ -362,6 +378,10 @@ const (
 	ScopeRead  Scope = "read"
 	ScopeWrite Scope = "write"
 )
+
+// IsToken reports whether s has the form of an access token (rather than
+// a password).
+func IsToken(s string) bool { return strings.HasPrefix(s, tokenPrefix) }
 
 // tokenPrefix marks forgekit tokens, so that secret scanners can find
 // leaked ones.
@@ -437,6 +457,7 @@ func (m *Meta) RevokeToken(ctx context.Context, user, name string) error {
 type RepoInfo struct {
 	ID            int64
 	Owner, Name   string
+	OwnerID       int64 // the owner's user id; 0 if that user is gone
 	Private       bool
 	Description   string
 	DefaultBranch string
@@ -449,9 +470,9 @@ func (m *Meta) CreateRepoInfo(ctx context.Context, r RepoInfo) (*RepoInfo, error
 	if r.DefaultBranch == "" {
 		r.DefaultBranch = "main"
 	}
-	id, err := m.insert(ctx, `INSERT INTO repos (owner, name, full_lower, private, description, default_branch, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (full_lower) DO NOTHING RETURNING id`,
-		r.Owner, r.Name, strings.ToLower(r.Owner+"/"+r.Name), r.Private, r.Description, r.DefaultBranch, time.Now().Unix())
+	id, err := m.insert(ctx, `INSERT INTO repos (owner, name, full_lower, private, description, default_branch, created_at, owner_id)
+		VALUES (?, ?, ?, ?, ?, ?, ?, (SELECT id FROM users WHERE name_lower = ?)) ON CONFLICT (full_lower) DO NOTHING RETURNING id`,
+		r.Owner, r.Name, strings.ToLower(r.Owner+"/"+r.Name), r.Private, r.Description, r.DefaultBranch, time.Now().Unix(), strings.ToLower(r.Owner))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("%w: %s/%s", ErrExists, r.Owner, r.Name)
 	}
@@ -459,12 +480,15 @@ func (m *Meta) CreateRepoInfo(ctx context.Context, r RepoInfo) (*RepoInfo, error
 		return nil, fmt.Errorf("forge: %w", err)
 	}
 	r.ID = id
+	if u, err := m.User(ctx, r.Owner); err == nil {
+		r.OwnerID = u.ID
+	}
 	return &r, nil
 }
 
 // RepoInfo returns the metadata of owner/name (in any case).
 func (m *Meta) RepoInfo(ctx context.Context, owner, name string) (*RepoInfo, error) {
-	return scanRepo(m.queryRow(ctx, `SELECT id, owner, name, private, description, default_branch, pushed_at, size FROM repos WHERE full_lower = ?`,
+	return scanRepo(m.queryRow(ctx, `SELECT `+repoColumns+` FROM repos WHERE full_lower = ?`,
 		strings.ToLower(owner+"/"+name)).Scan)
 }
 
@@ -555,4 +579,30 @@ func (m *Meta) ProtectedBranches(ctx context.Context, repoID int64) ([]string, e
 		out = append(out, p)
 	}
 	return out, rows.Err()
+}
+
+// SetAdmin makes user a site administrator, or not.
+func (m *Meta) SetAdmin(ctx context.Context, user string, admin bool) error {
+	res, err := m.exec(ctx, `UPDATE users SET admin = ? WHERE name_lower = ?`, admin, strings.ToLower(user))
+	if err != nil {
+		return fmt.Errorf("forge: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrNoUser
+	}
+	return nil
+}
+
+// DeleteUser removes user: their tokens and collaborations go with
+// them; the repositories they owned stay, owned by no one (a new user of
+// the same name does not inherit them).
+func (m *Meta) DeleteUser(ctx context.Context, user string) error {
+	res, err := m.exec(ctx, `DELETE FROM users WHERE name_lower = ?`, strings.ToLower(user))
+	if err != nil {
+		return fmt.Errorf("forge: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrNoUser
+	}
+	return nil
 }

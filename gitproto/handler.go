@@ -63,6 +63,10 @@ var (
 	// ErrUnsupported is returned by an engine for a request it cannot
 	// serve, such as a shallow clone through GoGitEngine.
 	ErrUnsupported = errors.New("gitproto: not supported by this engine")
+	// ErrUnavailable is returned by Resolvers and Authorizers that cannot
+	// decide now (their database does not answer); 503 with Retry-After.
+	// Their details belong in their own log: the client sees this text.
+	ErrUnavailable = errors.New("gitproto: temporarily unavailable")
 )
 
 // Defaults for Handler's limits.
@@ -462,7 +466,7 @@ func statusOf(err error) int {
 		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, errContentType), errors.Is(err, errContentEncoding):
 		return http.StatusUnsupportedMediaType
-	case errors.Is(err, ErrOverloaded):
+	case errors.Is(err, ErrOverloaded), errors.Is(err, ErrUnavailable):
 		return http.StatusServiceUnavailable
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return http.StatusRequestTimeout
@@ -490,6 +494,8 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		hdr.Set("WWW-Authenticate", `Basic realm=`+strconv.Quote(realm)+`, charset="UTF-8"`)
 	case errors.As(err, &oe):
 		hdr.Set("Retry-After", strconv.Itoa(int((oe.RetryAfter+time.Second-1)/time.Second)))
+	case errors.Is(err, ErrUnavailable):
+		hdr.Set("Retry-After", "5")
 	}
 	if status == http.StatusInternalServerError && h.Logger != nil {
 		h.Logger.ErrorContext(r.Context(), "gitproto: request failed", "path", r.URL.Path, "err", err)
@@ -497,7 +503,7 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	if status == 499 {
 		return status
 	}
-	if status == http.StatusServiceUnavailable {
+	if errors.Is(err, ErrOverloaded) {
 		h.stats.overloaded.Add(1)
 	}
 	msg := http.StatusText(status)

@@ -317,21 +317,27 @@ func (s *server) login(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
 	name, pass := r.PostFormValue("name"), r.PostFormValue("password")
 	data := loginData{Name: name, Next: localPath(r.PostFormValue("next"))}
-	if !s.logins.allow("ip:"+s.clientIP(r), "user:"+strings.ToLower(name)) {
+	a, ok := s.logins.begin(s.clientIP(r), name)
+	if !ok {
 		w.Header().Set("Retry-After", fmt.Sprint(int(loginEvery.Seconds())))
 		s.render(w, r, nil, http.StatusTooManyRequests, "login", &page{Title: "Sign in", Error: "Too many attempts; wait a few seconds and try again.", Data: data})
 		return
 	}
-	u, err := s.forge.Meta.CheckPassword(r.Context(), name, pass)
+	u, err := s.forge.CheckPassword(r.Context(), name, pass)
 	if err != nil {
-		status := http.StatusUnauthorized
 		if !errors.Is(err, forge.ErrBadCredentials) {
-			s.log.Error("login", "err", err)
-			status = http.StatusInternalServerError
+			// Not the visitor's failure: nothing counted, try later.
+			a.undecided()
+			s.log.Error("login", "id", requestID(r), "err", err)
+			w.Header().Set("Retry-After", "5")
+			s.render(w, r, nil, http.StatusServiceUnavailable, "login", &page{Title: "Sign in", Error: "Signing in is not possible right now; try again in a moment.", Data: data})
+			return
 		}
-		s.render(w, r, nil, status, "login", &page{Title: "Sign in", Error: "Wrong user name or password.", Data: data})
+		a.failed()
+		s.render(w, r, nil, http.StatusUnauthorized, "login", &page{Title: "Sign in", Error: "Wrong user name or password.", Data: data})
 		return
 	}
+	a.succeeded()
 	s.startSession(w, r, u)
 	redirect(w, r, data.Next)
 }
@@ -420,14 +426,23 @@ func (s *server) settingsPost(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	switch r.PostFormValue("action") {
 	case "password":
-		if !s.logins.allow("user:" + strings.ToLower(sess.user.Name)) {
+		// A stolen session must not make a password oracle.
+		a, ok := s.logins.begin(s.clientIP(r), sess.user.Name)
+		if !ok {
 			s.settingsPage(w, r, sess, http.StatusTooManyRequests, "", "Too many attempts; wait a few seconds.", "")
 			return
 		}
-		if _, err := s.forge.Meta.CheckPassword(ctx, sess.user.Name, r.PostFormValue("current")); err != nil {
+		if _, err := s.forge.CheckPassword(ctx, sess.user.Name, r.PostFormValue("current")); err != nil {
+			if !errors.Is(err, forge.ErrBadCredentials) {
+				a.undecided()
+				s.fail(w, r, err)
+				return
+			}
+			a.failed()
 			s.settingsPage(w, r, sess, http.StatusForbidden, "", "The current password is wrong.", "")
 			return
 		}
+		a.succeeded()
 		if err := s.forge.SetPassword(ctx, sess.user.Name, r.PostFormValue("new")); err != nil {
 			s.settingsPage(w, r, sess, http.StatusUnprocessableEntity, "", strings.TrimPrefix(err.Error(), "forge: "), "")
 			return

@@ -12,6 +12,7 @@ import (
 
 	"github.com/klauspost/compress/gzhttp"
 
+	"github.com/forgekit/forgekit/forge"
 	"github.com/forgekit/forgekit/slowlog"
 	"github.com/forgekit/forgekit/timebox"
 )
@@ -151,26 +152,36 @@ func (s *server) routes() http.Handler {
 }
 
 // serveGit serves git traffic, limiting failed logins the way the web
-// login is limited: a client address whose Basic-auth attempts failed
-// loginBurst times gets 429 without its credentials being checked (each
-// check costs an argon2id hash) until its limiter refills. Successes
-// cost nothing; a git client's first, credential-less request is not an
-// attempt.
+// login is limited (see loginLimiter): per client address, and for
+// passwords per account. Each attempt is taken before the credentials
+// are checked (each check costs an argon2id hash) and given back if they
+// were right or could not be judged (503); a git client's first,
+// credential-less request is not an attempt.
 func (s *server) serveGit(w http.ResponseWriter, r *http.Request) {
-	if _, _, ok := r.BasicAuth(); !ok {
+	user, pass, ok := r.BasicAuth()
+	if !ok {
 		s.git.ServeHTTP(w, r)
 		return
 	}
-	key := "git:" + s.clientIP(r)
-	if s.logins.exhausted(key) {
+	account := user
+	if forge.IsToken(pass) {
+		account = "" // tokens are not guessable; the address's limit is enough
+	}
+	a, ok := s.logins.begin(s.clientIP(r), account)
+	if !ok {
 		w.Header().Set("Retry-After", strconv.Itoa(int(loginEvery.Seconds())))
-		http.Error(w, "too many failed logins from your address; try again later", http.StatusTooManyRequests)
+		http.Error(w, "too many failed logins; try again later", http.StatusTooManyRequests)
 		return
 	}
 	sw := &statusWriter{ResponseWriter: w}
 	s.git.ServeHTTP(sw, r)
-	if sw.status == http.StatusUnauthorized {
-		s.logins.allow(key) // a failure: take a token
+	switch sw.status {
+	case http.StatusUnauthorized:
+		a.failed()
+	case http.StatusServiceUnavailable:
+		a.undecided()
+	default:
+		a.succeeded()
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -706,4 +708,74 @@ func TestMetricsLabelsFromPatterns(t *testing.T) {
 	assert.Contains(t, m.body, `method="other"`)
 	assert.NotContains(t, m.body, `method="X1"`)
 	assert.Less(t, len(m.body), 200<<10, "a bounded number of series")
+}
+
+// TestLoginLimitsHold: attempts take their token before the password is
+// checked (concurrent guesses cannot all pass), the account's limit
+// holds across addresses without locking its owner out of the address
+// they use, and a database that does not answer is a 503 that counts
+// nothing.
+func TestLoginLimitsHold(t *testing.T) {
+	t.Parallel()
+	f := newForge(t, "-trusted-proxies", "127.0.0.1")
+	f.user("alice")
+	f.mustCLI("", "repo", "create", "alice/secret", "-private")
+	refs := f.ts.URL + "/alice/secret.git/info/refs?service=git-upload-pack"
+	try := func(from, user, pass string) int {
+		req, _ := http.NewRequest("GET", refs, nil)
+		req.SetBasicAuth(user, pass)
+		req.Header.Set("X-Forwarded-For", from)
+		res, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		return res.StatusCode
+	}
+	// Alice signs in from her usual address.
+	require.Equal(t, http.StatusOK, try("198.51.100.7", "alice", "alice-password"))
+
+	// Twenty guesses at once from one address: only the burst is checked.
+	var wg sync.WaitGroup
+	codes := make(chan int, 20)
+	for range 20 {
+		wg.Add(1)
+		go func() { defer wg.Done(); codes <- try("203.0.113.1", "alice", "guess") }()
+	}
+	wg.Wait()
+	close(codes)
+	checked := 0
+	for c := range codes {
+		if c == http.StatusUnauthorized {
+			checked++
+		} else {
+			require.Equal(t, http.StatusTooManyRequests, c)
+		}
+	}
+	assert.LessOrEqual(t, checked, loginBurst+2, "at most the burst (and what refilled meanwhile) was checked")
+	assert.Equal(t, http.StatusTooManyRequests, try("203.0.113.1", "alice", "alice-password"), "not even checked now")
+
+	// Guesses from many addresses spend the account's limit...
+	limited := false
+	for i := range 3 * loginBurst {
+		if try(fmt.Sprintf("203.0.113.%d", 10+i), "alice", "guess") == http.StatusTooManyRequests {
+			limited = true
+			break
+		}
+	}
+	assert.True(t, limited, "the account's limit holds across addresses")
+	assert.Equal(t, http.StatusTooManyRequests, try("203.0.113.200", "alice", "alice-password"), "a new address waits")
+	// ...but not of the address alice uses.
+	assert.Equal(t, http.StatusOK, try("198.51.100.7", "alice", "alice-password"), "no lockout of the owner")
+	// Tokens guess no account.
+	assert.Equal(t, http.StatusUnauthorized, try("192.0.2.9", "alice", "fkt_not-a-real-token"))
+
+	// The database goes away: 503, and nothing is counted.
+	require.NoError(t, f.s.forge.Meta.Close())
+	for range loginBurst + 3 {
+		assert.Equal(t, http.StatusServiceUnavailable, try("192.0.2.50", "bob", "whatever"))
+	}
+	r := f.browser().post("/login", url.Values{"name": {"bob"}, "password": {"whatever"}}, "X-Forwarded-For", "192.0.2.51")
+	assert.Equal(t, http.StatusServiceUnavailable, r.code)
+	_, ok := f.s.logins.begin("192.0.2.50", "bob")
+	assert.True(t, ok, "outages are not failed logins")
 }
