@@ -72,8 +72,59 @@ type Maintainer struct {
 // DefaultMaintainEvery is the time between ticks of Start.
 const DefaultMaintainEvery = time.Minute
 
-// Start runs Tick every interval (DefaultMaintainEvery if zero) in the
-// background until Close; a run already under way is cancelled by Close
+// StaleAge is how old what an interrupted push left in a repository must
+// be before Sweep removes it: a push under way has its quarantine in use.
+const StaleAge = time.Hour
+
+// sweepRepo removes what pushes killed midway left in the repository in
+// dir (their server or git killed): quarantine directories and temporary
+// pack files older than age. It returns how many it removed.
+func sweepRepo(dir string, age time.Duration) int {
+	var stale []string
+	for _, pattern := range []string{"objects/tmp_objdir-incoming-*", "objects/incoming-*", "objects/pack/tmp_pack_*", "objects/pack/tmp_idx_*", "objects/pack/tmp_rev_*"} {
+		m, _ := filepath.Glob(filepath.Join(dir, pattern))
+		stale = append(stale, m...)
+	}
+	n := 0
+	for _, p := range stale {
+		if fi, err := os.Lstat(p); err == nil && time.Since(fi.ModTime()) > age {
+			if os.RemoveAll(p) == nil {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// Sweep removes, from every repository, what pushes killed midway left
+// (see StaleAge), and returns how many it removed. Start runs it first.
+func (m *Maintainer) Sweep(ctx context.Context) (int, error) {
+	n := 0
+	after := ""
+	for {
+		page, next, err := m.Store.List(ctx, "", after, 500)
+		if err != nil {
+			return n, err
+		}
+		for _, r := range page {
+			if err := ctx.Err(); err != nil {
+				return n, err
+			}
+			n += sweepRepo(r.Dir, StaleAge)
+		}
+		if next == "" {
+			break
+		}
+		after = next
+	}
+	if n > 0 && m.Logger != nil {
+		m.Logger.Info("forge: removed what interrupted pushes left", "count", n)
+	}
+	return n, nil
+}
+
+// Start runs Sweep, then Tick every interval (DefaultMaintainEvery if
+// zero), in the background until Close; a run already under way is cancelled by Close
 // (its git processes killed, the repository left as git leaves it).
 func (m *Maintainer) Start(every time.Duration) {
 	if every <= 0 {
@@ -88,6 +139,7 @@ func (m *Maintainer) Start(every time.Duration) {
 	m.stop, m.done = cancel, make(chan struct{})
 	go func() {
 		defer close(m.done)
+		m.Sweep(ctx)
 		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
@@ -155,6 +207,7 @@ func (m *Maintainer) Tick(ctx context.Context) []MaintainResult {
 	m.mu.Unlock()
 	var out []MaintainResult
 	for _, r := range page {
+		sweepRepo(r.Dir, StaleAge)
 		if ok, _, _ := m.needs(r.Dir); !ok {
 			continue
 		}

@@ -139,3 +139,37 @@ func TestMaintainerLockAcrossProcesses(t *testing.T) {
 	_, err = m.Run(ctx, *r)
 	assert.NoError(t, err)
 }
+
+// TestSweepInterruptedPushes: what a push killed midway leaves (its
+// quarantine, temporary packs) goes once it is old enough that no push
+// under way can be using it.
+func TestSweepInterruptedPushes(t *testing.T) {
+	t.Parallel()
+	testenv.Git(t)
+	st, err := forge.NewStore(t.TempDir())
+	require.NoError(t, err)
+	r, err := st.Create(context.Background(), "alice", "proj")
+	require.NoError(t, err)
+	old := time.Now().Add(-2 * forge.StaleAge)
+	mk := func(p string, dir bool, when time.Time) string {
+		full := filepath.Join(r.Dir, p)
+		if dir {
+			require.NoError(t, os.MkdirAll(filepath.Join(full, "pack"), 0o700))
+		} else {
+			require.NoError(t, os.WriteFile(full, []byte("x"), 0o600))
+		}
+		require.NoError(t, os.Chtimes(full, when, when))
+		return full
+	}
+	staleQ := mk("objects/tmp_objdir-incoming-abc", true, old)
+	stalePack := mk("objects/pack/tmp_pack_123", false, old)
+	fresh := mk("objects/tmp_objdir-incoming-new", true, time.Now())
+	m := &forge.Maintainer{Store: st}
+	n, err := m.Sweep(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, 2, n)
+	assert.NoDirExists(t, staleQ)
+	assert.NoFileExists(t, stalePack)
+	assert.DirExists(t, fresh, "a push under way keeps its quarantine")
+	testenv.Run(t, r.Dir, "fsck")
+}

@@ -129,6 +129,8 @@ type GitEngine struct {
 	// Logger receives git's standard error at debug level. If nil,
 	// nothing is logged.
 	Logger *slog.Logger
+
+	sweep sync.Once
 }
 
 func (e *GitEngine) path() (string, error) {
@@ -144,6 +146,8 @@ func (e *GitEngine) path() (string, error) {
 
 // Run implements Engine.
 func (e *GitEngine) Run(ctx context.Context, inv *Invocation) error {
+	// What a crashed server left (push bridges) goes at the first run.
+	e.sweep.Do(sweepHookDirs)
 	git, err := e.path()
 	if err != nil {
 		return err
@@ -171,7 +175,8 @@ func (e *GitEngine) Run(ctx context.Context, inv *Invocation) error {
 			}
 			defer bridge.close()
 			args = append(args, "-c", "core.hooksPath="+bridge.hooksDir())
-			env = append(env, hookDirEnv+"="+bridge.dir)
+			env = append(env, hookDirEnv+"="+bridge.dir, "GITPROTO_SERVER_PID="+strconv.Itoa(os.Getpid()),
+				"GITPROTO_HOOK_TIMEOUT="+strconv.Itoa(int(hookTimeout.Seconds())))
 		}
 	}
 	args = append(args, strings.TrimPrefix(string(inv.Service), "git-"), "--stateless-rpc")
@@ -252,7 +257,7 @@ func (e *GitEngine) Run(ctx context.Context, inv *Invocation) error {
 func cleanEnv(base, extra []string) []string {
 	env := make([]string, 0, len(base)+len(extra)+2)
 	for _, kv := range base {
-		if strings.HasPrefix(kv, "GIT_") || strings.HasPrefix(kv, hookDirEnv+"=") {
+		if strings.HasPrefix(kv, "GIT_") || strings.HasPrefix(kv, "GITPROTO_") {
 			continue
 		}
 		env = append(env, kv)

@@ -21,6 +21,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if root := os.Getenv("GITPROTO_TEST_SERVE"); root != "" {
+		serveForCrash(root) // TestServerKilledDuringPush's server
+		return
+	}
 	// Idle keep-alive connections of HTTP clients (ours and go-git's)
 	// are not leaks of the code under test; server goroutines are.
 	goleak.VerifyTestMain(m,

@@ -3,13 +3,16 @@ package gitproto
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // RefUpdate is one ref a push asks to move. Old is all zeros for a create,
@@ -98,6 +101,12 @@ const hookDirEnv = "GITPROTO_HOOK_DIR"
 // the resp pipe: "msg TEXT" lines go to standard error (which git shows
 // the pusher as "remote: TEXT") and "exit N" ends it. If the server is
 // gone, resp reaches end of file and the hook fails closed.
+//
+// A hook never outlives the server, nor waits on it without bound: a
+// watcher ends it when the server's process is gone (a server killed
+// with -9 leaves no one to answer, and opening a pipe nobody writes would
+// block for ever) or after GITPROTO_HOOK_TIMEOUT seconds. The watcher
+// holds none of the hook's pipes, which git waits on.
 const hookScript = `#!/bin/sh
 # Written by github.com/forgekit/forgekit/gitproto for a single push.
 d=$GITPROTO_HOOK_DIR
@@ -105,6 +114,16 @@ if [ -z "$d" ] || [ ! -p "$d/req" ]; then
 	echo "gitproto: hook bridge unavailable" >&2
 	exit 1
 fi
+me=$$
+(
+	n=0
+	while kill -0 "$GITPROTO_SERVER_PID" 2>/dev/null && [ "$n" -lt "$GITPROTO_HOOK_TIMEOUT" ]; do
+		sleep 1
+		n=$((n + 1))
+	done
+	kill -TERM "$me" 2>/dev/null
+) </dev/null >/dev/null 2>&1 &
+watcher=$!
 exec 4<"$d/resp" || exit 1
 h=${0##*/}
 {
@@ -126,8 +145,36 @@ while IFS= read -r l <&4; do
 	"exit "*) code=${l#exit }; break ;;
 	esac
 done
+kill "$watcher" 2>/dev/null
 exit "$code"
 `
+
+// hookTimeout bounds a hook's wait for the server's answer.
+const hookTimeout = time.Hour
+
+// hookDirPrefix names bridge directories, with the serving process's id,
+// so that a later process can tell the ones a crashed process left.
+func hookDirPrefix(pid int) string { return "gitproto-push-" + strconv.Itoa(pid) + "-" }
+
+// sweepHookDirs removes the bridge directories of processes that are
+// gone (a server killed during a push leaves its directory).
+func sweepHookDirs() {
+	ents, _ := os.ReadDir(os.TempDir())
+	for _, e := range ents {
+		rest, ok := strings.CutPrefix(e.Name(), "gitproto-push-")
+		if !ok || !e.IsDir() {
+			continue
+		}
+		ps, _, _ := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(ps)
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			os.RemoveAll(filepath.Join(os.TempDir(), e.Name()))
+		}
+	}
+}
 
 // hookBridge answers the hooks of one receive-pack run.
 type hookBridge struct {
@@ -143,7 +190,7 @@ type hookBridge struct {
 }
 
 func newHookBridge(inv *Invocation) (*hookBridge, error) {
-	dir, err := os.MkdirTemp("", "gitproto-push-")
+	dir, err := os.MkdirTemp("", hookDirPrefix(os.Getpid()))
 	if err != nil {
 		return nil, fmt.Errorf("gitproto: hook bridge: %w", err)
 	}
