@@ -92,21 +92,28 @@ func TestServerKilledDuringPush(t *testing.T) {
 	bridges, _ := filepath.Glob(filepath.Join(os.TempDir(), fmt.Sprintf("gitproto-push-%d-*", pid)))
 	require.Len(t, bridges, 1, "the push's hook bridge")
 	require.NotEmpty(t, processesWith(bridges[0]), "receive-pack and its hook wait on the server")
+	script, err := os.ReadFile(filepath.Join(bridges[0], "hooks", "pre-receive"))
+	require.NoError(t, err)
 	require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
 	srv.Wait()
 	push.Wait()
 
 	require.Eventually(t, func() bool { return len(processesWith(bridges[0])) == 0 }, 30*time.Second, 50*time.Millisecond,
 		"left behind: %v", processesWith(bridges[0]))
-	assert.DirExists(t, bridges[0])
 
 	// A hook started after the server died (say it was killed as the
 	// pack finished arriving) would block opening the pipes nobody
-	// answers: it ends instead, failing the push.
+	// answers: it ends instead, failing the push. (On a bridge of its
+	// own: the dead server's may be swept by now.)
+	dead := t.TempDir()
+	for _, n := range []string{"req", "resp"} {
+		require.NoError(t, syscall.Mkfifo(filepath.Join(dead, n), 0o600))
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(dead, "pre-receive"), script, 0o700))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	hook := exec.CommandContext(ctx, filepath.Join(bridges[0], "hooks", "pre-receive"))
-	hook.Env = []string{"PATH=" + os.Getenv("PATH"), "GITPROTO_HOOK_DIR=" + bridges[0],
+	hook := exec.CommandContext(ctx, filepath.Join(dead, "pre-receive"))
+	hook.Env = []string{"PATH=" + os.Getenv("PATH"), "GITPROTO_HOOK_DIR=" + dead,
 		fmt.Sprintf("GITPROTO_SERVER_PID=%d", pid), "GITPROTO_HOOK_TIMEOUT=3600"}
 	hook.Stdin = strings.NewReader("0000000000000000000000000000000000000000 1111111111111111111111111111111111111111 refs/heads/x\n")
 	err = hook.Run()
