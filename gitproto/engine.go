@@ -123,7 +123,7 @@ type GitEngine struct {
 
 	// NoFilter disables partial clone (uploadpack.allowFilter, and for
 	// the lazy fetches of partial clones over v0 and v1
-	// uploadpack.allowAnySHA1InWant), which is enabled by default.
+	// uploadpack.allowReachableSHA1InWant), which is enabled by default.
 	NoFilter bool
 
 	// Logger receives git's standard error at debug level. If nil,
@@ -154,10 +154,13 @@ func (e *GitEngine) Run(ctx context.Context, inv *Invocation) error {
 	}
 	var args []string
 	if inv.Service == UploadPack && !e.NoFilter {
-		// A partial clone fetches missing objects later by id. Protocol
-		// v2 allows any object id in a want anyway; v0 and v1 need
-		// allowAnySHA1InWant for those fetches to work too.
-		args = append(args, "-c", "uploadpack.allowFilter=true", "-c", "uploadpack.allowAnySHA1InWant=true")
+		// A partial clone fetches missing objects later by id. v0 and
+		// v1 need allowReachableSHA1InWant for that: objects reachable
+		// from a ref, and never others (a commit force-pushed away, a
+		// secret with it, stays unfetchable until gc). (Protocol v2
+		// lets upload-pack accept any object it has: that is git's
+		// design, and git http-backend's too.)
+		args = append(args, "-c", "uploadpack.allowFilter=true", "-c", "uploadpack.allowReachableSHA1InWant=true")
 	}
 	env := cleanEnv(os.Environ(), e.Env)
 	if inv.Protocol != "" {

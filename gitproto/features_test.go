@@ -554,3 +554,29 @@ func TestGoGitEngineFunnyRefnames(t *testing.T) {
 	assert.Equal(t, head, f.serverRef("alice/proj.git", "refs/heads/fine"))
 	http.DefaultClient.CloseIdleConnections()
 }
+
+// TestUnreachableObjectsStayUnfetchable: over v0 and v1, a commit no ref
+// reaches (force-pushed away, a secret with it) cannot be fetched by its
+// id, while partial clones still fetch what they miss.
+func TestUnreachableObjectsStayUnfetchable(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, testenv.RepoOptions{Commits: 3}, func(h *gitproto.Handler) { h.PreReceive = nil })
+	work := filepath.Join(f.work, "w")
+	f.mustGit("", "clone", "-q", f.url("alice", "alice/proj.git"), work)
+	secret := f.commit(work, "secret.txt", "hunter2\n")
+	f.mustGit(work, "push", "-q", "origin", "HEAD:refs/heads/oops")
+	f.mustGit(work, "push", "-q", "origin", ":refs/heads/oops")
+	require.Empty(t, f.serverRef("alice/proj.git", "oops"))
+
+	for _, v := range []string{"0", "1"} {
+		other := filepath.Join(f.work, "other"+v)
+		f.mustGit("", "-c", "protocol.version="+v, "clone", "-q", f.url("", "alice/proj.git"), other)
+		_, err := f.git(other, "-c", "protocol.version="+v, "fetch", "-q", "origin", secret)
+		require.Error(t, err, "v%s", v)
+		assert.Contains(t, err.Error(), "not our ref", "v%s", v)
+	}
+	// Partial clones (v0) still fetch the blobs they skipped.
+	partial := filepath.Join(f.work, "partial")
+	f.mustGit("", "-c", "protocol.version=0", "clone", "-q", "--filter=blob:none", f.url("", "alice/proj.git"), partial)
+	f.mustGit(partial, "-c", "protocol.version=0", "log", "-p", "-1")
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
@@ -31,14 +32,16 @@ const (
 
 var (
 	// ErrBadToken is returned for a profile token that is malformed,
-	// forged or expired.
+	// forged, expired, for another path, or used already.
 	ErrBadToken = errors.New("slowlog: invalid profile token")
 )
 
 // Profiler profiles one request on demand, as geordi did with
 // ?__geordi__, but safely: only with a signed, short-lived token (from
 // Token, in the X-Profile-Token header or the __profile__ query
-// parameter), one request at a time, every attempt audited. The request
+// parameter) that names the request's path and works once (a leaked link
+// profiles nothing else, and nothing again), one request at a time,
+// every attempt audited. The request
 // runs under a pprof label; if the CPU profiler is free, a CPU profile is
 // taken for the request's duration and filtered to that label, otherwise
 // goroutine profiles are sampled every DefaultProfileInterval, filtered
@@ -62,6 +65,9 @@ type Profiler struct {
 	busy atomic.Bool
 	seq  atomic.Uint64
 	mu   sync.Mutex // serializes profile file writes
+
+	usedMu sync.Mutex           // guards used
+	used   map[string]time.Time // nonces of tokens used, until they expire
 }
 
 // NewProfiler returns a profiler whose tokens are signed with key, which
@@ -73,9 +79,12 @@ func NewProfiler(key []byte) *Profiler {
 	return &Profiler{key: slices.Clone(key)}
 }
 
-// Token returns a token that lets subject profile requests for ttl.
-func (p *Profiler) Token(subject string, ttl time.Duration) string {
-	payload := subject + "|" + strconv.FormatInt(time.Now().Add(ttl).Unix(), 10)
+// Token returns a token that lets subject profile one request of path
+// within ttl.
+func (p *Profiler) Token(subject, path string, ttl time.Duration) string {
+	nonce := make([]byte, 12)
+	rand.Read(nonce)
+	payload := subject + "|" + strconv.FormatInt(time.Now().Add(ttl).Unix(), 10) + "|" + path + "|" + base64.RawURLEncoding.EncodeToString(nonce)
 	return base64.RawURLEncoding.EncodeToString([]byte(payload)) + "." + base64.RawURLEncoding.EncodeToString(p.sign(payload))
 }
 
@@ -85,8 +94,10 @@ func (p *Profiler) sign(payload string) []byte {
 	return m.Sum(nil)
 }
 
-// Verify returns the subject of a valid token.
-func (p *Profiler) Verify(token string, now time.Time) (string, error) {
+// Verify returns the subject of a valid token for path, and uses it up:
+// a token works once. (Several processes sharing the key each accept it
+// once; the short lifetime bounds that.)
+func (p *Profiler) Verify(token, path string, now time.Time) (string, error) {
 	enc, sig, ok := strings.Cut(token, ".")
 	if !ok {
 		return "", ErrBadToken
@@ -96,11 +107,32 @@ func (p *Profiler) Verify(token string, now time.Time) (string, error) {
 	if err1 != nil || err2 != nil || !hmac.Equal(mac, p.sign(string(payload))) {
 		return "", ErrBadToken
 	}
-	subject, exp, ok := strings.Cut(string(payload), "|")
-	n, err := strconv.ParseInt(exp, 10, 64)
-	if !ok || err != nil || now.Unix() > n {
+	f := strings.Split(string(payload), "|")
+	if len(f) != 4 {
+		return "", ErrBadToken
+	}
+	subject, tokenPath, nonce := f[0], f[2], f[3]
+	n, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil || now.Unix() > n {
 		return "", fmt.Errorf("%w: expired", ErrBadToken)
 	}
+	if tokenPath != path {
+		return "", fmt.Errorf("%w: for another path", ErrBadToken)
+	}
+	p.usedMu.Lock()
+	defer p.usedMu.Unlock()
+	if _, ok := p.used[nonce]; ok {
+		return "", fmt.Errorf("%w: used already", ErrBadToken)
+	}
+	if p.used == nil {
+		p.used = map[string]time.Time{}
+	}
+	for k, exp := range p.used {
+		if now.After(exp) {
+			delete(p.used, k) // expired tokens fail anyway
+		}
+	}
+	p.used[nonce] = time.Unix(n, 0)
 	return subject, nil
 }
 
@@ -122,7 +154,7 @@ func (p *Profiler) Middleware(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		subject, err := p.Verify(token, time.Now())
+		subject, err := p.Verify(token, r.URL.Path, time.Now())
 		if err != nil {
 			p.audit(r, "", "refused: "+err.Error())
 			http.Error(w, "invalid profile token", http.StatusForbidden)

@@ -50,6 +50,13 @@ func TestAdminProfilingAndSlowReports(t *testing.T) {
 	assert.Equal(t, "\x1f\x8b", p.body[:2], "a gzipped pprof profile")
 	forged := anon.get("/alice/proj?__profile__=not-a-token")
 	assert.Equal(t, http.StatusForbidden, forged.code)
+	again := anon.get(strings.TrimPrefix(link, f.ts.URL))
+	assert.Equal(t, http.StatusForbidden, again.code, "a token works once")
+	r = boss.post("/admin/", url.Values{"action": {"profile"}, "path": {"/alice/proj"}})
+	m = regexp.MustCompile(`href="[^"]+__profile__=([^"]+)"`).FindStringSubmatch(r.body)
+	require.NotNil(t, m)
+	other := anon.get("/alice?__profile__=" + html.UnescapeString(m[1]))
+	assert.Equal(t, http.StatusForbidden, other.code, "a token works on its path only")
 
 	// Slow reports: clones run past 1 ms (one is enough, unless this
 	// machine is fast enough to clone between two watchdog ticks).

@@ -53,7 +53,7 @@ func securityHeaders(h http.Header) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("Referrer-Policy", "same-origin")
-	h.Set("Content-Security-Policy", "default-src 'self'; img-src * data:; style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+	h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 	h.Add("Vary", "Cookie")
 }
 
@@ -538,7 +538,8 @@ func (s *server) adminPost(w http.ResponseWriter, r *http.Request) {
 		if strings.Contains(p, "?") {
 			sep = "&"
 		}
-		tok := s.profiler.Token(sess.user.Name, 10*time.Minute)
+		path, _, _ := strings.Cut(p, "?")
+		tok := s.profiler.Token(sess.user.Name, path, 10*time.Minute)
 		s.adminPage(w, r, sess, "", "", s.baseURL(r)+p+sep+"__profile__="+url.QueryEscape(tok))
 	default:
 		http.Error(w, "unknown action", http.StatusBadRequest)

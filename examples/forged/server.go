@@ -567,13 +567,41 @@ func (f *freshConns) wait(d time.Duration) {
 }
 
 // errPrivateTarget is why a webhook to an internal address fails.
-var errPrivateTarget = errors.New("webhook target is a loopback, private or link-local address (see -webhook-private)")
+var errPrivateTarget = errors.New("webhook target is a loopback, private, shared or reserved address (see -webhook-private)")
+
+// internalPrefixes are the networks a webhook may not reach unless
+// -webhook-private: besides loopback, private and link-local addresses,
+// "this network", carrier-grade NAT, IETF protocol assignments,
+// benchmarking, reserved space and NAT64 (which reaches IPv4 inside).
+var internalPrefixes = func() []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range []string{"0.0.0.0/8", "100.64.0.0/10", "192.0.0.0/24", "198.18.0.0/15", "240.0.0.0/4",
+		"64:ff9b::/96", "64:ff9b:1::/48", "::/128", "100::/64"} {
+		out = append(out, netip.MustParsePrefix(s))
+	}
+	return out
+}()
+
+// internalAddr reports whether a is an address a webhook may not reach.
+func internalAddr(a netip.Addr) bool {
+	a = a.Unmap()
+	if a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() || a.IsUnspecified() || a.IsMulticast() || a.IsInterfaceLocalMulticast() {
+		return true
+	}
+	for _, p := range internalPrefixes {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
 
 // webhookClient is the HTTP client of webhook deliveries. Unless private
-// targets are allowed, it refuses to connect to loopback, private,
-// link-local and unspecified addresses: the check is made on the address
-// being dialed, after name resolution, so that a name cannot point a
-// webhook inside (DNS rebinding included). Redirects are not followed.
+// targets are allowed, it refuses to connect to internal addresses (see
+// internalAddr): the check is made on the address being dialed, after
+// name resolution, so that the connection goes to the address checked
+// and a name cannot point a webhook inside (DNS rebinding included).
+// Redirects are not followed.
 func webhookClient(allowPrivate bool) *http.Client {
 	d := &net.Dialer{Timeout: 5 * time.Second}
 	if !allowPrivate {
@@ -586,8 +614,7 @@ func webhookClient(allowPrivate bool) *http.Client {
 			if err != nil {
 				return err
 			}
-			a = a.Unmap()
-			if a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() || a.IsUnspecified() || a.IsMulticast() {
+			if internalAddr(a) {
 				return errPrivateTarget
 			}
 			return nil
