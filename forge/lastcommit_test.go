@@ -351,6 +351,16 @@ func TestLastCommitCache(t *testing.T) {
 	require.NoError(t, err)
 	assert.Len(t, got, len(want))
 
+	// Walks run through RunDetached when it is set.
+	var named []string
+	c6 := &forge.LastCommitCache{RunDetached: func(ctx context.Context, name string, f func(context.Context)) {
+		named = append(named, name)
+		f(ctx)
+	}}
+	_, err = c6.Get(ctx, b, head, "c")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"last commits of c/ at " + head[:12]}, named)
+
 	// A waiter that gives up does not stop the walk.
 	c4 := &forge.LastCommitCache{}
 	cctx, cancel := context.WithCancel(ctx)

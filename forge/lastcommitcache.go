@@ -73,6 +73,13 @@ type LastCommitCache struct {
 	// nothing is logged.
 	Logger *slog.Logger
 
+	// RunDetached, if set, runs each walk (which outlives the request
+	// that started it), for example with a slowlog Watchdog's Do, so
+	// that a slow walk is watched as work of its own that names the
+	// request that started it. It must call f, with a context derived
+	// from ctx, and return when f does. If nil, walks just run.
+	RunDetached func(ctx context.Context, name string, f func(ctx context.Context))
+
 	once    sync.Once
 	slots   chan struct{}
 	mem     *lru.Cache[string, *lastResult]
@@ -206,7 +213,7 @@ func (c *LastCommitCache) Get(ctx context.Context, b *Browser, commit, dir strin
 		f = &lastFlight{done: make(chan struct{})}
 		c.flights[key] = f
 		c.queued++
-		go c.walk(labelled(ctx), key, f, b, commit, dir)
+		go c.detached(labelled(ctx), key, f, b, commit, dir)
 	}
 	c.mu.Unlock()
 	select {
@@ -236,8 +243,24 @@ func labelled(ctx context.Context) context.Context {
 	return bg
 }
 
-func (c *LastCommitCache) walk(ctx context.Context, key string, f *lastFlight, b *Browser, commit, dir string) {
+// detached runs a walk through RunDetached, or as it is.
+func (c *LastCommitCache) detached(ctx context.Context, key string, f *lastFlight, b *Browser, commit, dir string) {
 	pprof.SetGoroutineLabels(ctx)
+	if c.RunDetached == nil {
+		c.walk(ctx, key, f, b, commit, dir)
+		return
+	}
+	ran := false
+	c.RunDetached(ctx, "last commits of "+dir+"/ at "+commit[:min(12, len(commit))], func(ctx context.Context) {
+		ran = true
+		c.walk(ctx, key, f, b, commit, dir)
+	})
+	if !ran {
+		c.walk(ctx, key, f, b, commit, dir) // a broken hook must not lose the walk
+	}
+}
+
+func (c *LastCommitCache) walk(ctx context.Context, key string, f *lastFlight, b *Browser, commit, dir string) {
 	defer func() {
 		c.mu.Lock()
 		delete(c.flights, key)

@@ -444,6 +444,20 @@ func TestHeadAndStats(t *testing.T) {
 	assert.GreaterOrEqual(t, s.Adverts, int64(2))
 	assert.GreaterOrEqual(t, s.UploadPacks, int64(1))
 	assert.Positive(t, s.BytesOut)
+	assert.Zero(t, s.Errors)
+
+	// An authenticated push starts with a challenge: not an error.
+	c := filepath.Join(f.work, "auth")
+	f.mustGit("", "clone", "-q", f.url("alice", "alice/proj.git"), c)
+	f.commit(c, "x.txt", "x")
+	f.mustGit(c, "push", "-q", "origin", "HEAD:refs/heads/topic")
+	s = f.h.Stats()
+	assert.Positive(t, s.Challenges)
+	assert.Zero(t, s.Errors, "the 401 that asks for credentials is no error")
+	// Wrong credentials are.
+	_, err = f.git("", "ls-remote", strings.Replace(f.url("alice", "alice/private.git"), "secret", "wrong", 1))
+	require.Error(t, err)
+	assert.Positive(t, f.h.Stats().Errors)
 	http.DefaultClient.CloseIdleConnections()
 }
 

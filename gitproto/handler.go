@@ -267,7 +267,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		h.stats.bytesOut.Add(rw.n)
 		h.stats.bytesIn.Add(info.BytesIn)
-		if info.Status >= 400 || info.Err != nil {
+		switch {
+		case info.Status == http.StatusUnauthorized && r.Header.Get("Authorization") == "":
+			h.stats.challenges.Add(1) // how Basic authentication starts
+		case info.Status >= 400 || info.Err != nil:
 			h.stats.errors.Add(1)
 		}
 		if h.Observe != nil {

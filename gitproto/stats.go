@@ -32,14 +32,15 @@ type Stats struct {
 	ReceivePacks int64 // receive-pack POSTs
 	Adverts      int64 // info/refs requests
 	Dumb         int64 // dumb-HTTP file requests
-	Errors       int64 // requests answered with a 4xx or 5xx status, or aborted
+	Errors       int64 // requests answered with a 4xx or 5xx status, or aborted, but for Challenges
+	Challenges   int64 // 401s that asked a request without credentials for some (every authenticated git client's first request): not errors
 	Overloaded   int64 // requests refused with 503 by admission control
 	BytesIn      int64
 	BytesOut     int64
 }
 
 type handlerStats struct {
-	requests, uploadPacks, receivePacks, adverts, dumb, errors, overloaded, bytesIn, bytesOut atomic.Int64
+	requests, uploadPacks, receivePacks, adverts, dumb, errors, challenges, overloaded, bytesIn, bytesOut atomic.Int64
 }
 
 func (s *handlerStats) snapshot() Stats {
@@ -50,6 +51,7 @@ func (s *handlerStats) snapshot() Stats {
 		Adverts:      s.adverts.Load(),
 		Dumb:         s.dumb.Load(),
 		Errors:       s.errors.Load(),
+		Challenges:   s.challenges.Load(),
 		Overloaded:   s.overloaded.Load(),
 		BytesIn:      s.bytesIn.Load(),
 		BytesOut:     s.bytesOut.Load(),

@@ -14,6 +14,7 @@ type Report struct {
 	Seq         int    // position among this watchdog's reports, for ReportsHandler
 	ID          string // request id (the pprof label slowlog.id)
 	Kind        string // "request" or "job"
+	Parent      string // for a job, the id of the request or job that started it
 	Method      string
 	Route       string // the ServeMux pattern, else the path; the job's name
 	URL         string // redacted: no credentials, no query values
@@ -63,6 +64,9 @@ func (r *Report) String() string {
 	}
 	if r.Principal != "" {
 		fmt.Fprintf(&b, "Principal: %s\n", r.Principal)
+	}
+	if r.Parent != "" {
+		fmt.Fprintf(&b, "Started by: %s\n", r.Parent)
 	}
 	fmt.Fprintf(&b, "Started: %s\n", r.Start.Format(time.RFC3339Nano))
 	if r.Final {
@@ -150,7 +154,7 @@ func parseProfile(text string) map[string][]Stack {
 				// The printed frames leave out the runtime's; the raw
 				// pcs keep them, and they tell what the goroutine waits on.
 				for i, a := range strings.Fields(rest) {
-					if i == 6 {
+					if i == 10 {
 						break
 					}
 					if pc, err := strconv.ParseUint(strings.TrimPrefix(a, "0x"), 16, 64); err == nil {
@@ -200,10 +204,13 @@ var states = []struct{ prefix, state string }{
 	{"runtime.block", "select (no cases)"},
 	{"time.Sleep", "sleep"},
 	{"sync.(*Mutex).Lock", "sync.Mutex.Lock"},
+	{"sync.(*Mutex).lockSlow", "sync.Mutex.Lock"},
 	{"sync.(*RWMutex).", "sync.RWMutex.Lock"},
 	{"sync.(*WaitGroup).Wait", "sync.WaitGroup.Wait"},
 	{"sync.(*Cond).Wait", "sync.Cond.Wait"},
+	// Go 1.24 and later: sync.Mutex is internal/sync's.
 	{"internal/sync.(*Mutex).Lock", "sync.Mutex.Lock"},
+	{"internal/sync.(*Mutex).lockSlow", "sync.Mutex.Lock"},
 	{"internal/poll.runtime_pollWait", "IO wait"},
 	{"syscall.Syscall", "syscall"},
 	{"syscall.RawSyscall", "syscall"},
@@ -220,8 +227,9 @@ func inferState(pcs []uintptr) string {
 			continue
 		}
 		name := fn.Name()
-		if name == "runtime.gopark" || name == "runtime.goparkunlock" {
-			continue
+		if name == "runtime.gopark" || name == "runtime.goparkunlock" ||
+			strings.HasPrefix(name, "internal/sync.runtime_") || strings.HasPrefix(name, "sync.runtime_") {
+			continue // the semaphore under a lock: the caller says which
 		}
 		for _, s := range states {
 			if strings.HasPrefix(name, s.prefix) {

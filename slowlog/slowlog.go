@@ -52,8 +52,9 @@ const (
 // them out of a goroutine profile, and its route, which lets CPU profiles
 // be broken down by route (go tool pprof -tagfocus slowlog.route=...).
 const (
-	labelKey      = "slowlog.id"
-	routeLabelKey = "slowlog.route" // sorts after labelKey, as pprof.Labels wants
+	labelKey       = "slowlog.id"
+	parentLabelKey = "slowlog.parent" // the work that started a job
+	routeLabelKey  = "slowlog.route"  // sorts after labelKey, as pprof.Labels wants
 )
 
 // Watchdog watches requests and reports the slow ones. Set its fields
@@ -75,7 +76,9 @@ type Watchdog struct {
 	// taken (the report says so instead). If zero, DefaultMaxGoroutines.
 	MaxGoroutines int
 
-	// Sink receives the reports. If nil, SlogSink with Logger.
+	// Sink receives the reports. If nil, SlogSink with Logger, or with
+	// slog.Default() if Logger is nil too: a watchdog nobody configured
+	// still says what is slow.
 	Sink Sink
 
 	// Logger receives the watchdog's own errors (and reports, with the
@@ -124,7 +127,8 @@ type Watchdog struct {
 	//	Route: func(r *http.Request) string { _, p := mux.Handler(r); return p }
 	//
 	// If nil, r.Pattern is used when the watchdog sits inside a ServeMux
-	// route, else the path.
+	// route, else the path. A method the route starts with is left out
+	// (reports give the method apart).
 	Route func(r *http.Request) string
 
 	startOnce sync.Once
@@ -183,6 +187,7 @@ type watched struct {
 
 	wd         *Watchdog
 	id         string
+	parent     string // the request or job that started this job
 	kind       string // "request" or "job"
 	method     string
 	route      string
@@ -306,6 +311,13 @@ func (wd *Watchdog) begin(ctx context.Context, id, route string) *watched {
 		id = strconv.FormatUint(n, 10)
 	}
 	w := &watched{wd: wd, id: id, route: route, start: time.Now(), shard: &wd.shards[n%uint64(len(wd.shards))]}
+	// The work that started this one (a job queued by a request) stays
+	// in its labels, and in its reports.
+	if parent, ok := pprof.Label(ctx, labelKey); ok && parent != id {
+		w.parent = parent
+		w.Context = pprof.WithLabels(ctx, pprof.Labels(labelKey, id, parentLabelKey, parent, routeLabelKey, route))
+		return w
+	}
 	w.Context = pprof.WithLabels(ctx, pprof.Labels(labelKey, id, routeLabelKey, route))
 	return w
 }
@@ -366,6 +378,8 @@ func (wd *Watchdog) Handler(next http.Handler) http.Handler {
 		if route == "" {
 			route = r.URL.Path
 		}
+		// A ServeMux pattern names its method, which reports give apart.
+		route = strings.TrimPrefix(route, r.Method+" ")
 		w := wd.begin(parent, id, route)
 		w.kind, w.method = "request", r.Method
 		w.url = r.URL
@@ -391,7 +405,9 @@ func (wd *Watchdog) Handler(next http.Handler) http.Handler {
 }
 
 // Do watches a unit of work that is not an HTTP request, such as a
-// background job, under name.
+// background job or a render detached from the request that started it,
+// under name. If ctx carries the labels of a watched request or job (the
+// one that started the work), the job's reports name it as their Parent.
 func (wd *Watchdog) Do(ctx context.Context, name string, f func(ctx context.Context)) {
 	w := wd.begin(ctx, "", name)
 	w.kind = "job"
@@ -447,6 +463,7 @@ func Capture(ctx context.Context, reason string) bool {
 func (w *watched) report(now time.Time) *Report {
 	r := &Report{
 		ID:        w.id,
+		Parent:    w.parent,
 		Kind:      w.kind,
 		Method:    w.method,
 		Route:     w.route,
@@ -661,7 +678,11 @@ func (wd *Watchdog) deliver() {
 	defer wd.wg.Done()
 	sink := wd.Sink
 	if sink == nil {
-		sink = SlogSink{Logger: wd.Logger}
+		l := wd.Logger
+		if l == nil {
+			l = slog.Default()
+		}
+		sink = SlogSink{Logger: l}
 	}
 	send := func(r *Report) {
 		ctx, cancel := context.WithTimeout(context.Background(), DefaultSendTimeout)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -104,7 +105,7 @@ func TestSlowRequestReport(t *testing.T) {
 	assert.Equal(t, 40*time.Millisecond, first.Threshold)
 	assert.Equal(t, 400*time.Millisecond, second.Threshold)
 	for _, r := range []*slowlog.Report{first, second} {
-		assert.Equal(t, "GET /repos/{name}", r.Route)
+		assert.Equal(t, "/repos/{name}", r.Route, "the method apart")
 		assert.Equal(t, "GET", r.Method)
 		assert.Equal(t, "alice", r.Principal)
 		assert.NotContains(t, r.URL, "s3cret")
@@ -561,11 +562,133 @@ func TestRouteLabel(t *testing.T) {
 		<-done
 	})))
 	mux.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/repos/proj", nil))
-	assert.Equal(t, "GET /repos/{name}", route)
-	assert.Contains(t, child, `"slowlog.route":"GET /repos/{name}"`, "inherited by the goroutines the handler starts")
+	assert.Equal(t, "/repos/{name}", route)
+	assert.Contains(t, child, `"slowlog.route":"/repos/{name}"`, "inherited by the goroutines the handler starts")
 
 	wd.Do(context.Background(), "nightly-gc", func(ctx context.Context) {
 		route, _ = pprof.Label(ctx, "slowlog.route")
 	})
 	assert.Equal(t, "nightly-gc", route)
+}
+
+//go:noinline
+func lockedOut(mu *sync.Mutex) { mu.Lock(); mu.Unlock() }
+
+//go:noinline
+func readLockedOut(mu *sync.RWMutex) { mu.RLock(); mu.RUnlock() }
+
+//go:noinline
+func waitingGroup(wg *sync.WaitGroup) { wg.Wait() }
+
+// TestBlockedStates: goroutines blocked on sync.Mutex, RWMutex and
+// WaitGroup are reported as such, not as running: their innermost
+// frames are the semaphore's, which moved into internal/sync in Go 1.24.
+func TestBlockedStates(t *testing.T) {
+	t.Parallel()
+	sink := make(chanSink, 16)
+	wd := &slowlog.Watchdog{Threshold: 30 * time.Millisecond, Tick: 5 * time.Millisecond, Sink: sink}
+	defer wd.Close()
+	var mu sync.Mutex
+	var rw sync.RWMutex
+	var pending sync.WaitGroup
+	pending.Add(1)
+	mu.Lock()
+	rw.Lock()
+	release := make(chan struct{})
+	h := wd.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var wg sync.WaitGroup
+		for _, f := range []func(){func() { lockedOut(&mu) }, func() { readLockedOut(&rw) }, func() { waitingGroup(&pending) }} {
+			wg.Add(1)
+			go func() { defer wg.Done(); f() }()
+		}
+		<-release
+		wg.Wait()
+	}))
+	done := make(chan struct{})
+	go func() { defer close(done); h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/x", nil)) }()
+	rep := next(t, sink)
+	states := map[string]string{}
+	for _, st := range rep.Stacks {
+		for _, f := range st.Frames {
+			for _, fn := range []string{"lockedOut", "readLockedOut", "waitingGroup"} {
+				if strings.HasSuffix(f.Func, "slowlog_test."+fn) {
+					states[fn] = st.State
+				}
+			}
+		}
+	}
+	assert.Equal(t, "sync.Mutex.Lock", states["lockedOut"], rep.String())
+	assert.Equal(t, "sync.RWMutex.Lock", states["readLockedOut"], rep.String())
+	assert.Equal(t, "sync.WaitGroup.Wait", states["waitingGroup"], rep.String())
+	mu.Unlock()
+	rw.Unlock()
+	pending.Done()
+	close(release)
+	<-done
+}
+
+// TestJobsNameTheirParent: work a request hands to a job (a detached
+// render, a walk) is watched on its own, and its reports name the
+// request that started it.
+func TestJobsNameTheirParent(t *testing.T) {
+	t.Parallel()
+	sink := make(chanSink, 16)
+	wd := &slowlog.Watchdog{Threshold: 30 * time.Millisecond, Tick: 5 * time.Millisecond, Sink: sink,
+		RequestID: func(*http.Request) string { return "req-42" }}
+	defer wd.Close()
+	release := make(chan struct{})
+	done := make(chan struct{})
+	h := wd.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		go func() {
+			defer close(done)
+			wd.Do(context.WithoutCancel(r.Context()), "walk", func(ctx context.Context) { blockInHandler(release) })
+		}()
+	}))
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/x", nil))
+	rep := next(t, sink)
+	assert.Equal(t, "job", rep.Kind)
+	assert.Equal(t, "walk", rep.Route)
+	assert.Equal(t, "req-42", rep.Parent)
+	assert.Contains(t, rep.String(), "Started by: req-42")
+	assert.Contains(t, rep.String(), "slowlog_test.blockInHandler", "the work itself is in the report")
+	close(release)
+	<-done
+	next(t, sink) // its end
+}
+
+// TestDefaultSink: a watchdog given neither sink nor logger reports to
+// slog.Default().
+func TestDefaultSink(t *testing.T) {
+	var buf syncBuffer
+	old := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&buf, nil)))
+	defer slog.SetDefault(old)
+	wd := &slowlog.Watchdog{Threshold: 20 * time.Millisecond, Tick: 5 * time.Millisecond}
+	release := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		wd.Do(context.Background(), "slow job", func(ctx context.Context) { blockInHandler(release) })
+	}()
+	require.Eventually(t, func() bool { return strings.Contains(buf.String(), "slowlog: slow job") }, 20*time.Second, 5*time.Millisecond)
+	close(release)
+	<-done
+	wd.Close()
+}
+
+type syncBuffer struct {
+	mu sync.Mutex // guards b
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -76,6 +76,22 @@ type Handler struct {
 	// concurrently with the handler.
 	OnExpire func(r *http.Request, e *Expired)
 
+	// Route, if set, names a request's route for Expired.Name and the
+	// log line, for example with the application's ServeMux (as
+	// slowlog's Watchdog.Route). If nil, r.Pattern when the handler sits
+	// inside a ServeMux route, else the method and path.
+	Route func(r *http.Request) string
+
+	// Refuse, if set, writes the answer to a request whose limit was
+	// reached before it wrote anything, in place of the plain-text 503
+	// (http.TimeoutHandler takes a message; this takes a page in the
+	// site's look, or JSON for an API). Retry-After, Connection: close
+	// and X-Request-Id are set before it is called and the handler's
+	// own headers are not; it should write a 503, quickly. It runs on
+	// the timer goroutine, concurrently with the handler (whose writes
+	// fail from then on).
+	Refuse func(w http.ResponseWriter, r *http.Request, e *Expired)
+
 	// Logger receives a line per expiry. If nil, nothing is logged.
 	Logger *slog.Logger
 
@@ -131,6 +147,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer cancel(nil)
 	o := &open{Context: &deadlineCtx{Context: ctx, deadline: start.Add(d)}, grace: h.grace()}
 	o.exp = Expired{Name: r.Pattern, Limit: d, Opened: start}
+	if h.Route != nil {
+		o.exp.Name = h.Route(r)
+	}
 	if o.exp.Name == "" {
 		o.exp.Name = r.Method + " " + r.URL.Path
 	}
@@ -194,7 +213,11 @@ func (h *Handler) expire(r *http.Request, tw *timeoutWriter, exp *Expired, cance
 	// reaction (closing the connection) cannot replace the cause. The
 	// counters move before the client sees the outcome.
 	h.expired.Add(1)
-	refused := tw.expire(retry, id, func(refused bool) {
+	var refuse func(http.ResponseWriter)
+	if h.Refuse != nil {
+		refuse = func(w http.ResponseWriter) { h.refuse(w, r, exp) }
+	}
+	refused := tw.expire(retry, id, refuse, func(refused bool) {
 		if refused {
 			h.refused.Add(1)
 		} else {
@@ -210,6 +233,17 @@ func (h *Handler) expire(r *http.Request, tw *timeoutWriter, exp *Expired, cance
 			h.forced.Add(1)
 		}
 	})
+}
+
+// refuse calls Refuse on the timer goroutine, where a panic would take
+// the process down: it is logged, and the client gets what was written.
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, exp *Expired) {
+	defer func() {
+		if p := recover(); p != nil && h.Logger != nil {
+			h.Logger.Error("timebox: Refuse panicked", "panic", p)
+		}
+	}()
+	h.Refuse(w, r, exp)
 }
 
 // onExpire calls the hook on the timer goroutine, where a panic would
@@ -356,9 +390,9 @@ func (tw *timeoutWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // Unwrap returns the underlying ResponseWriter.
 func (tw *timeoutWriter) Unwrap() http.ResponseWriter { return tw.w }
 
-// expire answers 503 if the handler has written nothing, else cuts the
-// stream; it reports whether it answered.
-func (tw *timeoutWriter) expire(retry time.Duration, id string, cancel func(refused bool)) (refused bool) {
+// expire answers 503 (through refuse if set) if the handler has written
+// nothing, else cuts the stream; it reports whether it answered.
+func (tw *timeoutWriter) expire(retry time.Duration, id string, refuse func(http.ResponseWriter), cancel func(refused bool)) (refused bool) {
 	tw.mu.Lock()
 	defer tw.mu.Unlock()
 	if tw.finished {
@@ -370,19 +404,24 @@ func (tw *timeoutWriter) expire(retry time.Duration, id string, cancel func(refu
 		tw.rc.SetWriteDeadline(time.Unix(1, 0))
 		return false
 	}
-	msg := "Service Unavailable: the request took too long"
-	if id != "" {
-		msg += " (request id " + id + ")"
-	}
-	msg += "\n"
 	h := tw.w.Header()
-	h.Set("Content-Type", "text/plain; charset=utf-8")
-	h.Set("Content-Length", strconv.Itoa(len(msg)))
 	h.Set("Retry-After", strconv.Itoa(int((retry+time.Second-1)/time.Second)))
 	h.Set("Connection", "close")
 	if id != "" {
 		h.Set("X-Request-Id", id)
 	}
+	if refuse != nil {
+		refuse(tw.w)
+		tw.rc.Flush()
+		return true
+	}
+	msg := "Service Unavailable: the request took too long"
+	if id != "" {
+		msg += " (request id " + id + ")"
+	}
+	msg += "\n"
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("Content-Length", strconv.Itoa(len(msg)))
 	tw.w.WriteHeader(http.StatusServiceUnavailable)
 	io.WriteString(tw.w, msg)
 	tw.rc.Flush()

@@ -3,6 +3,7 @@ package timebox_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -215,4 +216,37 @@ func TestHandlerPanickingHook(t *testing.T) {
 	io.ReadAll(resp.Body)
 	resp.Body.Close()
 	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+}
+
+// TestHandlerRefuseAndRoute: the answer to an expired request can be the
+// application's own, and the expiry names the route the application
+// gives, also outside a ServeMux.
+func TestHandlerRefuseAndRoute(t *testing.T) {
+	t.Parallel()
+	var name atomic.Value
+	h := &timebox.Handler{
+		Timeout: 20 * time.Millisecond,
+		Route:   func(r *http.Request) string { return "/items/{id}" },
+		Refuse: func(w http.ResponseWriter, r *http.Request, e *timebox.Expired) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, `{"message":"took longer than %v"}`, e.Limit)
+		},
+		OnExpire: func(r *http.Request, e *timebox.Expired) { name.Store(e.Name) },
+		Handler:  http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }),
+	}
+	srv := serve(t, h)
+	req, _ := http.NewRequest("GET", srv.URL+"/items/7", nil)
+	req.Header.Set("X-Request-Id", "req-7")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	assert.Equal(t, "application/json", resp.Header.Get("Content-Type"))
+	assert.Equal(t, `{"message":"took longer than 20ms"}`, string(body))
+	assert.Equal(t, "req-7", resp.Header.Get("X-Request-Id"))
+	assert.NotEmpty(t, resp.Header.Get("Retry-After"))
+	assert.Equal(t, "/items/{id}", name.Load())
+	assert.Equal(t, int64(1), h.Stats().Refused)
 }

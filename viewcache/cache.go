@@ -118,6 +118,15 @@ type Cache struct {
 	// is logged.
 	Logger *slog.Logger
 
+	// RunDetached, if set, runs each render that may outlive the request
+	// that asked for it (the one render of concurrent misses, which goes
+	// on when its caller gives up; a refresh in the background), for
+	// example with a slowlog Watchdog's Do, so that a slow render is
+	// watched as work of its own that names the request that started it.
+	// It must call f, with a context derived from ctx, and return when f
+	// does. If nil, renders just run.
+	RunDetached func(ctx context.Context, name string, f func(ctx context.Context))
+
 	prefix string
 
 	once   sync.Once
@@ -581,7 +590,7 @@ func (c *Cache) renderShared(ctx context.Context, key string, deps []string, ren
 				defer c.l2.delete(lk)
 			}
 		}
-		return c.renderStore(rctx, key, deps, render)
+		return c.renderDetached(rctx, key, deps, render)
 	})
 	select {
 	case res := <-ch:
@@ -656,6 +665,23 @@ func (c *Cache) renderStore(ctx context.Context, key string, deps []string, rend
 	return value, nil
 }
 
+// renderDetached is renderStore for a render that may outlive the
+// request that asked for it, through RunDetached when it is set.
+func (c *Cache) renderDetached(ctx context.Context, key string, deps []string, render Render) (value []byte, err error) {
+	if c.RunDetached == nil {
+		return c.renderStore(ctx, key, deps, render)
+	}
+	ran := false
+	c.RunDetached(ctx, "render "+key, func(ctx context.Context) {
+		ran = true
+		value, err = c.renderStore(ctx, key, deps, render)
+	})
+	if !ran {
+		return nil, errors.New("viewcache: RunDetached did not run the render")
+	}
+	return value, err
+}
+
 // ErrRenderPanic is wrapped by the error returned when a render function
 // panicked. The panic is turned into an error because renders run under
 // singleflight, which would otherwise re-panic on a goroutine that no
@@ -678,7 +704,7 @@ func (c *Cache) refreshAsync(ctx context.Context, key string, deps []string, ren
 		// Shared with concurrent misses of the key; errors keep the stale
 		// entry in service.
 		c.flight.Do(key, func() (any, error) {
-			return c.renderStore(context.WithoutCancel(ctx), key, deps, render)
+			return c.renderDetached(context.WithoutCancel(ctx), key, deps, render)
 		})
 	}()
 }

@@ -352,3 +352,31 @@ func TestHitsCountedExactly(t *testing.T) {
 	assert.Equal(t, int64(8000), c.Stats().L1Hits)
 	assert.Equal(t, int64(1), r.n.Load())
 }
+
+// TestRunDetached: renders that may outlive their caller run through the
+// hook, which the application uses to watch them (slowlog's Do).
+func TestRunDetached(t *testing.T) {
+	t.Parallel()
+	c := viewcache.New("t", "1")
+	defer c.Close()
+	var mu sync.Mutex
+	var names []string
+	c.RunDetached = func(ctx context.Context, name string, f func(context.Context)) {
+		mu.Lock()
+		names = append(names, name)
+		mu.Unlock()
+		f(ctx)
+	}
+	b, err := c.GetOrRender(context.Background(), "k", nil, func(context.Context) ([]byte, error) { return []byte("v"), nil })
+	require.NoError(t, err)
+	assert.Equal(t, "v", string(b))
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, []string{"render k"}, names)
+
+	broken := viewcache.New("t", "1")
+	defer broken.Close()
+	broken.RunDetached = func(context.Context, string, func(context.Context)) {}
+	_, err = broken.GetOrRender(context.Background(), "k", nil, func(context.Context) ([]byte, error) { return []byte("v"), nil })
+	assert.Error(t, err, "a hook that does not run the render fails it")
+}

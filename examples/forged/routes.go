@@ -132,6 +132,7 @@ func (s *server) routes() http.Handler {
 	h = &timebox.Handler{
 		Handler: h,
 		Timeout: s.cfg.pageTimeout,
+		Route:   s.route,
 		TimeoutFor: func(r *http.Request) time.Duration {
 			switch rt := s.route(r); {
 			case strings.HasPrefix(rt, "git "):

@@ -249,6 +249,7 @@ func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server
 	s.cache.SoftTTL = 5 * time.Minute
 	s.cache.Jitter = 0.1
 	s.cache.Logger = logger
+	s.cache.RunDetached = func(ctx context.Context, name string, f func(context.Context)) { s.watchdog.Do(ctx, name, f) }
 	if len(cfg.memcached) > 0 {
 		servers := new(memcache.ServerList)
 		if err := servers.SetServers(cfg.memcached...); err != nil {
@@ -276,7 +277,10 @@ func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server
 	s.archiver.SendFile = sendFile
 	// Last commits outlive the process: files shared by the instances of
 	// the data directory (a result never changes).
-	s.lastCommits = &forge.LastCommitCache{Dir: filepath.Join(cfg.data, "cache", "lastcommits"), Logger: logger}
+	s.lastCommits = &forge.LastCommitCache{Dir: filepath.Join(cfg.data, "cache", "lastcommits"), Logger: logger,
+		// Watched as jobs of their own, naming the request that started
+		// them: a slow walk is reported while it runs.
+		RunDetached: func(ctx context.Context, name string, f func(context.Context)) { s.watchdog.Do(ctx, name, f) }}
 
 	s.git = s.forge.GitHandler()
 	s.git.Admission = &gitproto.Admission{}
