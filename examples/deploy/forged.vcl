@@ -35,6 +35,10 @@ sub vcl_recv {
     if (req.method != "GET" && req.method != "HEAD") {
         return (pass);
     }
+    # Metrics are for the scraper, which asks forged directly.
+    if (req.url ~ "^/metrics") {
+        return (synth(404, "Not Found"));
+    }
     # Administration, settings and health answers are never shared.
     if (req.url ~ "^/(admin|settings|login|new|healthz|readyz|metrics)") {
         return (pass);

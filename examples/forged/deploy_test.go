@@ -125,8 +125,21 @@ func TestNginxFront(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, string(file), body, "the bytes of the cached archive")
 	assert.Contains(t, res.Header.Get("Content-Disposition"), "proj-"+head[:12]+".tar.gz")
+	assert.Len(t, res.Header.Values("Content-Disposition"), 1, "nginx passes forged's own, once")
+	assert.Len(t, res.Header.Values("Cache-Control"), 1)
 	res, _ = get(front + "/_accel/forge.db")
 	assert.Equal(t, http.StatusNotFound, res.StatusCode, "the internal location is not reachable from outside")
+
+	// Page requests carry small bodies: a large one is refused by nginx
+	// without reaching forged or a disk.
+	big, err := http.Post(front+"/login", "application/x-www-form-urlencoded", strings.NewReader("name="+strings.Repeat("x", 3<<20)))
+	require.NoError(t, err)
+	big.Body.Close()
+	assert.Equal(t, http.StatusRequestEntityTooLarge, big.StatusCode)
+	// A client elsewhere (its address as nginx would append it; this one
+	// is on loopback itself): the metrics are not public through nginx.
+	res, _ = get(front+"/metrics", "X-Forwarded-For", "203.0.113.9")
+	assert.Equal(t, http.StatusNotFound, res.StatusCode, "metrics are not public through the proxy")
 
 	// Git through nginx, both ways. (forged leaves dumb HTTP off, so
 	// X-Accel-Redirect serves no pack files here.)
@@ -216,6 +229,7 @@ func TestVarnishFront(t *testing.T) {
 	assert.Equal(t, "MISS", get("/alice/secret", session).Header.Get("X-Cache"))
 	assert.Equal(t, http.StatusNotFound, get("/alice/secret", "").StatusCode, "nothing private leaks to the anonymous")
 	assert.Equal(t, "MISS", get("/explore", "").Header.Get("X-Cache"))
+	assert.Equal(t, http.StatusNotFound, get("/metrics", "").StatusCode, "metrics are not served through Varnish")
 }
 
 // startNginx runs nginx with the server configuration site in dir (its

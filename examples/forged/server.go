@@ -77,7 +77,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&memcached, "memcached", "", "memcached `servers` host:port,... for the shared fragment cache (default: in-process only)")
 	fs.StringVar(&baseURL, "base-url", "", "public `URL` of the forge, for clone URLs and secure cookies (default: http://ADDR)")
 	fs.StringVar(&c.accel, "accel", "none", "front server that sends archive and pack files: nginx (X-Accel-Redirect), lighttpd (X-Sendfile) or none")
-	fs.StringVar(&proxies, "trusted-proxies", "", "comma-separated `CIDRs` of front servers whose X-Forwarded-For and X-Request-Id are believed")
+	fs.StringVar(&proxies, "trusted-proxies", "loopback", "comma-separated `CIDRs` of front servers whose X-Forwarded-For and X-Request-Id are believed; \"loopback\" for 127.0.0.0/8 and ::1 (a proxy on this machine), \"none\" for none")
 	fs.StringVar(&c.logFile, "log", "", "JSON log `file`, reopened on SIGUSR1 (default: standard error)")
 	fs.StringVar(&c.engine, "engine", "auto", "git protocol `engine`: git, gogit, or auto (git if installed)")
 	fs.BoolVar(&c.packCache, "pack-cache", true, "share and keep pack generations of identical fetches")
@@ -142,9 +142,16 @@ Flags of serve:
 		u.Path = strings.TrimSuffix(u.Path, "/")
 		c.baseURL = u
 	}
-	if proxies != "" {
+	if proxies != "" && proxies != "none" {
 		for _, p := range strings.Split(proxies, ",") {
 			p = strings.TrimSpace(p)
+			if p == "loopback" {
+				// A proxy on this machine: believed by default, so that
+				// behind it every client is not the one address (a
+				// shared login limit) and /metrics is not public.
+				c.trustedProxies = append(c.trustedProxies, netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128"))
+				continue
+			}
 			if !strings.Contains(p, "/") {
 				if a, err := netip.ParseAddr(p); err == nil {
 					p = netip.PrefixFrom(a, a.BitLen()).String()

@@ -502,7 +502,13 @@ func TestOperations(t *testing.T) {
 	require.Equal(t, http.StatusOK, m.code, "loopback may read the metrics")
 	assert.Contains(t, m.body, `forged_request_duration_seconds_count{code="2xx",method="GET",route="/explore"} 1`)
 	assert.Contains(t, m.body, "forged_fragment_renders_total")
-	r := anon.get("/explore", "X-Request-Id", "from-the-client")
+	r := anon.get("/explore", "X-Request-Id", "from-the-proxy")
+	assert.Equal(t, "from-the-proxy", r.h.Get("X-Request-Id"), "a proxy on this machine is believed by default")
+	// Behind such a proxy, the metrics are not public: the client is the
+	// one the proxy names.
+	assert.Equal(t, http.StatusNotFound, anon.get("/metrics", "X-Forwarded-For", "203.0.113.9").code)
+	untrusting := newForge(t, "-trusted-proxies", "none")
+	r = untrusting.browser().get("/explore", "X-Request-Id", "from-the-client")
 	assert.Len(t, r.h.Get("X-Request-Id"), 16, "ids from untrusted clients are replaced")
 	res, err := http.Get(f.ts.URL + "/robots.txt")
 	require.NoError(t, err)
