@@ -20,9 +20,14 @@ import (
 // PushEvent is what happened in one push.
 type PushEvent struct {
 	Repo    string               `json:"repository"` // owner/name
+	RepoID  int64                `json:"-"`
 	Pusher  string               `json:"pusher"`
 	Updates []gitproto.RefUpdate `json:"updates"`
 	At      time.Time            `json:"at"`
+	// Dropped is set when the push removed commits from a ref (a force
+	// push, a deletion): what was public at them may have to go from
+	// caches too.
+	Dropped bool `json:"-"`
 }
 
 // Webhook is an HTTP endpoint told of a repository's pushes.

@@ -176,7 +176,20 @@ func (g *GitPolicy) PostReceive(ctx context.Context, p *gitproto.Push) {
 	}
 	now := time.Now()
 	g.f.Meta.Pushed(ctx, r.ID, now, dirSize(p.Dir))
-	ev := PushEvent{Repo: r.Owner + "/" + r.Name, Pusher: p.Principal, Updates: p.Updates, At: now.UTC()}
+	ev := PushEvent{Repo: r.Owner + "/" + r.Name, RepoID: r.ID, Pusher: p.Principal, Updates: p.Updates, At: now.UTC()}
+	for _, u := range p.Updates {
+		if u.IsCreate() {
+			continue
+		}
+		if u.IsDelete() {
+			ev.Dropped = true
+			break
+		}
+		if ff, err := p.IsAncestor(ctx, u.Old, u.New); err != nil || !ff {
+			ev.Dropped = true
+			break
+		}
+	}
 	for _, l := range g.f.OnPush {
 		l(ctx, ev)
 	}

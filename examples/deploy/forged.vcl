@@ -16,8 +16,9 @@ backend forged {
     .port = "8080";
 }
 
+# Who may purge: forged's addresses (its -purge names this Varnish).
 acl purgers {
-    "127.0.0.1";
+    "127.0.0.1";                    # CHANGE: forged's addresses
 }
 
 sub vcl_recv {
@@ -26,11 +27,19 @@ sub vcl_recv {
         req.url ~ "^/[^/]+/[^/]+\.git/") {
         return (pipe);
     }
+    # forged's purge of a repository (made private, deleted, renamed,
+    # commits force-pushed away): ban every object with its key.
     if (req.method == "PURGE") {
         if (!client.ip ~ purgers) {
             return (synth(405, "Not allowed"));
         }
-        return (purge);
+        if (req.http.Surrogate-Key !~ "^repo-[0-9]+$") {
+            return (synth(400, "A PURGE names a repository: Surrogate-Key: repo-ID"));
+        }
+        if (std.ban("obj.http.Surrogate-Key == " + req.http.Surrogate-Key)) {
+            return (synth(200, "Purged"));
+        }
+        return (synth(500, std.ban_error()));
     }
     if (req.method != "GET" && req.method != "HEAD") {
         return (pass);
@@ -86,6 +95,7 @@ sub vcl_backend_response {
 }
 
 sub vcl_deliver {
+    unset resp.http.Surrogate-Key;
     if (obj.hits > 0) {
         set resp.http.X-Cache = "HIT";
     } else {

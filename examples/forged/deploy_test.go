@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -165,7 +166,8 @@ func TestNginxFront(t *testing.T) {
 func TestVarnishFront(t *testing.T) {
 	t.Parallel()
 	varnishd := testenv.Binary(t, "varnishd", "varnish", "/usr/sbin")
-	f := newForge(t)
+	addr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
+	f := newForge(t, "-purge", "http://"+addr+"/")
 	f.user("alice")
 	tok := f.token("alice")
 	f.mustCLI("", "repo", "create", "alice/proj")
@@ -177,7 +179,6 @@ func TestVarnishFront(t *testing.T) {
 	dir := t.TempDir()
 	vcl := deployConfig(t, "forged.vcl", `.port = "8080";`, `.port = "`+port+`";`)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "forged.vcl"), []byte(vcl), 0o644))
-	addr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
 	args := []string{"-F", "-f", filepath.Join(dir, "forged.vcl"), "-a", addr, "-n", filepath.Join(dir, "work"), "-s", "malloc,32m", "-T", "none"}
 	if os.Geteuid() == 0 {
 		args = append(args, "-j", "none") // no privilege drop in a test sandbox
@@ -230,6 +231,58 @@ func TestVarnishFront(t *testing.T) {
 	assert.Equal(t, http.StatusNotFound, get("/alice/secret", "").StatusCode, "nothing private leaks to the anonymous")
 	assert.Equal(t, "MISS", get("/explore", "").Header.Get("X-Cache"))
 	assert.Equal(t, http.StatusNotFound, get("/metrics", "").StatusCode, "metrics are not served through Varnish")
+	assert.Empty(t, get(pinned, "").Header.Get("Surrogate-Key"), "the key stays between forged and Varnish")
+
+	// Copies kept for a year go when the repository stops being public.
+	pages := []string{pinned, "/alice/proj/raw/" + head + "/src/main.go", "/alice/proj/commit/" + head, "/alice/proj/archive/" + head + ".tar.gz"}
+	for _, p := range pages {
+		get(p, "")
+		require.Equal(t, "HIT", get(p, "").Header.Get("X-Cache"), p)
+	}
+	alice.get("/alice/proj/settings")
+	r := alice.post("/alice/proj/settings", url.Values{"action": {"general"}, "private": {"on"}, "default_branch": {"main"}})
+	require.Equal(t, http.StatusSeeOther, r.code, r.body)
+	for _, p := range pages {
+		waitFor(t, "the purge of "+p, 10*time.Second, func() bool { return get(p, "").StatusCode == http.StatusNotFound })
+	}
+
+	// And when a push drops commits.
+	f.mustCLI("", "repo", "create", "alice/forced")
+	forced := f.pushSample("alice/forced", "alice", tok)
+	oldHead := strings.TrimSpace(testenv.Run(t, forced, "rev-parse", "HEAD"))
+	old := "/alice/forced/tree/" + oldHead + "/src"
+	get(old, "")
+	require.Equal(t, "HIT", get(old, "").Header.Get("X-Cache"))
+	testenv.Run(t, forced, "reset", "-q", "--hard", "HEAD~1")
+	testenv.Run(t, forced, "push", "-q", "-f", f.gitURL("alice/forced", "alice", tok), "HEAD:refs/heads/feature/login")
+	waitFor(t, "the purge after a force-push", 10*time.Second, func() bool { return get(old, "").Header.Get("X-Cache") == "MISS" })
+
+	// And when it is deleted.
+	f.mustCLI("", "repo", "create", "alice/gone")
+	gone := f.pushSample("alice/gone", "alice", tok)
+	goneHead := strings.TrimSpace(testenv.Run(t, gone, "rev-parse", "HEAD"))
+	raw := "/alice/gone/raw/" + goneHead + "/src/main.go"
+	get(raw, "")
+	require.Equal(t, "HIT", get(raw, "").Header.Get("X-Cache"))
+	alice.get("/alice/gone/settings")
+	r = alice.post("/alice/gone/settings", url.Values{"action": {"delete"}, "confirm": {"gone"}})
+	require.Equal(t, http.StatusSeeOther, r.code, r.body)
+	waitFor(t, "the purge of "+raw, 10*time.Second, func() bool { return get(raw, "").StatusCode == http.StatusNotFound })
+
+	// Only forged's addresses may purge, and only a repository's key.
+	purge := func(from, key string) int {
+		tr := &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}).DialContext}
+		defer tr.CloseIdleConnections()
+		req, _ := http.NewRequest("PURGE", front+"/", nil)
+		req.Header.Set("Surrogate-Key", key)
+		res, err := tr.RoundTrip(req)
+		require.NoError(t, err)
+		res.Body.Close()
+		return res.StatusCode
+	}
+	assert.Equal(t, http.StatusMethodNotAllowed, purge("127.0.0.2", "repo-1"), "not from elsewhere")
+	assert.Equal(t, http.StatusBadRequest, purge("127.0.0.1", ".*"), "no ban expressions")
+	assert.Equal(t, http.StatusOK, purge("127.0.0.1", "repo-1"))
 }
 
 // startNginx runs nginx with the server configuration site in dir (its

@@ -241,6 +241,7 @@ func TestFlags(t *testing.T) {
 		{name: "bad memcached", args: []string{"-memcached", "nohost"}, want: "-memcached"},
 		{name: "bad base URL", args: []string{"-base-url", "ftp://x"}, want: "-base-url"},
 		{name: "bad proxies", args: []string{"-trusted-proxies", "10.0.0.0/99"}, want: "-trusted-proxies"},
+		{name: "bad purge URL", args: []string{"-purge", "varnish:6081"}, want: "-purge"},
 		{name: "zero timeout", args: []string{"-page-timeout", "0s"}, want: "-page-timeout"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -254,7 +255,7 @@ func TestFlags(t *testing.T) {
 	var stderr bytes.Buffer
 	_, err := parseFlags([]string{"-h"}, &stderr)
 	require.Error(t, err)
-	for _, f := range []string{"-addr", "-data", "-db", "-memcached", "-base-url", "-accel", "-trusted-proxies", "-log", "-engine", "-webhook-private", "user add", "repo create", "token create", "migrate", "SIGHUP"} {
+	for _, f := range []string{"-addr", "-data", "-db", "-memcached", "-base-url", "-accel", "-trusted-proxies", "-log", "-engine", "-webhook-private", "-purge", "user add", "repo create", "token create", "migrate", "SIGHUP"} {
 		assert.Contains(t, stderr.String(), f, "-h documents %s", f)
 	}
 	cfg, err := parseFlags([]string{"-trusted-proxies", "127.0.0.1, 10.1.0.0/16", "-memcached", "a:1,b:2", "-base-url", "https://forge.example/"}, io.Discard)

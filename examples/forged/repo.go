@@ -380,6 +380,7 @@ func pinned(ref, commit string) bool { return ref == commit }
 // a 304 leaves as the client last saw it.
 func (s *server) cacheHeaders(w http.ResponseWriter, r *http.Request, sess *session, rv *repoView, pin bool) bool {
 	h := w.Header()
+	h.Set("Surrogate-Key", surrogateKey(rv.Info.ID))
 	switch {
 	case rv.Info.Private || sess != nil:
 		h.Set("Cache-Control", "private, no-cache")
@@ -1060,12 +1061,16 @@ func (s *server) archive(w http.ResponseWriter, r *http.Request) {
 	if rv.Info.Private {
 		w.Header().Set("Cache-Control", "private, max-age=31536000, immutable")
 	}
+	w.Header().Set("Surrogate-Key", surrogateKey(rv.Info.ID))
 	s.archiver.Serve(w, r, rv.dir, rv.Info.Name, commit, format)
 }
 
 // pushed is the forge's push listener: the ref selector and the explore
 // lists change. Fragments keyed by commit stay valid.
 func (s *server) pushed(ctx context.Context, ev forge.PushEvent) {
+	if ev.Dropped {
+		s.purger.purge(ev.RepoID, "commits dropped by a push")
+	}
 	key := strings.ToLower(ev.Repo)
 	s.refs.Remove(key)
 	if err := s.cache.Invalidate(ctx, "refs:"+key, "explore"); err != nil {

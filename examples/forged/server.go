@@ -64,13 +64,14 @@ type config struct {
 	gitTimeout     time.Duration
 	slowThreshold  time.Duration
 	webhookPrivate bool
+	purge          []string
 }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	c := &config{}
 	fs := flag.NewFlagSet("forged", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var memcached, baseURL, proxies string
+	var memcached, baseURL, proxies, purge string
 	fs.StringVar(&c.addr, "addr", defaultAddr, "listen `address`; loopback unless you say otherwise")
 	fs.StringVar(&c.data, "data", "./forge-data", "data `directory` (repositories, databases, caches, secret key)")
 	fs.StringVar(&c.db, "db", "", "`DSN` of a PostgreSQL database for metadata and view counts, postgres://... (default: SQLite files in the data directory)")
@@ -85,6 +86,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.pageTimeout, "page-timeout", defaultPageTimeout, "time limit of a web page")
 	fs.DurationVar(&c.gitTimeout, "git-timeout", defaultGitTimeout, "time limit of a git request (clone, fetch, push)")
 	fs.DurationVar(&c.slowThreshold, "slow", defaultSlowThreshold, "requests still running after this are reported with their stacks")
+	fs.StringVar(&purge, "purge", "", "front cache `URLs` (http://varnish:6081/,...) told to drop a repository's pages when it stops being public or a force-push drops commits")
 	fs.BoolVar(&c.webhookPrivate, "webhook-private", false, "let webhooks reach loopback and private addresses (refused by default: repository admins could reach internal services)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage:
@@ -142,6 +144,15 @@ Flags of serve:
 		u.Path = strings.TrimSuffix(u.Path, "/")
 		c.baseURL = u
 	}
+	if purge != "" {
+		for _, u := range strings.Split(purge, ",") {
+			pu, err := url.Parse(strings.TrimSpace(u))
+			if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+				return nil, fmt.Errorf("-purge: %q is not an http(s) URL", u)
+			}
+			c.purge = append(c.purge, pu.String())
+		}
+	}
 	if proxies != "" && proxies != "none" {
 		for _, p := range strings.Split(proxies, ",") {
 			p = strings.TrimSpace(p)
@@ -185,6 +196,7 @@ type server struct {
 	mc          *memcache.Client
 	mcGetter    *viewcache.Getter // the cache's lookups, on mc's servers
 	archiver    *forge.Archiver
+	purger      *purger
 	lastCommits *forge.LastCommitCache
 	maint       *forge.Maintainer
 	hooks       *forge.Deliverer
@@ -282,6 +294,7 @@ func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server
 		return nil, err
 	}
 	s.archiver.SendFile = sendFile
+	s.purger = &purger{urls: cfg.purge, log: logger, client: &http.Client{Timeout: 5 * time.Second}}
 	// Last commits outlive the process: files shared by the instances of
 	// the data directory (a result never changes).
 	s.lastCommits = &forge.LastCommitCache{Dir: filepath.Join(cfg.data, "cache", "lastcommits"), Logger: logger,
@@ -371,6 +384,9 @@ func newInstanceID() string {
 
 // Close stops the background work and closes the databases.
 func (s *server) Close() error {
+	if s.purger != nil {
+		s.purger.wait()
+	}
 	if s.maint != nil {
 		s.maint.Close()
 	}

@@ -76,6 +76,9 @@ func (s *server) repoSettingsPost(w http.ResponseWriter, r *http.Request) {
 			s.refs.Remove(rv.key)
 		}
 		err = m.UpdateRepoInfo(ctx, &info)
+		if err == nil && info.Private && !rv.Info.Private {
+			s.purger.purge(info.ID, "made private")
+		}
 	case "collab":
 		err = m.SetCollaborator(ctx, id, strings.TrimSpace(r.PostFormValue("user")), forge.Level(r.PostFormValue("level")))
 		if err != nil {
@@ -109,6 +112,7 @@ func (s *server) repoSettingsPost(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if err = s.forge.DeleteRepo(ctx, rv.Info.Owner, rv.Info.Name); err == nil {
+			s.purger.purge(rv.Info.ID, "deleted")
 			s.cache.Invalidate(ctx, "repo:"+rv.key, "refs:"+rv.key, "explore")
 			redirect(w, r, "/"+rv.Info.Owner)
 			return
