@@ -133,6 +133,33 @@ func (f *Forge) DeleteRepo(ctx context.Context, owner, name string) error {
 	return f.Meta.DeleteRepoInfo(ctx, info.ID)
 }
 
+// RenameRepo gives owner/name a new name under the same owner, on disk
+// and in the metadata; if either step fails, the old name remains. The
+// old name is free at once: nothing redirects from it, so that a
+// repository made under it later is not shadowed. A push running during
+// the rename finishes in the renamed directory.
+func (f *Forge) RenameRepo(ctx context.Context, owner, name, newName string) (*RepoInfo, error) {
+	info, err := f.Meta.RepoInfo(ctx, owner, name)
+	if err != nil {
+		return nil, err
+	}
+	if newName == info.Name {
+		return info, nil
+	}
+	if _, err := f.Store.Rename(ctx, info.Owner, info.Name, info.Owner, newName); err != nil {
+		return nil, err
+	}
+	if err := f.Meta.RenameRepoInfo(ctx, info.ID, newName); err != nil {
+		// Without context: the request that failed may be why.
+		if _, berr := f.Store.Rename(context.WithoutCancel(ctx), info.Owner, newName, info.Owner, info.Name); berr != nil {
+			f.logger().Error("forge: renaming back after a failed rename", "repo", info.Owner+"/"+info.Name, "err", berr)
+		}
+		return nil, err
+	}
+	info.Name = newName
+	return info, nil
+}
+
 // SetPassword changes user's password and forgets the logins remembered
 // for git clients, so that the old password stops working at once.
 func (f *Forge) SetPassword(ctx context.Context, user, password string) error {

@@ -107,6 +107,62 @@ func TestCreateAndDeleteRepo(t *testing.T) {
 	assert.ErrorIs(t, w.f.DeleteRepo(ctx, "stranger", "tools"), forge.ErrNotFound)
 }
 
+func TestRenameRepo(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	info, err := w.f.CreateRepo(ctx, "stranger", "tools", false, "handy")
+	require.NoError(t, err)
+	_, err = w.f.CreateRepo(ctx, "stranger", "other", false, "")
+	require.NoError(t, err)
+	// Metadata without files: the files move, the metadata refuses, and
+	// the files come back.
+	_, err = w.f.Meta.CreateRepoInfo(ctx, forge.RepoInfo{Owner: "stranger", Name: "ghost"})
+	require.NoError(t, err)
+
+	got, err := w.f.RenameRepo(ctx, "stranger", "TOOLS", "kit")
+	require.NoError(t, err)
+	assert.Equal(t, "kit", got.Name)
+	assert.Equal(t, info.ID, got.ID)
+	_, err = w.f.Meta.RepoInfo(ctx, "stranger", "tools")
+	assert.ErrorIs(t, err, forge.ErrNotFound, "the old name is free")
+	_, err = w.f.Store.Get("stranger", "tools")
+	assert.ErrorIs(t, err, forge.ErrNotFound)
+	moved, err := w.f.Meta.RepoInfo(ctx, "stranger", "kit")
+	require.NoError(t, err)
+	assert.Equal(t, "handy", moved.Description)
+	pats, _ := w.f.Meta.ProtectedBranches(ctx, moved.ID)
+	assert.Equal(t, []string{"main"}, pats, "settings follow the repository")
+	_, err = w.f.Store.Get("stranger", "kit")
+	require.NoError(t, err)
+
+	for _, tc := range []struct {
+		name, to string
+		want     error
+	}{
+		{"taken", "other", forge.ErrExists},
+		{"taken in another case", "OTHER", forge.ErrExists},
+		{"taken in the metadata only", "ghost", forge.ErrExists},
+		{"invalid", "../x", forge.ErrInvalidName},
+	} {
+		_, err := w.f.RenameRepo(ctx, "stranger", "kit", tc.to)
+		assert.ErrorIs(t, err, tc.want, tc.name)
+		_, err = w.f.Store.Get("stranger", "kit")
+		assert.NoError(t, err, "%s: the files stay", tc.name)
+		_, err = w.f.Meta.RepoInfo(ctx, "stranger", "kit")
+		assert.NoError(t, err, "%s: the metadata stays", tc.name)
+	}
+	_, err = w.f.RenameRepo(ctx, "stranger", "nothing", "x")
+	assert.ErrorIs(t, err, forge.ErrNotFound)
+
+	got, err = w.f.RenameRepo(ctx, "stranger", "kit", "Kit")
+	require.NoError(t, err, "a change of case")
+	r, err := w.f.Store.Get("stranger", "kit")
+	require.NoError(t, err)
+	assert.Equal(t, "Kit", r.Name)
+	assert.Equal(t, "Kit", got.Name)
+}
+
 func TestSetPasswordForgetsRememberedLogins(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)

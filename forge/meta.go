@@ -501,6 +501,26 @@ func (m *Meta) DeleteRepoInfo(ctx context.Context, repoID int64) error {
 	return nil
 }
 
+// RenameRepoInfo records the repository's new name (its owner stays);
+// see Forge.RenameRepo, which moves the files with it. It returns
+// ErrExists if the owner has another repository of that name.
+func (m *Meta) RenameRepoInfo(ctx context.Context, repoID int64, name string) error {
+	res, err := m.exec(ctx, `UPDATE repos SET name = ?, full_lower = lower(owner) || '/' || ?
+		WHERE id = ? AND NOT EXISTS (SELECT 1 FROM repos o WHERE o.full_lower = lower(repos.owner) || '/' || ? AND o.id <> ?)`,
+		name, strings.ToLower(name), repoID, strings.ToLower(name), repoID)
+	if err != nil {
+		return fmt.Errorf("forge: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		var one int
+		if err := m.queryRow(ctx, `SELECT 1 FROM repos WHERE id = ?`, repoID).Scan(&one); err != nil {
+			return ErrNotFound
+		}
+		return fmt.Errorf("%w: %s", ErrExists, name)
+	}
+	return nil
+}
+
 // SetDefaultBranch records the repository's default branch (the branch
 // HEAD names; see Forge.SetDefaultBranch, which changes both).
 func (m *Meta) SetDefaultBranch(ctx context.Context, repoID int64, branch string) error {

@@ -38,6 +38,7 @@ func TestOnPostgres(t *testing.T) {
 		{"TestWebhookGivesUp", TestWebhookGivesUp},
 		{"TestListingsAndSettings", TestListingsAndSettings},
 		{"TestCreateAndDeleteRepo", TestCreateAndDeleteRepo},
+		{"TestRenameRepo", TestRenameRepo},
 		{"TestSetPasswordForgetsRememberedLogins", TestSetPasswordForgetsRememberedLogins},
 		{"TestStampChangesWithThePassword", TestStampChangesWithThePassword},
 	} {

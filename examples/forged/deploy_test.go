@@ -269,6 +269,20 @@ func TestVarnishFront(t *testing.T) {
 	require.Equal(t, http.StatusSeeOther, r.code, r.body)
 	waitFor(t, "the purge of "+raw, 10*time.Second, func() bool { return get(raw, "").StatusCode == http.StatusNotFound })
 
+	// And when it is renamed: a repository made under the old name later
+	// must not show its pages.
+	f.mustCLI("", "repo", "create", "alice/moving")
+	moving := f.pushSample("alice/moving", "alice", tok)
+	movingHead := strings.TrimSpace(testenv.Run(t, moving, "rev-parse", "HEAD"))
+	raw = "/alice/moving/raw/" + movingHead + "/src/main.go"
+	get(raw, "")
+	require.Equal(t, "HIT", get(raw, "").Header.Get("X-Cache"))
+	alice.get("/alice/moving/settings")
+	r = alice.post("/alice/moving/settings", url.Values{"action": {"rename"}, "name": {"moved"}})
+	require.Equal(t, http.StatusSeeOther, r.code, r.body)
+	waitFor(t, "the purge of "+raw, 10*time.Second, func() bool { return get(raw, "").StatusCode == http.StatusNotFound })
+	assert.Equal(t, http.StatusOK, get("/alice/moved/raw/"+movingHead+"/src/main.go", "").StatusCode)
+
 	// Only forged's addresses may purge, and only a repository's key.
 	purge := func(from, key string) int {
 		tr := &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}).DialContext}

@@ -42,7 +42,7 @@ func (s *server) repoSettingsPage(w http.ResponseWriter, r *http.Request, sess *
 }
 
 // repoSettingsPost applies one settings form. Changes that alter what
-// pages show (visibility, description, default branch, deletion)
+// pages show (visibility, description, default branch, name, deletion)
 // invalidate the repository's fragments and the explore lists.
 func (s *server) repoSettingsPost(w http.ResponseWriter, r *http.Request) {
 	r, _, ok := s.post(w, r)
@@ -106,6 +106,27 @@ func (s *server) repoSettingsPost(w http.ResponseWriter, r *http.Request) {
 	case "unhook":
 		hid, _ := strconv.ParseInt(r.PostFormValue("id"), 10, 64)
 		err = m.DeleteWebhook(ctx, id, hid)
+	case "rename":
+		name := strings.TrimSpace(r.PostFormValue("name"))
+		info, err := s.forge.RenameRepo(ctx, rv.Info.Owner, rv.Info.Name, name)
+		switch {
+		case errors.Is(err, forge.ErrInvalidName):
+			bad(strconv.Quote(name) + " is not a valid name.")
+			return
+		case errors.Is(err, forge.ErrExists):
+			bad(rv.Info.Owner + " already has a repository named " + strconv.Quote(name) + ".")
+			return
+		case err != nil:
+			s.fail(w, r, err)
+			return
+		}
+		// The old name's pages go everywhere: a repository made under it
+		// later must not show this one's.
+		s.purger.purge(id, "renamed")
+		s.forget(rv)
+		s.cache.Invalidate(ctx, "repo:"+rv.key, "refs:"+rv.key, "explore")
+		redirect(w, r, "/"+info.Owner+"/"+info.Name+"/settings")
+		return
 	case "delete":
 		if r.PostFormValue("confirm") != rv.Info.Name {
 			bad("Type the repository's name to confirm.")
@@ -113,6 +134,7 @@ func (s *server) repoSettingsPost(w http.ResponseWriter, r *http.Request) {
 		}
 		if err = s.forge.DeleteRepo(ctx, rv.Info.Owner, rv.Info.Name); err == nil {
 			s.purger.purge(rv.Info.ID, "deleted")
+			s.forget(rv)
 			s.cache.Invalidate(ctx, "repo:"+rv.key, "refs:"+rv.key, "explore")
 			redirect(w, r, "/"+rv.Info.Owner)
 			return
@@ -127,4 +149,11 @@ func (s *server) repoSettingsPost(w http.ResponseWriter, r *http.Request) {
 	}
 	s.cache.Invalidate(ctx, "repo:"+rv.key, "refs:"+rv.key, "explore")
 	redirect(w, r, rv.Base+"/settings")
+}
+
+// forget drops what this instance keeps of a repository under its
+// current name, once the name no longer means it.
+func (s *server) forget(rv *repoView) {
+	s.refs.Remove(rv.key)
+	s.browsers.Remove(rv.dir)
 }

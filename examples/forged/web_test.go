@@ -269,11 +269,22 @@ func TestAccessMatrix(t *testing.T) {
 	assert.Contains(t, alice.get("/alice/pub/settings").body, "release/*")
 	r = alice.post("/alice/pub/settings", url.Values{"action": {"hook"}, "url": {"javascript:alert(1)"}, "secret": {"s"}})
 	assert.Equal(t, http.StatusUnprocessableEntity, r.code)
-	r = alice.post("/alice/pub/settings", url.Values{"action": {"delete"}, "confirm": {"wrong"}})
+	for _, tc := range []struct{ name, to string }{{"invalid", "../x"}, {"taken", "PRIV"}, {"reserved suffix", "x.git"}} {
+		r = alice.post("/alice/pub/settings", url.Values{"action": {"rename"}, "name": {tc.to}})
+		assert.Equal(t, http.StatusUnprocessableEntity, r.code, tc.name)
+	}
+	r = alice.post("/alice/pub/settings", url.Values{"action": {"rename"}, "name": {"renamed"}})
+	require.Equal(t, http.StatusSeeOther, r.code, r.body)
+	assert.Equal(t, "/alice/renamed/settings", r.h.Get("Location"))
+	assert.Equal(t, http.StatusNotFound, alice.get("/alice/pub").code, "the old name is free")
+	assert.Contains(t, alice.get("/alice/renamed").body, "now private")
+	assert.Equal(t, http.StatusOK, clients["carol"].get("/alice/renamed").code, "collaborators follow")
+	assert.Contains(t, testenv.Run(t, "", "ls-remote", f.gitURL("alice/renamed", "alice", tok)), "refs/heads/main")
+	r = alice.post("/alice/renamed/settings", url.Values{"action": {"delete"}, "confirm": {"wrong"}})
 	assert.Equal(t, http.StatusUnprocessableEntity, r.code)
-	r = alice.post("/alice/pub/settings", url.Values{"action": {"delete"}, "confirm": {"pub"}})
+	r = alice.post("/alice/renamed/settings", url.Values{"action": {"delete"}, "confirm": {"renamed"}})
 	assert.Equal(t, http.StatusSeeOther, r.code)
-	assert.Equal(t, http.StatusNotFound, alice.get("/alice/pub").code)
+	assert.Equal(t, http.StatusNotFound, alice.get("/alice/renamed").code)
 }
 
 func privHead(t *testing.T, f *testForge, tok string) string {
