@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/forgekit/forgekit/gitproto"
+	"github.com/forgekit/forgekit/gitproto/gogit"
 	"github.com/forgekit/forgekit/internal/testenv"
 )
 
@@ -60,7 +61,7 @@ func benchServer(mode, root string) error {
 	case "git", "gogit", "git+cache":
 		gh := &gitproto.Handler{Resolver: gitproto.DirResolver{Root: root}}
 		if mode == "gogit" {
-			gh.Engine = &gitproto.GoGitEngine{}
+			gh.Engine = &gogit.Engine{}
 		}
 		if mode == "git+cache" {
 			pc, err := gitproto.NewPackCache(filepath.Join(os.TempDir(), fmt.Sprintf("gitproto-bench-packs-%d", os.Getpid())), 0)

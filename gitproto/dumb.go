@@ -2,6 +2,7 @@ package gitproto
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -9,9 +10,6 @@ import (
 	"sort"
 	"strings"
 	"time"
-
-	"github.com/go-git/go-git/v5"
-	"github.com/go-git/go-git/v5/plumbing"
 )
 
 // serveDumb serves one file of the dumb HTTP protocol, with the cache
@@ -21,7 +19,13 @@ func (h *Handler) serveDumb(rw *responseWriter, r *http.Request, dir, file strin
 	w := rw.w
 	switch file {
 	case "info/refs":
-		b, err := dumbInfoRefs(dir)
+		ir, ok := h.engine.(interface {
+			InfoRefs(ctx context.Context, dir string) ([]byte, error)
+		})
+		if !ok {
+			return fmt.Errorf("%w: dumb info/refs", ErrUnsupported)
+		}
+		b, err := ir.InfoRefs(r.Context(), dir)
 		if err != nil {
 			return err
 		}
@@ -70,42 +74,6 @@ func serveBytes(rw *responseWriter, r *http.Request, ctype string, b []byte) err
 	rw.n += int64(len(b))
 	http.ServeContent(rw.w, r, "", time.Time{}, bytes.NewReader(b))
 	return nil
-}
-
-// dumbInfoRefs lists the refs as git update-server-info would, with
-// annotated tags followed by their peeled value.
-func dumbInfoRefs(dir string) ([]byte, error) {
-	repo, err := git.PlainOpen(dir)
-	if err != nil {
-		return nil, fmt.Errorf("gitproto: dumb info/refs: %w", err)
-	}
-	iter, err := repo.References()
-	if err != nil {
-		return nil, fmt.Errorf("gitproto: dumb info/refs: %w", err)
-	}
-	var refs []*plumbing.Reference
-	iter.ForEach(func(ref *plumbing.Reference) error {
-		if ref.Type() == plumbing.HashReference && strings.HasPrefix(ref.Name().String(), "refs/") {
-			refs = append(refs, ref)
-		}
-		return nil
-	})
-	sort.Slice(refs, func(i, j int) bool { return refs[i].Name() < refs[j].Name() })
-	var b bytes.Buffer
-	for _, ref := range refs {
-		fmt.Fprintf(&b, "%s\t%s\n", ref.Hash(), ref.Name())
-		if tag, err := repo.TagObject(ref.Hash()); err == nil {
-			for tag.TargetType == plumbing.TagObject {
-				if tag, err = repo.TagObject(tag.Target); err != nil {
-					break
-				}
-			}
-			if tag != nil {
-				fmt.Fprintf(&b, "%s\t%s^{}\n", tag.Target, ref.Name())
-			}
-		}
-	}
-	return b.Bytes(), nil
 }
 
 func dumbPacks(dir string) []byte {

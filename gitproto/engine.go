@@ -34,6 +34,21 @@ const (
 // that an error it returns before its first write can still become an HTTP
 // status. Run must return once ctx is done, having stopped all work it
 // started.
+//
+// Handler also looks for two optional methods, with a type assertion:
+//
+//	MaxVersion() int
+//
+// reports the highest protocol version the engine speaks; Handler
+// answers requests for newer versions in that one, as git clients
+// accept. An engine without it speaks versions 0, 1 and 2.
+//
+//	InfoRefs(ctx context.Context, dir string) ([]byte, error)
+//
+// returns the refs of the dumb protocol's info/refs file, as git
+// update-server-info writes it; an engine without it cannot serve
+// Handler.Dumb's info/refs (ErrUnsupported). GitEngine has InfoRefs and
+// no MaxVersion.
 type Engine interface {
 	Run(ctx context.Context, inv *Invocation) error
 }
@@ -48,6 +63,13 @@ type Invocation struct {
 	AdvertiseRefs bool   // serve info/refs rather than a POST
 	Stdin         io.Reader
 	Stdout        io.Writer
+
+	// Shallow and Filter say, for an upload-pack request (not an
+	// advertisement), whether the validated request asks for a shallow
+	// fetch (shallow, deepen, deepen-since, deepen-not) or a partial
+	// one (filter), so that an engine can refuse what it does not
+	// support without parsing the request again.
+	Shallow, Filter bool
 
 	// MaxInputSize, if positive, is the most a receive-pack may read.
 	MaxInputSize int64
@@ -252,6 +274,38 @@ func (e *GitEngine) Run(ctx context.Context, inv *Invocation) error {
 		return ee
 	}
 	return nil
+}
+
+// InfoRefs lists dir's refs for the dumb protocol, as git
+// update-server-info would: "<id>\t<ref>\n" in ref order, each annotated
+// tag followed by the object it finally points to, named "<ref>^{}".
+func (e *GitEngine) InfoRefs(ctx context.Context, dir string) ([]byte, error) {
+	git, err := e.path()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, git, "show-ref", "--dereference")
+	cmd.Dir = dir
+	cmd.Env = cleanEnv(os.Environ(), append([]string{"GIT_DIR=" + dir}, e.Env...))
+	out, err := cmd.Output()
+	if xe, ok := err.(*exec.ExitError); ok && xe.ExitCode() == 1 && len(out) == 0 {
+		return nil, nil // no refs
+	}
+	if err != nil {
+		return nil, fmt.Errorf("gitproto: show-ref: %w", err)
+	}
+	// show-ref separates with a space; info/refs with a tab.
+	for i := 0; i < len(out); {
+		if sp := bytes.IndexByte(out[i:], ' '); sp >= 0 {
+			out[i+sp] = '\t'
+		}
+		nl := bytes.IndexByte(out[i:], '\n')
+		if nl < 0 {
+			break
+		}
+		i += nl + 1
+	}
+	return out, nil
 }
 
 // cleanEnv returns base without any GIT_* variable (a server started from

@@ -24,6 +24,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/forgekit/forgekit/gitproto"
+	"github.com/forgekit/forgekit/gitproto/gogit"
 	"github.com/forgekit/forgekit/internal/testenv"
 )
 
@@ -326,6 +327,19 @@ func TestDumbHTTP(t *testing.T) {
 	resp := get("info/refs")
 	assert.Equal(t, 200, resp.StatusCode)
 	assert.Contains(t, resp.Header.Get("Cache-Control"), "no-cache")
+	// info/refs is what git update-server-info writes, tags of tags
+	// peeled to the end.
+	repo := filepath.Join(f.root, "alice", "proj.git")
+	f.mustGit(repo, "-c", "user.name=T", "-c", "user.email=t@example.com", "tag", "-a", "-m", "outer", "outer", "v1.0")
+	f.mustGit(repo, "update-server-info")
+	want, err := os.ReadFile(filepath.Join(repo, "info", "refs"))
+	require.NoError(t, err)
+	assert.Contains(t, string(want), "refs/tags/outer^{}")
+	res, err := http.Get(f.srv.URL + "/alice/proj.git/info/refs")
+	require.NoError(t, err)
+	got, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	assert.Equal(t, string(want), string(got))
 	packs, _ := filepath.Glob(filepath.Join(f.root, "alice", "proj.git", "objects", "pack", "*.pack"))
 	require.NotEmpty(t, packs)
 	resp = get("objects/pack/" + filepath.Base(packs[0]))
@@ -411,7 +425,7 @@ func TestGoGitClient(t *testing.T) {
 
 func TestGoGitEngineUnsupported(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, testenv.RepoOptions{Commits: 5}, func(h *gitproto.Handler) { h.Engine = &gitproto.GoGitEngine{} })
+	f := newFixture(t, testenv.RepoOptions{Commits: 5}, func(h *gitproto.Handler) { h.Engine = &gogit.Engine{} })
 	_, err := f.git("", "clone", "-q", "--depth", "1", f.url("", "alice/proj.git"), filepath.Join(f.work, "shallow"))
 	require.Error(t, err)
 	// The engine does not advertise shallow, so git refuses on its side;
@@ -539,7 +553,7 @@ func TestWriteTimeoutStalledClient(t *testing.T) {
 func TestGoGitEngineFunnyRefnames(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, testenv.RepoOptions{Commits: 2}, func(h *gitproto.Handler) {
-		h.Engine = &gitproto.GoGitEngine{}
+		h.Engine = &gogit.Engine{}
 		h.PreReceive = nil
 	})
 	head := f.serverRef("alice/proj.git", "main")

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/forgekit/forgekit/gitproto"
+	"github.com/forgekit/forgekit/gitproto/gogit"
 	"github.com/forgekit/forgekit/internal/testenv"
 )
 
@@ -161,8 +162,8 @@ func TestCloneFetchPush(t *testing.T) {
 		{name: "git/v0", version: "0"},
 		{name: "git/v1", version: "1"},
 		{name: "git/v2", version: "2"},
-		{name: "gogit/v0", version: "0", engine: &gitproto.GoGitEngine{}},
-		{name: "gogit/v2", version: "2", engine: &gitproto.GoGitEngine{}},
+		{name: "gogit/v0", version: "0", engine: &gogit.Engine{}},
+		{name: "gogit/v2", version: "2", engine: &gogit.Engine{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -208,7 +209,7 @@ func TestPushPolicy(t *testing.T) {
 		engine gitproto.Engine
 	}{
 		{name: "git"},
-		{name: "gogit", engine: &gitproto.GoGitEngine{}},
+		{name: "gogit", engine: &gogit.Engine{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -349,7 +350,7 @@ func TestConcurrentPushesCompareAndSwap(t *testing.T) {
 		engine gitproto.Engine
 	}{
 		{name: "git"},
-		{name: "gogit", engine: &gitproto.GoGitEngine{}},
+		{name: "gogit", engine: &gogit.Engine{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

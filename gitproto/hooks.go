@@ -46,8 +46,12 @@ type Push struct {
 	// GIT_QUARANTINE_PATH).
 	Env []string
 
+	// Ancestor, if set, answers IsAncestor. Engines that do not run git
+	// (see package gitproto/gogit) set it; if nil, IsAncestor runs git
+	// merge-base in Dir with Env.
+	Ancestor func(ctx context.Context, a, b string) (bool, error)
+
 	rejected map[string]string
-	ancestor func(ctx context.Context, a, b string) (bool, error)
 }
 
 // Reject refuses the update of ref with a reason the pushing user sees.
@@ -72,8 +76,8 @@ func (p *Push) Rejected(ref string) (reason string, ok bool) {
 // commit b, seeing the pushed objects. A hook uses it to tell a
 // fast-forward (IsAncestor(ctx, u.Old, u.New)) from a force-push.
 func (p *Push) IsAncestor(ctx context.Context, a, b string) (bool, error) {
-	if p.ancestor != nil {
-		return p.ancestor(ctx, a, b)
+	if p.Ancestor != nil {
+		return p.Ancestor(ctx, a, b)
 	}
 	git, err := exec.LookPath("git")
 	if err != nil {

@@ -155,6 +155,31 @@ func TestBadRequests(t *testing.T) {
 	testenv.Run(t, filepath.Join(f.root, "alice", "proj.git"), "fsck", "--no-progress")
 }
 
+// TestLimitRule: every limit of Handler reads zero as its default and a
+// negative value as none.
+func TestLimitRule(t *testing.T) {
+	t.Parallel()
+	body := append([]byte("zzzz"), bytes.Repeat([]byte("0"), gitproto.DefaultMaxRequestBytes+1<<20)...)
+	for _, tc := range []struct {
+		name  string
+		limit int64
+		want  int
+	}{
+		{"zero is the default", 0, http.StatusRequestEntityTooLarge},
+		{"negative is none", -1, http.StatusBadRequest}, // read whole, then found malformed
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, testenv.RepoOptions{}, func(h *gitproto.Handler) { h.MaxRequestBytes = tc.limit })
+			// Chunked: no Content-Length to refuse early.
+			res, err := http.Post(f.srv.URL+"/alice/proj.git/git-upload-pack", "application/x-git-upload-pack-request", io.MultiReader(bytes.NewReader(body)))
+			require.NoError(t, err)
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			assert.Equal(t, tc.want, res.StatusCode)
+		})
+	}
+}
+
 func TestPushOverLimit(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, testenv.RepoOptions{}, func(h *gitproto.Handler) { h.MaxPushBytes = 64 << 10 })

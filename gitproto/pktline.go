@@ -130,13 +130,3 @@ func appendPkt(dst []byte, payload string) []byte {
 	dst = append(dst, hexDigits[n>>12&0xf], hexDigits[n>>8&0xf], hexDigits[n>>4&0xf], hexDigits[n&0xf])
 	return append(dst, payload...)
 }
-
-// writePkt writes payload as one data packet; payloads longer than a packet
-// allows are truncated, which only ever affects error text.
-func writePkt(w io.Writer, payload string) error {
-	if len(payload) > maxPktPayload {
-		payload = payload[:maxPktPayload]
-	}
-	_, err := w.Write(appendPkt(nil, payload))
-	return err
-}

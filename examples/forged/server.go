@@ -28,6 +28,7 @@ import (
 	"github.com/forgekit/forgekit/counting"
 	"github.com/forgekit/forgekit/forge"
 	"github.com/forgekit/forgekit/gitproto"
+	"github.com/forgekit/forgekit/gitproto/gogit"
 	"github.com/forgekit/forgekit/slowlog"
 	"github.com/forgekit/forgekit/timebox"
 	"github.com/forgekit/forgekit/viewcache"
@@ -314,7 +315,7 @@ func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server
 		}
 	}
 	if engine == "gogit" {
-		s.git.Engine = &gitproto.GoGitEngine{}
+		s.git.Engine = &gogit.Engine{}
 	}
 	if cfg.packCache {
 		if s.git.PackCache, err = gitproto.NewPackCache(filepath.Join(cfg.data, "cache", "packs", s.instance), 0); err != nil {
