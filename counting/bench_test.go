@@ -17,13 +17,14 @@ import (
 	"time"
 
 	"github.com/forgekit/forgekit/counting"
+	"github.com/forgekit/forgekit/counting/sqlite"
 	"github.com/forgekit/forgekit/internal/testenv"
 )
 
 // BenchmarkCount: Count from all cores on 1000 ids. Target: ≥ 20 M
 // counts/s on 2 cores and 0 allocs.
 func BenchmarkCount(b *testing.B) {
-	st, err := counting.OpenSQLite(filepath.Join(b.TempDir(), "v.db"))
+	st, err := sqlite.Open(filepath.Join(b.TempDir(), "v.db"))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -56,7 +57,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 	ctx := context.Background()
 	var oursRate, naiveRate float64
 	for b.Loop() {
-		st, err := counting.OpenSQLite(filepath.Join(dir, fmt.Sprint("ours", time.Now().UnixNano(), ".db")))
+		st, err := sqlite.Open(filepath.Join(dir, fmt.Sprint("ours", time.Now().UnixNano(), ".db")))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -153,7 +154,7 @@ func BenchmarkTwoWriters(b *testing.B) {
 	for b.Loop() {
 		dir := b.TempDir()
 		ours := filepath.Join(dir, "ours.db")
-		st, err := counting.OpenSQLite(ours)
+		st, err := sqlite.Open(ours)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -163,7 +164,7 @@ func BenchmarkTwoWriters(b *testing.B) {
 		oursRate += 2 * perID * ids / d.Seconds()
 
 		naive := filepath.Join(dir, "naive.db")
-		st, _ = counting.OpenSQLite(naive) // same schema
+		st, _ = sqlite.Open(naive) // same schema
 		st.Close()
 		const naiveHits = 3000
 		d, failed := run(fmt.Sprintf("naive,%s,%d,%d", naive, ids, naiveHits))
@@ -205,7 +206,7 @@ func BenchmarkMostViewed(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	st, err := counting.OpenSQLite(path)
+	st, err := sqlite.Open(path)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -259,7 +260,7 @@ func BenchmarkMostViewed(b *testing.B) {
 // rows from rolled to to, daily rows over [from, to), 1 + 100000/(i+1)
 // views of video/i per hour.
 func loadViews(path string, ids int, from, to, rolled time.Time) error {
-	st, err := counting.OpenSQLite(path + ".tmp") // the schema
+	st, err := sqlite.Open(path + ".tmp") // the schema
 	if err != nil {
 		return err
 	}
@@ -310,7 +311,7 @@ func BenchmarkThreeInstances(b *testing.B) {
 			case "sqlite":
 				path := filepath.Join(b.TempDir(), "v.db")
 				open = func() counting.Store {
-					st, err := counting.OpenSQLite(path)
+					st, err := sqlite.Open(path)
 					if err != nil {
 						b.Fatal(err)
 					}
@@ -391,7 +392,7 @@ func BenchmarkThreeInstances(b *testing.B) {
 // BenchmarkTotalManyIDs: Total of one id (what a page showing its view
 // count asks on every view) while the counter knows 100,000 ids.
 func BenchmarkTotalManyIDs(b *testing.B) {
-	st, err := counting.OpenSQLite(filepath.Join(b.TempDir(), "v.db"))
+	st, err := sqlite.Open(filepath.Join(b.TempDir(), "v.db"))
 	if err != nil {
 		b.Fatal(err)
 	}

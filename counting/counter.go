@@ -23,7 +23,6 @@ package counting
 import (
 	"context"
 	"errors"
-	"expvar"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -356,11 +355,6 @@ func (c *Counter) Stats() Stats {
 	}
 	s.Pending = s.Counted - s.Flushed - s.Dropped
 	return s
-}
-
-// Var returns the counters as an expvar.Var, for expvar.Publish.
-func (c *Counter) Var() expvar.Var {
-	return expvar.Func(func() any { return c.Stats() })
 }
 
 // unflushed returns this process's counts not yet in the store, by id,

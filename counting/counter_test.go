@@ -19,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/forgekit/forgekit/counting"
+	"github.com/forgekit/forgekit/counting/sqlite"
 )
 
 const childEnv = "COUNTING_TEST_CHILD"
@@ -40,7 +41,7 @@ func child(spec string) int {
 	}
 	ids, _ := strconv.Atoi(f[1])
 	per, _ := strconv.Atoi(f[2])
-	st, err := counting.OpenSQLite(f[0])
+	st, err := sqlite.Open(f[0])
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -81,7 +82,7 @@ func open(t *testing.T) (testStore, string) {
 		return openPostgres(t), ""
 	}
 	path := filepath.Join(t.TempDir(), "views.db")
-	st, err := counting.OpenSQLite(path)
+	st, err := sqlite.Open(path)
 	require.NoError(t, err)
 	t.Cleanup(func() { st.Close() })
 	return st, path
@@ -268,7 +269,7 @@ func TestLockedDatabaseWaits(t *testing.T) {
 	c.Interval = time.Hour
 	defer c.Close()
 	// Another process holds the write lock for a while.
-	other, err := counting.OpenSQLite(path)
+	other, err := sqlite.Open(path)
 	require.NoError(t, err)
 	defer other.Close()
 	hold := make(chan struct{})
@@ -372,7 +373,7 @@ func TestUniqueViewers(t *testing.T) {
 	assert.InDelta(t, 10000, est(c, "clip"), 10000*0.05, "flushed")
 
 	// Another process's viewers merge in; shared ones are not counted twice.
-	st2, err := counting.OpenSQLite(path)
+	st2, err := sqlite.Open(path)
 	require.NoError(t, err)
 	defer st2.Close()
 	c2 := counting.New(st2)

@@ -8,12 +8,13 @@ import (
 	"time"
 
 	"github.com/forgekit/forgekit/counting"
+	"github.com/forgekit/forgekit/counting/sqlite"
 )
 
 func ExampleCounter() {
 	dir, _ := os.MkdirTemp("", "counting")
 	defer os.RemoveAll(dir)
-	st, err := counting.OpenSQLite(filepath.Join(dir, "views.db"))
+	st, err := sqlite.Open(filepath.Join(dir, "views.db"))
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -39,7 +40,7 @@ func ExampleCounter() {
 func ExampleCounter_Uniques() {
 	dir, _ := os.MkdirTemp("", "counting")
 	defer os.RemoveAll(dir)
-	st, _ := counting.OpenSQLite(filepath.Join(dir, "views.db"))
+	st, _ := sqlite.Open(filepath.Join(dir, "views.db"))
 	defer st.Close()
 	c := counting.New(st)
 	c.Unique = true

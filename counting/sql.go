@@ -6,10 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
-
-	"github.com/forgekit/forgekit/internal/sqlutil"
 )
 
 // sqlStore is the storage of counts in a SQL database through
@@ -37,10 +36,18 @@ func (s *sqlStore) close() error {
 func (s *sqlStore) rebind(q string) string { return rebind(s.pg, q) }
 
 func rebind(pg bool, q string) string {
-	if !pg {
+	if !pg || !strings.Contains(q, "?") {
 		return q
 	}
-	return sqlutil.Dollar(q)
+	parts := strings.Split(q, "?")
+	var b strings.Builder
+	b.WriteString(parts[0])
+	for i, p := range parts[1:] {
+		b.WriteByte('$')
+		b.WriteString(strconv.Itoa(i + 1))
+		b.WriteString(p)
+	}
+	return b.String()
 }
 
 // snapshot is a read-only transaction in which every statement sees the

@@ -3,13 +3,8 @@ package counting
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
-	"net/url"
-	"os"
 	"time"
-
-	_ "github.com/mattn/go-sqlite3" // the database/sql driver "sqlite3"
 )
 
 // SQLiteStore keeps counts in a SQLite file: one row per id and bucket
@@ -19,6 +14,11 @@ import (
 // It uses WAL, a busy timeout and one writer connection, so several
 // processes on one machine can share the file. A SQLiteStore is safe for
 // concurrent use.
+//
+// This package imports no SQLite driver, so that programs counting in
+// PostgreSQL build without cgo: package counting/sqlite opens a file
+// with github.com/mattn/go-sqlite3 (sqlite.Open), and NewSQLite takes
+// databases opened with any driver.
 //
 // Top-N queries (MostViewed) do not aggregate the whole window: the
 // window is split into whole days (daily rows) and the buckets of its
@@ -100,39 +100,21 @@ func migrate(db *sql.DB) error {
 	return tx.Commit()
 }
 
-// OpenSQLite opens (creating if needed) the database at path.
-func OpenSQLite(path string) (*SQLiteStore, error) {
-	// Readable by its owner alone (what people viewed is nobody else's
-	// business); SQLite gives its journal files the same mode.
-	if f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600); err == nil {
-		f.Close()
-	} else if !errors.Is(err, os.ErrExist) {
-		return nil, fmt.Errorf("counting: %w", err)
-	}
-	q := url.Values{}
-	q.Set("_journal_mode", "WAL")
-	q.Set("_busy_timeout", fmt.Sprint(DefaultBusyTimeout.Milliseconds()))
-	q.Set("_synchronous", "NORMAL")
-	dsn := "file:" + path + "?" + q.Encode()
-	// The writer takes the write lock at BEGIN: no upgrade deadlocks.
-	w, err := sql.Open("sqlite3", dsn+"&_txlock=immediate")
-	if err != nil {
-		return nil, fmt.Errorf("counting: %w", err)
-	}
-	w.SetMaxOpenConns(1)
+// NewSQLite returns a store in a SQLite database, creating its tables
+// or bringing older ones up to date. w must be a pool of one connection
+// (SetMaxOpenConns(1)) whose transactions take the write lock at BEGIN
+// (BEGIN IMMEDIATE), so that writers of several processes queue instead
+// of deadlocking on a lock upgrade; r reads, ideally read-only, with
+// deferred transactions. Both should use WAL and a busy timeout
+// (DefaultBusyTimeout), which connection strings set per driver: package
+// counting/sqlite opens them for github.com/mattn/go-sqlite3. The store
+// owns w and r: Close closes them.
+func NewSQLite(w, r *sql.DB) (*SQLiteStore, error) {
 	if _, err := w.Exec(schema + uniqueSchema); err != nil {
-		w.Close()
 		return nil, fmt.Errorf("counting: schema: %w", err)
 	}
 	if err := migrate(w); err != nil {
-		w.Close()
 		return nil, fmt.Errorf("counting: migrate: %w", err)
-	}
-	// Readers take a snapshot at their first read (deferred BEGIN).
-	r, err := sql.Open("sqlite3", dsn+"&_txlock=deferred&mode=ro")
-	if err != nil {
-		w.Close()
-		return nil, fmt.Errorf("counting: %w", err)
 	}
 	return &SQLiteStore{sqlStore{w: w, r: r}}, nil
 }

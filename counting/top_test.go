@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/forgekit/forgekit/counting"
+	"github.com/forgekit/forgekit/counting/sqlite"
 )
 
 // model is the brute-force reference: every delta ever added, and the
@@ -146,7 +147,7 @@ func TestMigrateVersion0(t *testing.T) {
 	}
 	require.NoError(t, db.Close())
 
-	st, err := counting.OpenSQLite(path)
+	st, err := sqlite.Open(path)
 	require.NoError(t, err)
 	defer st.Close()
 	ctx := context.Background()
@@ -162,7 +163,7 @@ func TestMigrateVersion0(t *testing.T) {
 	assert.Len(t, series, 3, "one daily row, then the hourly rows")
 	// Opening again does not fold twice.
 	require.NoError(t, st.Close())
-	st2, err := counting.OpenSQLite(path)
+	st2, err := sqlite.Open(path)
 	require.NoError(t, err)
 	defer st2.Close()
 	top, err = st2.Sums(ctx, counting.Query{From: at(0), To: at(4), Limit: 10})

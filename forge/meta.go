@@ -19,8 +19,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/forgekit/forgekit/internal/sqlutil"
-
 	_ "github.com/jackc/pgx/v5/stdlib" // the database/sql driver "pgx"
 	_ "github.com/mattn/go-sqlite3"    // the database/sql driver "sqlite3"
 	"golang.org/x/crypto/argon2"
@@ -118,10 +116,18 @@ func (m *Meta) Close() error { return m.db.Close() }
 // rebind rewrites ? placeholders as $1, $2, ... for PostgreSQL. (No
 // statement of this package has a ? inside a string literal.)
 func (m *Meta) rebind(q string) string {
-	if !m.postgres {
+	if !m.postgres || !strings.Contains(q, "?") {
 		return q
 	}
-	return sqlutil.Dollar(q)
+	parts := strings.Split(q, "?")
+	var b strings.Builder
+	b.WriteString(parts[0])
+	for i, p := range parts[1:] {
+		b.WriteByte('$')
+		b.WriteString(strconv.Itoa(i + 1))
+		b.WriteString(p)
+	}
+	return b.String()
 }
 
 // queryer is what *sql.DB, *sql.Conn and *sql.Tx have in common.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/forgekit/forgekit/counting"
+	"github.com/forgekit/forgekit/counting/sqlite"
 	"github.com/forgekit/forgekit/forge"
 )
 
@@ -39,7 +40,7 @@ func openForge(ctx context.Context, data, db string) (*forge.Forge, error) {
 // DATA/views.db when db is empty.
 func openViews(ctx context.Context, data, db string) (counting.Store, io.Closer, error) {
 	if db == "" {
-		st, err := counting.OpenSQLite(filepath.Join(data, "views.db"))
+		st, err := sqlite.Open(filepath.Join(data, "views.db"))
 		return st, st, err
 	}
 	pg, err := sql.Open("pgx", db)

@@ -14,6 +14,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/forgekit/forgekit/counting"
+	"github.com/forgekit/forgekit/counting/sqlite"
 	"github.com/forgekit/forgekit/forge"
 )
 
@@ -69,7 +70,7 @@ func migrate(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	m.Close()
-	if v, err := counting.OpenSQLite(viewsPath); err != nil {
+	if v, err := sqlite.Open(viewsPath); err != nil {
 		return err
 	} else {
 		v.Close()
