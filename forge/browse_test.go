@@ -141,8 +141,6 @@ func TestLogPath(t *testing.T) {
 
 }
 
-func writeFile(p, s string) error { return os.WriteFile(p, []byte(s), 0o644) }
-
 // TestLastCommitsWithMergesAndCommitGraph checks the last commit of every
 // entry against git on a history with merges, walking the commit
 // objects, a commit-graph file, and a commit-graph that is out of date.

@@ -459,5 +459,6 @@ func (tw *timeoutWriter) detach() {
 	// Wait out a write already past begin; the forced deadlines of stage
 	// 2 make it return.
 	tw.inflight.Lock()
+	//lint:ignore SA2001 waiting for the write that holds it is the point
 	tw.inflight.Unlock()
 }
