@@ -26,16 +26,6 @@ type Principal struct {
 	Scope Scope // "" for a password login (everything the user may do)
 }
 
-var (
-	// ErrForbidden is returned by Can when the principal sees the
-	// repository but may not do the action.
-	ErrForbidden = errors.New("forge: forbidden")
-	// ErrLoginRequired is returned by Can to an anonymous principal that
-	// needs to log in (for a private repository, indistinguishable from a
-	// missing one).
-	ErrLoginRequired = errors.New("forge: login required")
-)
-
 // Can decides whether p may do a on owner/name. Private repositories (and
 // missing ones) are ErrNotFound to anyone who may not read them, or
 // ErrLoginRequired when anonymous, so that nobody learns they exist.

@@ -27,21 +27,22 @@ func newWorld(t *testing.T) *world {
 	st, err := forge.NewStore(root)
 	require.NoError(t, err)
 	m, _ := openMetaAt(t, root)
+	f := &forge.Forge{Meta: m}
 	w := &world{f: &forge.Forge{Store: st, Meta: m}, users: map[string]*forge.User{}}
 	ctx := context.Background()
 	for _, u := range []string{"owner", "reader", "writer", "repoadmin", "stranger", "siteadmin"} {
-		usr, err := m.CreateUser(ctx, u, "", "password-"+u, u == "siteadmin")
+		usr, err := f.CreateUser(ctx, u, "", "password-"+u, u == "siteadmin")
 		require.NoError(t, err)
 		w.users[u] = usr
 	}
 	for _, vis := range []string{"public", "private"} {
-		r, err := m.CreateRepoInfo(ctx, forge.RepoInfo{Owner: "owner", Name: vis, Private: vis == "private"})
+		r, err := m.CreateRepoInfoForTest(ctx, forge.RepoInfo{Owner: "owner", Name: vis, Private: vis == "private"})
 		require.NoError(t, err)
 		_, err = st.Create(ctx, "owner", vis)
 		require.NoError(t, err)
-		require.NoError(t, m.SetCollaborator(ctx, r.ID, "reader", forge.LevelRead))
-		require.NoError(t, m.SetCollaborator(ctx, r.ID, "writer", forge.LevelWrite))
-		require.NoError(t, m.SetCollaborator(ctx, r.ID, "repoadmin", forge.LevelAdmin))
+		require.NoError(t, f.SetCollaborator(ctx, r.ID, "reader", forge.LevelRead))
+		require.NoError(t, f.SetCollaborator(ctx, r.ID, "writer", forge.LevelWrite))
+		require.NoError(t, f.SetCollaborator(ctx, r.ID, "repoadmin", forge.LevelAdmin))
 	}
 	return w
 }
@@ -129,12 +130,12 @@ func TestGitThroughTheForge(t *testing.T) {
 	_, err = testenv.RunErr(t, testenv.Cmd{Args: []string{"clone", "-q", url("", "", "writer/fresh.git"), filepath.Join(t.TempDir(), "c")}})
 	assert.Error(t, err)
 	// A token works as a password.
-	tok, err := w.f.Meta.CreateToken(ctx, "writer", "ci", forge.ScopeRead, 0)
+	tok, err := w.f.CreateToken(ctx, "writer", "ci", forge.ScopeRead, 0)
 	require.NoError(t, err)
 	testenv.Run(t, "", "clone", "-q", url("x", tok, "writer/fresh.git"), filepath.Join(t.TempDir(), "c2"))
 
 	// Protected branch: no force-push.
-	require.NoError(t, w.f.Meta.ProtectBranch(ctx, info.ID, "main"))
+	require.NoError(t, w.f.ProtectBranch(ctx, info.ID, "main"))
 	work := filepath.Join(t.TempDir(), "work")
 	testenv.Run(t, "", "clone", "-q", url("writer", "password-writer", "writer/fresh.git"), work)
 	testenv.Run(t, work, "commit", "-q", "--amend", "-m", "rewrite")
@@ -220,11 +221,11 @@ func TestRightsChangeAtOnce(t *testing.T) {
 		return err
 	}
 	require.NoError(t, clone("siteadmin", "owner/private"), "an administrator reads every repository")
-	require.NoError(t, w.f.Meta.SetAdmin(ctx, "siteadmin", false))
+	require.NoError(t, w.f.SetAdmin(ctx, "siteadmin", false))
 	require.Error(t, clone("siteadmin", "owner/private"), "demoted: refused at the next request, remembered login or not")
 
 	require.NoError(t, clone("owner", "owner/private"))
-	require.NoError(t, w.f.Meta.DeleteUser(ctx, "owner"))
+	require.NoError(t, w.f.DeleteUser(ctx, "owner"))
 	require.Error(t, clone("owner", "owner/private"), "deleted: refused at once")
 	_, err := w.f.CreateUser(ctx, "owner", "", "password-owner", false)
 	require.NoError(t, err)

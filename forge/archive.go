@@ -32,10 +32,6 @@ const (
 	DefaultArchiveTimeout = 5 * time.Minute
 )
 
-// ErrFormat is returned for an archive format other than "tar.gz" and
-// "zip".
-var ErrFormat = errors.New("forge: unknown archive format")
-
 // Archiver makes tar.gz and zip archives of commits with git archive,
 // once per (repository, commit, format) however many ask at once, a
 // bounded number at a time and each within a time limit, and

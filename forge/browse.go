@@ -3,7 +3,6 @@ package forge
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -208,9 +207,6 @@ func (b *Browser) Tree(ctx context.Context, commit, dir string) ([]Entry, error)
 	sort.SliceStable(out, func(i, j int) bool { return (out[i].Type == "tree") && out[j].Type != "tree" })
 	return out, nil
 }
-
-// ErrTooLarge is reported (with Truncated) for blobs over the cap.
-var ErrTooLarge = errors.New("forge: file too large")
 
 // Blob is the content of a file.
 type Blob struct {

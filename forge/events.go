@@ -7,11 +7,15 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/forgekit/forgekit/gitproto"
@@ -28,75 +32,6 @@ type PushEvent struct {
 	// push, a deletion): what was public at them may have to go from
 	// caches too.
 	Dropped bool `json:"-"`
-}
-
-// Webhook is an HTTP endpoint told of a repository's pushes.
-type Webhook struct {
-	ID     int64
-	RepoID int64
-	URL    string
-	Secret string // signs the payloads; kept as is, since signing needs it
-	Active bool
-}
-
-// AddWebhook registers url for the repository's push events.
-func (m *Meta) AddWebhook(ctx context.Context, repoID int64, url, secret string) (*Webhook, error) {
-	id, err := m.insert(ctx, `INSERT INTO webhooks (repo_id, url, secret, active) VALUES (?, ?, ?, TRUE) RETURNING id`, repoID, url, secret)
-	if err != nil {
-		return nil, fmt.Errorf("forge: %w", err)
-	}
-	return &Webhook{ID: id, RepoID: repoID, URL: url, Secret: secret, Active: true}, nil
-}
-
-// Webhooks returns the repository's active webhooks.
-func (m *Meta) Webhooks(ctx context.Context, repoID int64) ([]Webhook, error) {
-	rows, err := m.query(ctx, `SELECT id, repo_id, url, secret, active FROM webhooks WHERE repo_id = ? AND active = TRUE ORDER BY id`, repoID)
-	if err != nil {
-		return nil, fmt.Errorf("forge: %w", err)
-	}
-	defer rows.Close()
-	var out []Webhook
-	for rows.Next() {
-		var h Webhook
-		if err := rows.Scan(&h.ID, &h.RepoID, &h.URL, &h.Secret, &h.Active); err != nil {
-			return nil, err
-		}
-		out = append(out, h)
-	}
-	return out, rows.Err()
-}
-
-// Delivery is one row of a webhook's delivery log.
-type Delivery struct {
-	ID          int64
-	Event       string
-	Attempts    int
-	Status      int
-	Error       string
-	DeliveredAt time.Time
-}
-
-// Deliveries returns a webhook's delivery log, newest first.
-func (m *Meta) Deliveries(ctx context.Context, webhookID int64, limit int) ([]Delivery, error) {
-	rows, err := m.query(ctx, `SELECT id, event, attempts, status, error, delivered_at FROM webhook_deliveries
-		WHERE webhook_id = ? ORDER BY id DESC LIMIT ?`, webhookID, limit)
-	if err != nil {
-		return nil, fmt.Errorf("forge: %w", err)
-	}
-	defer rows.Close()
-	var out []Delivery
-	for rows.Next() {
-		var d Delivery
-		var at int64
-		if err := rows.Scan(&d.ID, &d.Event, &d.Attempts, &d.Status, &d.Error, &at); err != nil {
-			return nil, err
-		}
-		if at != 0 {
-			d.DeliveredAt = time.Unix(at, 0)
-		}
-		out = append(out, d)
-	}
-	return out, rows.Err()
 }
 
 // Defaults for Deliverer.
@@ -126,8 +61,15 @@ type Deliverer struct {
 	Meta *Meta
 
 	// Client sends the requests. If nil, a client with a
-	// DefaultHookWait timeout.
+	// DefaultHookWait timeout that follows no redirect and refuses to
+	// connect to loopback, private, link-local, shared and reserved
+	// addresses (checked on the address dialed, after name resolution),
+	// unless AllowPrivate: whoever may add a webhook could otherwise
+	// make the server reach services inside its network.
 	Client *http.Client
+	// AllowPrivate lets the default client reach internal addresses,
+	// for forges whose webhooks go to services on the same network.
+	AllowPrivate bool
 	// Attempts is the most tries per delivery. If zero, DefaultAttempts.
 	Attempts int
 	// Backoff is the wait before the second try, doubling after. If
@@ -194,7 +136,7 @@ func (d *Deliverer) deliver(h Webhook, deliveryID int64, body []byte) {
 	}
 	client := d.Client
 	if client == nil {
-		client = &http.Client{Timeout: DefaultHookWait}
+		client = webhookClient(d.AllowPrivate)
 	}
 	ctx := context.Background()
 	for i := 1; i <= attempts; i++ {
@@ -244,4 +186,65 @@ func (d *Deliverer) send(client *http.Client, h Webhook, deliveryID int64, body 
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
 	return resp.StatusCode, nil
+}
+
+// errPrivateTarget is why a webhook to an internal address fails.
+var errPrivateTarget = errors.New("forge: webhook target is a loopback, private, shared or reserved address (see Deliverer.AllowPrivate)")
+
+// internalPrefixes are the networks a webhook may not reach unless
+// Deliverer.AllowPrivate: besides loopback, private and link-local addresses,
+// "this network", carrier-grade NAT, IETF protocol assignments,
+// benchmarking, reserved space and NAT64 (which reaches IPv4 inside).
+var internalPrefixes = func() []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range []string{"0.0.0.0/8", "100.64.0.0/10", "192.0.0.0/24", "198.18.0.0/15", "240.0.0.0/4",
+		"64:ff9b::/96", "64:ff9b:1::/48", "::/128", "100::/64"} {
+		out = append(out, netip.MustParsePrefix(s))
+	}
+	return out
+}()
+
+// internalAddr reports whether a is an address a webhook may not reach.
+func internalAddr(a netip.Addr) bool {
+	a = a.Unmap()
+	if a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() || a.IsUnspecified() || a.IsMulticast() || a.IsInterfaceLocalMulticast() {
+		return true
+	}
+	for _, p := range internalPrefixes {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// webhookClient is the default HTTP client of webhook deliveries. Unless
+// private targets are allowed, it refuses to connect to internal addresses (see
+// internalAddr): the check is made on the address being dialed, after
+// name resolution, so that the connection goes to the address checked
+// and a name cannot point a webhook inside (DNS rebinding included).
+// Redirects are not followed.
+func webhookClient(allowPrivate bool) *http.Client {
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	if !allowPrivate {
+		d.Control = func(_, address string, _ syscall.RawConn) error {
+			host, _, err := net.SplitHostPort(address)
+			if err != nil {
+				return err
+			}
+			a, err := netip.ParseAddr(host)
+			if err != nil {
+				return err
+			}
+			if internalAddr(a) {
+				return errPrivateTarget
+			}
+			return nil
+		}
+	}
+	return &http.Client{
+		Timeout:       DefaultHookWait,
+		Transport:     &http.Transport{DialContext: d.DialContext, Proxy: nil},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
 }

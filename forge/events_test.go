@@ -42,9 +42,9 @@ func TestWebhooksOnPush(t *testing.T) {
 	defer hook.Close()
 	info, err := w.f.Meta.RepoInfo(ctx, "owner", "public")
 	require.NoError(t, err)
-	h, err := w.f.Meta.AddWebhook(ctx, info.ID, hook.URL, "s3cret")
+	h, err := w.f.AddWebhook(ctx, info.ID, hook.URL, "s3cret")
 	require.NoError(t, err)
-	w.f.Deliverer = &forge.Deliverer{Meta: w.f.Meta, Backoff: 10 * time.Millisecond}
+	w.f.Deliverer = &forge.Deliverer{Meta: w.f.Meta, Backoff: 10 * time.Millisecond, AllowPrivate: true}
 	defer w.f.Deliverer.Close()
 	var mu sync.Mutex
 	var heard []forge.PushEvent
@@ -86,9 +86,9 @@ func TestWebhookGivesUp(t *testing.T) {
 	hook := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) { rw.WriteHeader(500) }))
 	defer hook.Close()
 	info, _ := w.f.Meta.RepoInfo(ctx, "owner", "public")
-	h, err := w.f.Meta.AddWebhook(ctx, info.ID, hook.URL, "k")
+	h, err := w.f.AddWebhook(ctx, info.ID, hook.URL, "k")
 	require.NoError(t, err)
-	d := &forge.Deliverer{Meta: w.f.Meta, Attempts: 3, Backoff: time.Millisecond}
+	d := &forge.Deliverer{Meta: w.f.Meta, Attempts: 3, Backoff: time.Millisecond, AllowPrivate: true}
 	require.NoError(t, d.Push(ctx, info.ID, forge.PushEvent{Repo: "owner/public"}))
 	defer d.Close()
 	var log []forge.Delivery
@@ -98,4 +98,34 @@ func TestWebhookGivesUp(t *testing.T) {
 	}, 10*time.Second, 5*time.Millisecond)
 	assert.Equal(t, 500, log[0].Status)
 	assert.True(t, log[0].DeliveredAt.IsZero())
+}
+
+// TestWebhooksStayOutside: by default a delivery never connects to a
+// loopback address (whoever may add a webhook could reach services
+// inside), and the log says why; an URL that is not http(s) is refused
+// when added.
+func TestWebhooksStayOutside(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	var hits atomic.Int32
+	hook := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) { hits.Add(1) }))
+	defer hook.Close()
+	info, _ := w.f.Meta.RepoInfo(ctx, "owner", "public")
+	for _, bad := range []string{"javascript:alert(1)", "file:///etc/passwd", "http://", "/relative", "http://user:pass@example.com/"} {
+		_, err := w.f.AddWebhook(ctx, info.ID, bad, "k")
+		assert.ErrorIs(t, err, forge.ErrBadWebhook, bad)
+	}
+	h, err := w.f.AddWebhook(ctx, info.ID, hook.URL, "k")
+	require.NoError(t, err)
+	d := &forge.Deliverer{Meta: w.f.Meta, Attempts: 1}
+	defer d.Close()
+	require.NoError(t, d.Push(ctx, info.ID, forge.PushEvent{Repo: "owner/public"}))
+	var log []forge.Delivery
+	require.Eventually(t, func() bool {
+		log, err = w.f.Meta.Deliveries(ctx, h.ID, 10)
+		return err == nil && len(log) == 1 && log[0].Attempts == 1
+	}, 10*time.Second, 5*time.Millisecond)
+	assert.Contains(t, log[0].Error, "loopback, private")
+	assert.Zero(t, hits.Load())
 }

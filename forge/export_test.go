@@ -1,6 +1,9 @@
 package forge
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // LoginCacheLenForTest reports how many password logins are remembered.
 func (f *Forge) LoginCacheLenForTest() int {
@@ -34,4 +37,15 @@ func (f *Forge) HoldPasswordChecksForTest() (release func()) {
 			<-f.checks
 		}
 	}
+}
+
+// CreateRepoInfoForTest records metadata without files, as a repository
+// changed on disk or a partial failure would leave it.
+func (m *Meta) CreateRepoInfoForTest(ctx context.Context, r RepoInfo) (*RepoInfo, error) {
+	return m.createRepoInfo(ctx, r)
+}
+
+// PushedForTest records a push as PostReceive does.
+func (m *Meta) PushedForTest(ctx context.Context, repoID int64, at time.Time, size int64) error {
+	return m.pushed(ctx, repoID, at, size)
 }

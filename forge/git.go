@@ -175,7 +175,7 @@ func (g *GitPolicy) PostReceive(ctx context.Context, p *gitproto.Push) {
 		g.f.logger().WarnContext(ctx, "forge: setting the default branch after a push", "repo", p.Repo, "err", err)
 	}
 	now := time.Now()
-	g.f.Meta.Pushed(ctx, r.ID, now, dirSize(p.Dir))
+	g.f.Meta.pushed(ctx, r.ID, now, dirSize(p.Dir))
 	ev := PushEvent{Repo: r.Owner + "/" + r.Name, RepoID: r.ID, Pusher: p.Principal, Updates: p.Updates, At: now.UTC()}
 	for _, u := range p.Updates {
 		if u.IsCreate() {

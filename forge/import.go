@@ -16,10 +16,6 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 )
 
-// ErrNotRepository is returned when a path or URL to import from, or a
-// directory to adopt, is not a git repository.
-var ErrNotRepository = errors.New("forge: not a git repository")
-
 // importProtocols are the transports an import may clone over: no ext::
 // (which runs commands), no fd::.
 const importProtocols = "http:https:git:ssh:file"
@@ -139,7 +135,7 @@ func (f *Forge) ImportRepo(ctx context.Context, owner, name, from string, privat
 	}
 	m := &Maintainer{Store: f.Store, Logger: f.Logger}
 	if _, err := m.Run(ctx, *r); err != nil {
-		f.Meta.DeleteRepoInfo(context.WithoutCancel(ctx), info.ID)
+		f.Meta.deleteRepoInfo(context.WithoutCancel(ctx), info.ID)
 		f.Store.discard(r)
 		return nil, fmt.Errorf("forge: maintaining the import: %w", err)
 	}
@@ -151,17 +147,17 @@ func (f *Forge) ImportRepo(ctx context.Context, owner, name, from string, privat
 // main, master or its first branch), protected.
 func (f *Forge) register(ctx context.Context, r *Repo, private bool, description string) (*RepoInfo, error) {
 	branch := headBranch(r.Dir)
-	info, err := f.Meta.CreateRepoInfo(ctx, RepoInfo{Owner: r.Owner, Name: r.Name, Private: private, Description: description, DefaultBranch: branch})
+	info, err := f.Meta.createRepoInfo(ctx, RepoInfo{Owner: r.Owner, Name: r.Name, Private: private, Description: description, DefaultBranch: branch})
 	if err != nil {
 		return nil, err
 	}
-	if err := f.Meta.ProtectBranch(ctx, info.ID, branch); err != nil {
-		f.Meta.DeleteRepoInfo(context.WithoutCancel(ctx), info.ID)
+	if err := f.Meta.protectBranch(ctx, info.ID, branch); err != nil {
+		f.Meta.deleteRepoInfo(context.WithoutCancel(ctx), info.ID)
 		return nil, fmt.Errorf("forge: protecting %s: %w", branch, err)
 	}
 	if cur, _ := ReadHead(r.Dir); cur != branch {
 		if err := f.Store.SetHead(ctx, r.Dir, branch); err != nil {
-			f.Meta.DeleteRepoInfo(context.WithoutCancel(ctx), info.ID)
+			f.Meta.deleteRepoInfo(context.WithoutCancel(ctx), info.ID)
 			return nil, err
 		}
 	}
@@ -219,10 +215,6 @@ type AdoptOptions struct {
 	// default.
 	Public bool
 }
-
-// ErrMissingOwners is wrapped by Adopt's error when repositories belong
-// to users that do not exist.
-var ErrMissingOwners = errors.New("forge: repositories belong to users that do not exist")
 
 // Adopt registers every repository of the store that has no metadata:
 // bare repositories an operator moved under repos/OWNER/NAME.git (from

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -27,10 +26,6 @@ const (
 	DefaultLastCommitTimeout = 10 * time.Minute
 	DefaultLastCommitMemory  = 32 << 20
 )
-
-// ErrLastCommitsBusy is returned by LastCommitCache.Get when its queue
-// of walks is full: the page shows its files without their last commits.
-var ErrLastCommitsBusy = errors.New("forge: too many last-commit walks queued")
 
 // LastCommitCache answers "the last commit of every entry of this
 // directory at this commit" for a process: from memory, from files under

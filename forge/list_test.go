@@ -18,15 +18,16 @@ func TestListingsAndSettings(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()
 	m := w.f.Meta
+	f := w.f
 
 	users, err := m.Users(ctx)
 	require.NoError(t, err)
 	assert.Len(t, users, 6)
 	assert.Equal(t, "owner", users[0].Name)
 
-	_, err = m.CreateToken(ctx, "reader", "ci", forge.ScopeRead, time.Hour)
+	_, err = f.CreateToken(ctx, "reader", "ci", forge.ScopeRead, time.Hour)
 	require.NoError(t, err)
-	_, err = m.CreateToken(ctx, "reader", "laptop", forge.ScopeWrite, 0)
+	_, err = f.CreateToken(ctx, "reader", "laptop", forge.ScopeWrite, 0)
 	require.NoError(t, err)
 	toks, err := m.Tokens(ctx, "READER")
 	require.NoError(t, err)
@@ -46,14 +47,14 @@ func TestListingsAndSettings(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, none)
 
-	require.NoError(t, m.Pushed(ctx, pub[0].ID, time.Now(), 1))
+	require.NoError(t, m.PushedForTest(ctx, pub[0].ID, time.Now(), 1))
 	all, _ = m.Repos(ctx, forge.RepoQuery{Owner: "OWNER"})
 	assert.Equal(t, "public", all[0].Name, "most recently pushed first")
 
 	r, err := m.RepoInfo(ctx, "owner", "private")
 	require.NoError(t, err)
 	r.Private, r.Description = false, "now open"
-	require.NoError(t, m.UpdateRepoInfo(ctx, r))
+	require.NoError(t, f.UpdateRepo(ctx, r))
 	r2, _ := m.RepoInfo(ctx, "owner", "private")
 	assert.False(t, r2.Private)
 	assert.Equal(t, "now open", r2.Description)
@@ -61,18 +62,18 @@ func TestListingsAndSettings(t *testing.T) {
 	cs, err := m.Collaborators(ctx, r.ID)
 	require.NoError(t, err)
 	assert.Equal(t, []forge.Collaborator{{"reader", forge.LevelRead}, {"repoadmin", forge.LevelAdmin}, {"writer", forge.LevelWrite}}, cs)
-	require.NoError(t, m.RemoveCollaborator(ctx, r.ID, "Writer"))
+	require.NoError(t, f.RemoveCollaborator(ctx, r.ID, "Writer"))
 	cs, _ = m.Collaborators(ctx, r.ID)
 	assert.Len(t, cs, 2)
 
-	require.NoError(t, m.ProtectBranch(ctx, r.ID, "release/*"))
-	require.NoError(t, m.UnprotectBranch(ctx, r.ID, "release/*"))
+	require.NoError(t, f.ProtectBranch(ctx, r.ID, "release/*"))
+	require.NoError(t, f.UnprotectBranch(ctx, r.ID, "release/*"))
 	pats, _ := m.ProtectedBranches(ctx, r.ID)
 	assert.Empty(t, pats)
 
-	h, err := m.AddWebhook(ctx, r.ID, "http://127.0.0.1:1/hook", "s")
+	h, err := f.AddWebhook(ctx, r.ID, "http://127.0.0.1:1/hook", "s")
 	require.NoError(t, err)
-	require.NoError(t, m.DeleteWebhook(ctx, r.ID, h.ID))
+	require.NoError(t, f.DeleteWebhook(ctx, r.ID, h.ID))
 	hooks, _ := m.Webhooks(ctx, r.ID)
 	assert.Empty(t, hooks)
 	assert.NoError(t, m.Ping(ctx))
@@ -117,7 +118,7 @@ func TestRenameRepo(t *testing.T) {
 	require.NoError(t, err)
 	// Metadata without files: the files move, the metadata refuses, and
 	// the files come back.
-	_, err = w.f.Meta.CreateRepoInfo(ctx, forge.RepoInfo{Owner: "stranger", Name: "ghost"})
+	_, err = w.f.Meta.CreateRepoInfoForTest(ctx, forge.RepoInfo{Owner: "stranger", Name: "ghost"})
 	require.NoError(t, err)
 
 	got, err := w.f.RenameRepo(ctx, "stranger", "TOOLS", "kit")

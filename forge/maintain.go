@@ -22,10 +22,6 @@ const (
 	DefaultMaintainSlice  = 10
 )
 
-// ErrBusy is returned by Maintainer.Run when another process (or
-// goroutine) is maintaining the repository.
-var ErrBusy = errors.New("forge: repository is being maintained")
-
 // MaintainResult is the outcome of one maintenance run.
 type MaintainResult struct {
 	Repo          string

@@ -211,7 +211,7 @@ func admin(ctx context.Context, args []string, stdin io.Reader, stdout, stderr i
 			if n == "" {
 				n = "cli-" + time.Now().UTC().Format("20060102T150405")
 			}
-			tok, err := f.Meta.CreateToken(ctx, pos[0], n, forge.Scope(*scope), *expires)
+			tok, err := f.CreateToken(ctx, pos[0], n, forge.Scope(*scope), *expires)
 			if err != nil {
 				return err
 			}

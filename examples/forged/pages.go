@@ -466,7 +466,7 @@ func (s *server) settingsPost(w http.ResponseWriter, r *http.Request) {
 			s.settingsPage(w, r, sess, http.StatusUnprocessableEntity, "", "A token needs a name of at most 100 characters.", "")
 			return
 		}
-		tok, err := s.forge.Meta.CreateToken(ctx, sess.user.Name, name, forge.Scope(r.PostFormValue("scope")), ttl)
+		tok, err := s.forge.CreateToken(ctx, sess.user.Name, name, forge.Scope(r.PostFormValue("scope")), ttl)
 		if err != nil {
 			s.settingsPage(w, r, sess, http.StatusUnprocessableEntity, "", strings.TrimPrefix(err.Error(), "forge: "), "")
 			return
@@ -474,7 +474,7 @@ func (s *server) settingsPost(w http.ResponseWriter, r *http.Request) {
 		// The token is in this response only: never cached.
 		s.settingsPage(w, r, sess, http.StatusOK, "", "", tok)
 	case "revoke":
-		if err := s.forge.Meta.RevokeToken(ctx, sess.user.Name, r.PostFormValue("name")); err != nil && !errors.Is(err, forge.ErrNotFound) {
+		if err := s.forge.RevokeToken(ctx, sess.user.Name, r.PostFormValue("name")); err != nil && !errors.Is(err, forge.ErrNotFound) {
 			s.fail(w, r, err)
 			return
 		}

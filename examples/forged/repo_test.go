@@ -73,11 +73,14 @@ func TestDefaultBranchIsHead(t *testing.T) {
 	assert.Equal(t, "feature/login", headOf(t, f.gitURL("alice/web", "alice", tok)))
 
 	// Metadata that disagrees with HEAD (a repository changed on disk):
-	// pages follow HEAD, not the alphabetically first branch.
-	require.NoError(t, f.s.forge.Meta.SetDefaultBranch(context.Background(), info.ID, "gone"))
+	// pages follow HEAD.
+	repo, err := f.s.forge.Store.Get("alice", "web")
+	require.NoError(t, err)
+	testenv.Run(t, repo.Dir, "symbolic-ref", "HEAD", "refs/heads/master")
 	f.s.refs.Purge()
 	home := b.get("/alice/web")
-	assert.Contains(t, home.body, ">login.go</a>")
+	assert.Contains(t, home.body, ">src</a>")
+	assert.NotContains(t, home.body, ">login.go</a>")
 }
 
 // TestCommitDiffPages: a commit page shows hunks with line numbers,

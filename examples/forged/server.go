@@ -19,7 +19,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/bradfitz/gomemcache/memcache"
@@ -254,7 +253,7 @@ func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server
 		return nil, err
 	}
 	s.forge.Logger = logger
-	s.hooks = &forge.Deliverer{Meta: s.forge.Meta, Logger: logger, Client: webhookClient(cfg.webhookPrivate)}
+	s.hooks = &forge.Deliverer{Meta: s.forge.Meta, Logger: logger, AllowPrivate: cfg.webhookPrivate}
 	s.forge.Deliverer = s.hooks
 	s.forge.OnPush = append(s.forge.OnPush, s.pushed)
 
@@ -591,66 +590,5 @@ func (f *freshConns) wait(d time.Duration) {
 	deadline := time.Now().Add(d)
 	for f.n.Load() > 0 && time.Now().Before(deadline) {
 		time.Sleep(2 * time.Millisecond)
-	}
-}
-
-// errPrivateTarget is why a webhook to an internal address fails.
-var errPrivateTarget = errors.New("webhook target is a loopback, private, shared or reserved address (see -webhook-private)")
-
-// internalPrefixes are the networks a webhook may not reach unless
-// -webhook-private: besides loopback, private and link-local addresses,
-// "this network", carrier-grade NAT, IETF protocol assignments,
-// benchmarking, reserved space and NAT64 (which reaches IPv4 inside).
-var internalPrefixes = func() []netip.Prefix {
-	var out []netip.Prefix
-	for _, s := range []string{"0.0.0.0/8", "100.64.0.0/10", "192.0.0.0/24", "198.18.0.0/15", "240.0.0.0/4",
-		"64:ff9b::/96", "64:ff9b:1::/48", "::/128", "100::/64"} {
-		out = append(out, netip.MustParsePrefix(s))
-	}
-	return out
-}()
-
-// internalAddr reports whether a is an address a webhook may not reach.
-func internalAddr(a netip.Addr) bool {
-	a = a.Unmap()
-	if a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() || a.IsUnspecified() || a.IsMulticast() || a.IsInterfaceLocalMulticast() {
-		return true
-	}
-	for _, p := range internalPrefixes {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
-}
-
-// webhookClient is the HTTP client of webhook deliveries. Unless private
-// targets are allowed, it refuses to connect to internal addresses (see
-// internalAddr): the check is made on the address being dialed, after
-// name resolution, so that the connection goes to the address checked
-// and a name cannot point a webhook inside (DNS rebinding included).
-// Redirects are not followed.
-func webhookClient(allowPrivate bool) *http.Client {
-	d := &net.Dialer{Timeout: 5 * time.Second}
-	if !allowPrivate {
-		d.Control = func(_, address string, _ syscall.RawConn) error {
-			host, _, err := net.SplitHostPort(address)
-			if err != nil {
-				return err
-			}
-			a, err := netip.ParseAddr(host)
-			if err != nil {
-				return err
-			}
-			if internalAddr(a) {
-				return errPrivateTarget
-			}
-			return nil
-		}
-	}
-	return &http.Client{
-		Timeout:       forge.DefaultHookWait,
-		Transport:     &http.Transport{DialContext: d.DialContext, Proxy: nil},
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 }

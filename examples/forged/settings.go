@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 
@@ -54,7 +53,7 @@ func (s *server) repoSettingsPost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	m := s.forge.Meta
+	f := s.forge
 	id := rv.Info.ID
 	bad := func(msg string) { s.repoSettingsPage(w, r, sess, rv, http.StatusUnprocessableEntity, "", msg) }
 	var err error
@@ -75,37 +74,35 @@ func (s *server) repoSettingsPost(w http.ResponseWriter, r *http.Request) {
 			}
 			s.refs.Remove(rv.key)
 		}
-		err = m.UpdateRepoInfo(ctx, &info)
+		err = f.UpdateRepo(ctx, &info)
 		if err == nil && info.Private && !rv.Info.Private {
 			s.purger.purge(info.ID, "made private")
 		}
 	case "collab":
-		err = m.SetCollaborator(ctx, id, strings.TrimSpace(r.PostFormValue("user")), forge.Level(r.PostFormValue("level")))
+		err = f.SetCollaborator(ctx, id, strings.TrimSpace(r.PostFormValue("user")), forge.Level(r.PostFormValue("level")))
 		if err != nil {
 			bad(strings.TrimPrefix(err.Error(), "forge: "))
 			return
 		}
 	case "uncollab":
-		err = m.RemoveCollaborator(ctx, id, r.PostFormValue("user"))
+		err = f.RemoveCollaborator(ctx, id, r.PostFormValue("user"))
 	case "protect":
-		pattern := strings.TrimSpace(r.PostFormValue("pattern"))
-		if pattern == "" {
-			bad("A pattern is needed.")
+		err = f.ProtectBranch(ctx, id, strings.TrimSpace(r.PostFormValue("pattern")))
+		if errors.Is(err, forge.ErrInvalidName) {
+			bad("A branch name or pattern is needed, without spaces.")
 			return
 		}
-		err = m.ProtectBranch(ctx, id, pattern)
 	case "unprotect":
-		err = m.UnprotectBranch(ctx, id, r.PostFormValue("pattern"))
+		err = f.UnprotectBranch(ctx, id, r.PostFormValue("pattern"))
 	case "hook":
-		u, perr := url.Parse(strings.TrimSpace(r.PostFormValue("url")))
-		if perr != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		_, err = f.AddWebhook(ctx, id, r.PostFormValue("url"), r.PostFormValue("secret"))
+		if errors.Is(err, forge.ErrBadWebhook) {
 			bad("A webhook needs an http or https URL.")
 			return
 		}
-		_, err = m.AddWebhook(ctx, id, u.String(), r.PostFormValue("secret"))
 	case "unhook":
 		hid, _ := strconv.ParseInt(r.PostFormValue("id"), 10, 64)
-		err = m.DeleteWebhook(ctx, id, hid)
+		err = f.DeleteWebhook(ctx, id, hid)
 	case "rename":
 		name := strings.TrimSpace(r.PostFormValue("name"))
 		info, err := s.forge.RenameRepo(ctx, rv.Info.Owner, rv.Info.Name, name)

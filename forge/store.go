@@ -13,7 +13,6 @@ package forge
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -26,30 +25,6 @@ import (
 
 	"github.com/forgekit/forgekit/gitproto"
 )
-
-var (
-	// ErrInvalidName is wrapped by the *NameError of a name that breaks
-	// the rules.
-	ErrInvalidName = errors.New("forge: invalid name")
-	// ErrExists is returned when a repository of that name (in any case)
-	// exists.
-	ErrExists = errors.New("forge: repository exists")
-	// ErrNotFound is returned for a repository (or a trash entry) that
-	// does not exist.
-	ErrNotFound = errors.New("forge: repository not found")
-)
-
-// NameError says why a name was refused.
-type NameError struct {
-	Name   string
-	Reason string
-}
-
-func (e *NameError) Error() string {
-	return fmt.Sprintf("forge: invalid name %q: %s", e.Name, e.Reason)
-}
-
-func (e *NameError) Unwrap() error { return ErrInvalidName }
 
 // MaxNameLen is the longest owner or repository name.
 const MaxNameLen = 100
