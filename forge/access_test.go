@@ -29,6 +29,7 @@ func newWorld(t *testing.T) *world {
 	m, _ := openMetaAt(t, root)
 	f := &forge.Forge{Meta: m}
 	w := &world{f: &forge.Forge{Store: st, Meta: m}, users: map[string]*forge.User{}}
+	t.Cleanup(w.f.Wait) // before the Meta closes
 	ctx := context.Background()
 	for _, u := range []string{"owner", "reader", "writer", "repoadmin", "stranger", "siteadmin"} {
 		usr, err := f.CreateUser(ctx, u, "", "password-"+u, u == "siteadmin")

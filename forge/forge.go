@@ -46,7 +46,20 @@ type Forge struct {
 
 	checksOnce sync.Once
 	checks     chan struct{} // password checks under way
+
+	bg sync.WaitGroup // work after pushes (see Wait)
 }
+
+// background runs fn after the request that asked for it, counted by
+// Wait.
+func (f *Forge) background(fn func()) {
+	f.bg.Go(fn)
+}
+
+// Wait blocks until the work that pushes left for after their response
+// (recording the push, queueing webhooks) is done. Call it before
+// closing the Meta and the Deliverer.
+func (f *Forge) Wait() { f.bg.Wait() }
 
 const (
 	loginCacheTTL = time.Minute

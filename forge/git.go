@@ -50,25 +50,41 @@ func splitRepo(repo string) (owner, name string, ok bool) {
 	return owner, name, ok && !strings.Contains(name, "/")
 }
 
-// Authorize implements gitproto.Authorizer with Forge.Can, authenticating
-// the request's Basic credentials (a password or a token). A push into
-// one's own namespace is allowed for a repository that does not exist
-// yet, so that OnMissingRepo can create it.
+// gitRequest is what a git request's authorization loaded, for the
+// hooks of the same request (see gitproto.ContextAuthorizer).
+type gitRequest struct {
+	repo *RepoInfo // nil when the repository does not exist (yet)
+}
+
+type gitRequestKey struct{}
+
+// Authorize implements gitproto.Authorizer; see AuthorizeContext.
 func (g *GitPolicy) Authorize(r *http.Request, repo string, op gitproto.Op) (string, error) {
+	_, who, err := g.AuthorizeContext(r, repo, op)
+	return who, err
+}
+
+// AuthorizeContext implements gitproto.ContextAuthorizer with
+// Forge.Access, authenticating the request's Basic credentials (a
+// password or a token). A push into one's own namespace is allowed for a
+// repository that does not exist yet, so that OnMissingRepo can create
+// it. The context it returns carries the repository's metadata to
+// PreReceive and PostReceive, which then do not read it again.
+func (g *GitPolicy) AuthorizeContext(r *http.Request, repo string, op gitproto.Op) (context.Context, string, error) {
 	owner, name, ok := splitRepo(repo)
 	if !ok {
-		return "", gitproto.ErrNotFound
+		return nil, "", gitproto.ErrNotFound
 	}
 	p, err := g.f.Authenticate(r)
 	switch {
 	case errors.Is(err, ErrBadCredentials):
-		return "", gitproto.ErrUnauthorized
+		return nil, "", gitproto.ErrUnauthorized
 	case err != nil:
 		// The credentials were not judged (a database that does not
 		// answer, too many password checks at once): 503, which a
 		// login limiter does not count as a failure.
 		g.f.logger().WarnContext(r.Context(), "forge: git credentials not checked", "repo", repo, "err", err)
-		return "", gitproto.ErrUnavailable
+		return nil, "", gitproto.ErrUnavailable
 	}
 	a := ActionRead
 	if op == gitproto.Write {
@@ -78,20 +94,31 @@ func (g *GitPolicy) Authorize(r *http.Request, repo string, op gitproto.Op) (str
 	if p != nil {
 		who = p.User.Name
 	}
-	err = g.f.Can(r.Context(), p, owner, name, a)
+	info, _, err := g.f.Access(r.Context(), p, owner, name, a)
 	switch {
 	case err == nil:
-		return who, nil
+		return context.WithValue(r.Context(), gitRequestKey{}, &gitRequest{repo: info}), who, nil
 	case errors.Is(err, ErrLoginRequired):
-		return "", gitproto.ErrUnauthorized
+		return nil, "", gitproto.ErrUnauthorized
 	case errors.Is(err, ErrNotFound) && a == ActionWrite && p != nil && strings.EqualFold(p.User.Name, owner) && p.Scope != ScopeRead:
-		return who, nil // push-to-create into one's own namespace
+		return nil, who, nil // push-to-create into one's own namespace
 	case errors.Is(err, ErrNotFound):
-		return "", gitproto.ErrNotFound
+		return nil, "", gitproto.ErrNotFound
 	case errors.Is(err, ErrForbidden):
-		return "", gitproto.ErrForbidden
+		return nil, "", gitproto.ErrForbidden
 	}
-	return "", err
+	return nil, "", err
+}
+
+// repoInfo returns the metadata of the pushed repository: the one its
+// authorization loaded, or (for a repository created by this push) read
+// now.
+func (g *GitPolicy) repoInfo(ctx context.Context, repo string) (*RepoInfo, error) {
+	if gr, ok := ctx.Value(gitRequestKey{}).(*gitRequest); ok && gr.repo != nil {
+		return gr.repo, nil
+	}
+	owner, name, _ := splitRepo(repo)
+	return g.f.Meta.RepoInfo(ctx, owner, name)
 }
 
 // OnMissingRepo creates a private repository for a push into the
@@ -121,8 +148,7 @@ func (g *GitPolicy) OnMissingRepo(ctx context.Context, repo, principal string) (
 //     ("main/docs" when main is protected), which would shadow what
 //     URLs under the branch's name show.
 func (g *GitPolicy) PreReceive(ctx context.Context, p *gitproto.Push) error {
-	owner, name, _ := splitRepo(p.Repo)
-	r, err := g.f.Meta.RepoInfo(ctx, owner, name)
+	r, err := g.repoInfo(ctx, p.Repo)
 	if err != nil {
 		return err
 	}
@@ -163,11 +189,14 @@ func (g *GitPolicy) PreReceive(ctx context.Context, p *gitproto.Push) error {
 
 // PostReceive makes the first branch pushed into a repository its
 // default when HEAD names a branch that does not exist (a project whose
-// branch is master pushed into a new repository, whose HEAD names main),
-// records the push, and tells the OnPush listeners and the webhooks.
+// branch is master pushed into a new repository, whose HEAD names main)
+// and tells the OnPush listeners, before the pusher's git finishes: a
+// clone or a page right after the push sees it. What nobody waits for
+// runs after, in the background (see Forge.Wait): the push time and the
+// repository's size (a walk of its files) are recorded and the webhooks
+// are queued.
 func (g *GitPolicy) PostReceive(ctx context.Context, p *gitproto.Push) {
-	owner, name, _ := splitRepo(p.Repo)
-	r, err := g.f.Meta.RepoInfo(ctx, owner, name)
+	r, err := g.repoInfo(ctx, p.Repo)
 	if err != nil {
 		return
 	}
@@ -175,7 +204,6 @@ func (g *GitPolicy) PostReceive(ctx context.Context, p *gitproto.Push) {
 		g.f.logger().WarnContext(ctx, "forge: setting the default branch after a push", "repo", p.Repo, "err", err)
 	}
 	now := time.Now()
-	g.f.Meta.pushed(ctx, r.ID, now, dirSize(p.Dir))
 	ev := PushEvent{Repo: r.Owner + "/" + r.Name, RepoID: r.ID, Pusher: p.Principal, Updates: p.Updates, At: now.UTC()}
 	for _, u := range p.Updates {
 		if u.IsCreate() {
@@ -193,9 +221,15 @@ func (g *GitPolicy) PostReceive(ctx context.Context, p *gitproto.Push) {
 	for _, l := range g.f.OnPush {
 		l(ctx, ev)
 	}
-	if g.f.Deliverer != nil {
-		g.f.Deliverer.Push(ctx, r.ID, ev)
-	}
+	ctx = context.WithoutCancel(ctx) // the push's request is about to end
+	g.f.background(func() {
+		if err := g.f.Meta.pushed(ctx, r.ID, now, dirSize(p.Dir)); err != nil {
+			g.f.logger().WarnContext(ctx, "forge: recording a push", "repo", ev.Repo, "err", err)
+		}
+		if g.f.Deliverer != nil {
+			g.f.Deliverer.Push(ctx, r.ID, ev)
+		}
+	})
 }
 
 // adoptPushedHead points HEAD at a branch the push created when the

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/forgekit/forgekit/forge"
+	"github.com/forgekit/forgekit/gitproto"
 	"github.com/forgekit/forgekit/internal/testenv"
 )
 
@@ -144,4 +145,24 @@ func TestRefNamesThatWouldShadowURLs(t *testing.T) {
 	}
 	// Names that merely look alike go through.
 	testenv.Run(t, w.src, "push", "-q", url, "master:refs/tags/v1", "master:refs/heads/master-2", "master:refs/heads/"+old[:12])
+}
+
+// TestGitPolicyLoadsOnce: the hooks of a push use the metadata its
+// authorization loaded (here, under a name that has since changed, so
+// that reading it again would fail).
+func TestGitPolicyLoadsOnce(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	g := w.f.GitPolicy()
+	r := httptest.NewRequest("POST", "/owner/public.git/git-receive-pack", nil)
+	r.SetBasicAuth("owner", "password-owner")
+	actx, who, err := g.AuthorizeContext(r, "owner/public.git", gitproto.Write)
+	require.NoError(t, err)
+	assert.Equal(t, "owner", who)
+	_, err = w.f.RenameRepo(ctx, "owner", "public", "moved")
+	require.NoError(t, err)
+	push := &gitproto.Push{Repo: "owner/public.git", Updates: []gitproto.RefUpdate{{Ref: "refs/heads/topic", Old: strings.Repeat("0", 40), New: strings.Repeat("1", 40)}}}
+	assert.NoError(t, g.PreReceive(actx, push), "with what Authorize loaded")
+	assert.ErrorIs(t, g.PreReceive(ctx, push), forge.ErrNotFound, "reading it again")
 }

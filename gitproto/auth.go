@@ -1,6 +1,9 @@
 package gitproto
 
-import "net/http"
+import (
+	"context"
+	"net/http"
+)
 
 // Op is what a request wants to do with a repository.
 type Op int
@@ -33,6 +36,19 @@ func (o Op) String() string {
 // Read without credentials and ErrUnauthorized for Write without them.
 type Authorizer interface {
 	Authorize(r *http.Request, repo string, op Op) (principal string, err error)
+}
+
+// A ContextAuthorizer is an Authorizer whose decision comes with a
+// context for the rest of the request. Handler calls AuthorizeContext
+// instead of Authorize when the Authorizer has it, and runs the rest of
+// the request, OnMissingRepo, PreReceive and PostReceive included, with
+// the context returned (nil keeps the request's): what the decision
+// loaded (a repository's metadata, the principal's rights) need not be
+// loaded again by the hooks of the same request. The context must be
+// derived from r.Context().
+type ContextAuthorizer interface {
+	Authorizer
+	AuthorizeContext(r *http.Request, repo string, op Op) (ctx context.Context, principal string, err error)
 }
 
 // AuthorizerFunc adapts a function to the Authorizer interface.

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -607,4 +608,48 @@ func TestUnreachableObjectsStayUnfetchable(t *testing.T) {
 	partial := filepath.Join(f.work, "partial")
 	f.mustGit("", "-c", "protocol.version=0", "clone", "-q", "--filter=blob:none", f.url("", "alice/proj.git"), partial)
 	f.mustGit(partial, "-c", "protocol.version=0", "log", "-p", "-1")
+}
+
+// loadedKey carries what ctxAuthorizer loaded.
+type loadedKey struct{}
+
+// ctxAuthorizer is testAuthorizer that hands the request what it
+// "loaded", and counts its calls.
+type ctxAuthorizer struct{ calls atomic.Int32 }
+
+func (a *ctxAuthorizer) Authorize(r *http.Request, repo string, op gitproto.Op) (string, error) {
+	panic("Handler must call AuthorizeContext")
+}
+
+func (a *ctxAuthorizer) AuthorizeContext(r *http.Request, repo string, op gitproto.Op) (context.Context, string, error) {
+	a.calls.Add(1)
+	p, err := testAuthorizer(r, repo, op)
+	return context.WithValue(r.Context(), loadedKey{}, "metadata of "+repo), p, err
+}
+
+// TestContextAuthorizer: the hooks of a push see the context its
+// authorization returned, so that they need not load again what it did.
+func TestContextAuthorizer(t *testing.T) {
+	t.Parallel()
+	a := &ctxAuthorizer{}
+	var seen sync.Map
+	f := newFixture(t, testenv.RepoOptions{Commits: 3}, func(h *gitproto.Handler) {
+		h.Authorizer = a
+		h.PreReceive = func(ctx context.Context, p *gitproto.Push) error {
+			seen.Store("pre", ctx.Value(loadedKey{}))
+			return nil
+		}
+		h.PostReceive = func(ctx context.Context, p *gitproto.Push) {
+			seen.Store("post", ctx.Value(loadedKey{}))
+		}
+	})
+	dst := filepath.Join(f.work, "clone")
+	f.mustGit("", "clone", "-q", f.url("alice", "alice/proj.git"), dst)
+	f.commit(dst, "ctx.txt", "ctx")
+	f.mustGit(dst, "push", "-q", "origin", "main")
+	for _, hook := range []string{"pre", "post"} {
+		v, _ := seen.Load(hook)
+		assert.Equal(t, "metadata of alice/proj.git", v, hook)
+	}
+	assert.Positive(t, a.calls.Load())
 }

@@ -264,7 +264,7 @@ func (h *Handler) serve(rw *responseWriter, r *http.Request, info *RequestInfo) 
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			return errMethod("GET, HEAD")
 		}
-		dir, principal, err := h.repo(r, rt.repo, Read, false)
+		r, dir, principal, err := h.repo(r, rt.repo, Read, false)
 		if err != nil {
 			return err
 		}
@@ -286,7 +286,7 @@ func (h *Handler) serve(rw *responseWriter, r *http.Request, info *RequestInfo) 
 			return errMethod("GET, HEAD")
 		}
 		info.AdvertiseRefs = true
-		dir, principal, err := h.repo(r, rt.repo, op, true)
+		r, dir, principal, err := h.repo(r, rt.repo, op, true)
 		if err != nil {
 			return err
 		}
@@ -300,7 +300,7 @@ func (h *Handler) serve(rw *responseWriter, r *http.Request, info *RequestInfo) 
 	if ct := r.Header.Get("Content-Type"); ct != "application/x-"+string(rt.service)+"-request" {
 		return fmt.Errorf("%w: %q", errContentType, truncate(ct, 80))
 	}
-	dir, principal, err := h.repo(r, rt.repo, op, true)
+	r, dir, principal, err := h.repo(r, rt.repo, op, true)
 	if err != nil {
 		return err
 	}
@@ -315,36 +315,42 @@ func (h *Handler) serve(rw *responseWriter, r *http.Request, info *RequestInfo) 
 
 // repo authorizes op on name and resolves it, creating it for a push
 // when OnMissingRepo allows.
-func (h *Handler) repo(r *http.Request, name string, op Op, mayCreate bool) (dir, principal string, err error) {
-	ctx := r.Context()
+func (h *Handler) repo(r *http.Request, name string, op Op, mayCreate bool) (_ *http.Request, dir, principal string, err error) {
 	if err := CheckRepoName(name); err != nil {
-		return "", "", err
+		return r, "", "", err
 	}
-	dir, rerr := h.Resolver.Resolve(ctx, name)
+	dir, rerr := h.Resolver.Resolve(r.Context(), name)
 	if rerr != nil && !errors.Is(rerr, ErrNotFound) {
-		return "", "", rerr
-	}
-	authz := h.Authorizer
-	if authz == nil {
-		authz = AuthorizerFunc(anonymousRead)
+		return r, "", "", rerr
 	}
 	// Authorize even when the repository is missing, so that a missing
 	// and a hidden repository answer alike.
-	principal, err = authz.Authorize(r, name, op)
+	switch authz := h.Authorizer.(type) {
+	case nil:
+		principal, err = anonymousRead(r, name, op)
+	case ContextAuthorizer:
+		var ctx context.Context
+		ctx, principal, err = authz.AuthorizeContext(r, name, op)
+		if err == nil && ctx != nil {
+			r = r.WithContext(ctx)
+		}
+	default:
+		principal, err = authz.Authorize(r, name, op)
+	}
 	if err != nil {
-		return "", "", err
+		return r, "", "", err
 	}
 	if rerr == nil {
-		return dir, principal, nil
+		return r, dir, principal, nil
 	}
 	if op == Write && mayCreate && h.OnMissingRepo != nil {
-		dir, err = h.OnMissingRepo(ctx, name, principal)
+		dir, err = h.OnMissingRepo(r.Context(), name, principal)
 		if err != nil {
-			return "", "", err
+			return r, "", "", err
 		}
-		return dir, principal, nil
+		return r, dir, principal, nil
 	}
-	return "", "", rerr
+	return r, "", "", rerr
 }
 
 // knob applies the convention of Handler's limits: zero means the

@@ -384,6 +384,9 @@ func newInstanceID() string {
 
 // Close stops the background work and closes the databases.
 func (s *server) Close() error {
+	if s.forge != nil {
+		s.forge.Wait() // pushes' records and webhooks, before their Meta and Deliverer close
+	}
 	if s.purger != nil {
 		s.purger.wait()
 	}
