@@ -25,6 +25,7 @@ import (
 type PushEvent struct {
 	Repo    string               `json:"repository"` // owner/name
 	RepoID  int64                `json:"-"`
+	Dir     string               `json:"-"` // the repository's directory
 	Pusher  string               `json:"pusher"`
 	Updates []gitproto.RefUpdate `json:"updates"`
 	At      time.Time            `json:"at"`

@@ -204,7 +204,7 @@ func (g *GitPolicy) PostReceive(ctx context.Context, p *gitproto.Push) {
 		g.f.logger().WarnContext(ctx, "forge: setting the default branch after a push", "repo", p.Repo, "err", err)
 	}
 	now := time.Now()
-	ev := PushEvent{Repo: r.Owner + "/" + r.Name, RepoID: r.ID, Pusher: p.Principal, Updates: p.Updates, At: now.UTC()}
+	ev := PushEvent{Repo: r.Owner + "/" + r.Name, RepoID: r.ID, Dir: p.Dir, Pusher: p.Principal, Updates: p.Updates, At: now.UTC()}
 	for _, u := range p.Updates {
 		if u.IsCreate() {
 			continue

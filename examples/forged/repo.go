@@ -107,7 +107,7 @@ func (s *server) readRepo(w http.ResponseWriter, r *http.Request, tab string, co
 	if !ok {
 		return r, nil, nil, nil, false
 	}
-	br, err := s.browser(rv.dir)
+	br, err := s.browsers.Open(rv.dir)
 	if err != nil {
 		s.fail(w, r, err)
 		return r, nil, nil, nil, false
@@ -145,51 +145,6 @@ func isBot(ua string) bool {
 	return false
 }
 
-// browser returns the repository's Browser, kept for the next request:
-// it holds the repository's mapped commit-graph (remapped when
-// maintenance rewrites it); objects are read from the packs as they are
-// at each call.
-func (s *server) browser(dir string) (*forge.Browser, error) {
-	if b, ok := s.browsers.Get(dir); ok {
-		return b, nil
-	}
-	b, err := forge.Browse(dir)
-	if err != nil {
-		return nil, err
-	}
-	if old, ok, _ := s.browsers.PeekOrAdd(dir, b); ok {
-		b.Close()
-		return old, nil
-	}
-	return b, nil
-}
-
-// refsTTL is how long a repository's ref list is reused: this
-// instance's pushes drop it at once, another instance's are seen within
-// refsTTL. Reading the refs is most of the cost of a warm page
-// otherwise (go-git reads every loose ref file and peels every tag).
-const refsTTL = time.Second
-
-type refsEntry struct {
-	refs []forge.Ref
-	head string // the branch HEAD names
-	at   time.Time
-}
-
-// refsOf returns the repository's branches and tags, and the branch HEAD
-// names.
-func (s *server) refsOf(ctx context.Context, br *forge.Browser, rv *repoView) ([]forge.Ref, string, error) {
-	if e, ok := s.refs.Get(rv.key); ok && time.Since(e.at) < refsTTL {
-		return e.refs, e.head, nil
-	}
-	refs, head, err := br.Refs(ctx)
-	if err != nil {
-		return nil, "", err
-	}
-	s.refs.Add(rv.key, refsEntry{refs, head, time.Now()})
-	return refs, head, nil
-}
-
 // defaultBranch is the branch a repository's home shows: the one HEAD
 // names, as git clone checks out; if HEAD names no existing branch (a
 // repository brought in from elsewhere), main, master or the first.
@@ -216,59 +171,14 @@ func defaultBranch(refs []forge.Ref, head string) string {
 	return ""
 }
 
-// resolve splits rest ("REF/PATH") into a ref and a path, with this
-// precedence:
-//
-//  1. a full commit id that names a commit: that commit, whatever refs
-//     are called (pushes of refs named like commit ids are refused, but
-//     an imported repository may have them);
-//  2. the longest branch or tag name that rest starts with, up to a
-//     "/" (so refs with slashes resolve); of a branch and a tag of the
-//     same name, the branch;
-//  3. an abbreviated commit id (4 to 39 hex digits), if unambiguous.
-//
-// Full commit ids found once are remembered: a commit never changes.
-func (s *server) resolve(ctx context.Context, br *forge.Browser, rv *repoView, rest string) (ref, commit, p string, err error) {
-	first, p, _ := strings.Cut(rest, "/")
-	p = strings.Trim(p, "/")
-	if forge.IsCommitID(first) {
-		if c, ok := s.resolved.Get(rv.key + "|" + first); ok {
-			return first, c, p, nil
-		}
-		if c, err := br.Resolve(ctx, first); err == nil && c == first {
-			s.resolved.Add(rv.key+"|"+first, c)
-			return first, c, p, nil
-		}
-	}
-	refs, _, err := s.refsOf(ctx, br, rv)
-	if err != nil {
-		return "", "", "", err
-	}
-	for _, rf := range refs {
-		if (rest == rf.Name || strings.HasPrefix(rest, rf.Name+"/")) && len(rf.Name) > len(ref) {
-			ref, commit = rf.Name, rf.Commit
-		}
-	}
-	if ref != "" {
-		return ref, commit, strings.Trim(rest[len(ref):], "/"), nil
-	}
-	if len(first) < 4 || len(first) >= 40 || strings.Trim(first, "0123456789abcdef") != "" {
-		return "", "", "", forge.ErrNotFound
-	}
-	if commit, err = br.Resolve(ctx, first); err != nil {
-		return "", "", "", forge.ErrNotFound
-	}
-	return first, commit, p, nil
-}
-
 // setRef resolves rest and fills the ref fields and the ref selector.
-func (s *server) setRef(ctx context.Context, br *forge.Browser, rv *repoView, rest string) (p string, err error) {
-	ref, commit, p, err := s.resolve(ctx, br, rv, rest)
+func (s *server) setRef(ctx context.Context, rv *repoView, rest string) (p string, err error) {
+	ref, commit, p, err := s.browsers.SplitRef(ctx, rv.dir, rest)
 	if err != nil {
 		return "", err
 	}
 	rv.Ref, rv.RefPath, rv.Commit = ref, escPath(ref), commit
-	rv.Refs, err = s.refsFragment(ctx, br, rv)
+	rv.Refs, err = s.refsFragment(ctx, rv)
 	return p, err
 }
 
@@ -281,10 +191,10 @@ const refsShown = 20
 
 // refsFragment is the branch and tag selector, cached until a push: the
 // default branch and the others by name, the newest tags by version.
-func (s *server) refsFragment(ctx context.Context, br *forge.Browser, rv *repoView) (template.HTML, error) {
+func (s *server) refsFragment(ctx context.Context, rv *repoView) (template.HTML, error) {
 	key := "refs|" + rv.key + "|" + rv.Ref
 	return s.cached(ctx, key, append(rv.deps(), "refs:"+rv.key), "refs", func(ctx context.Context) (any, error) {
-		refs, head, err := s.refsOf(ctx, br, rv)
+		refs, head, err := s.browsers.Refs(ctx, rv.dir)
 		if err != nil {
 			return nil, err
 		}
@@ -356,11 +266,11 @@ func digitsPrefix(s string) string {
 // treeRef answers the ref selector's field: /{owner}/{repo}/tree?ref=R
 // goes to the tree of R, if R is a branch, a tag or a commit.
 func (s *server) treeRef(w http.ResponseWriter, r *http.Request) {
-	r, _, rv, br, ok := s.readRepo(w, r, "code", false)
+	r, _, rv, _, ok := s.readRepo(w, r, "code", false)
 	if !ok {
 		return
 	}
-	ref, _, p, err := s.resolve(r.Context(), br, rv, strings.TrimSpace(r.URL.Query().Get("ref")))
+	ref, _, p, err := s.browsers.SplitRef(r.Context(), rv.dir, strings.TrimSpace(r.URL.Query().Get("ref")))
 	if err != nil || p != "" {
 		s.notFound(w, r)
 		return
@@ -421,7 +331,7 @@ func (s *server) repoHome(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	refs, head, err := s.refsOf(r.Context(), br, rv)
+	refs, head, err := s.browsers.Refs(r.Context(), rv.dir)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -432,7 +342,7 @@ func (s *server) repoHome(w http.ResponseWriter, r *http.Request) {
 		s.render(w, r, sess, http.StatusOK, "repo", &page{Title: rv.Info.Owner + "/" + rv.Info.Name, Repo: rv, Data: repoData{Empty: true}})
 		return
 	}
-	if _, err := s.setRef(r.Context(), br, rv, branch); err != nil {
+	if _, err := s.setRef(r.Context(), rv, branch); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -444,7 +354,7 @@ func (s *server) tree(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	dir, err := s.setRef(r.Context(), br, rv, r.PathValue("rest"))
+	dir, err := s.setRef(r.Context(), rv, r.PathValue("rest"))
 	if err != nil {
 		s.notFound(w, r)
 		return
@@ -616,7 +526,7 @@ func (s *server) lastCommitsFragment(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	commit := q.Get("c")
-	ref, resolved, rest, err := s.resolve(r.Context(), br, rv, q.Get("ref"))
+	ref, resolved, rest, err := s.browsers.SplitRef(r.Context(), rv.dir, q.Get("ref"))
 	if err != nil || resolved != commit || rest != "" || !forge.IsCommitID(commit) {
 		s.notFound(w, r)
 		return
@@ -698,7 +608,7 @@ func (s *server) blob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	p, err := s.setRef(ctx, br, rv, r.PathValue("rest"))
+	p, err := s.setRef(ctx, rv, r.PathValue("rest"))
 	if err != nil || p == "" {
 		s.notFound(w, r)
 		return
@@ -755,7 +665,7 @@ func (s *server) raw(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	ref, commit, p, err := s.resolve(r.Context(), br, rv, r.PathValue("rest"))
+	ref, commit, p, err := s.browsers.SplitRef(r.Context(), rv.dir, r.PathValue("rest"))
 	if err != nil || p == "" {
 		s.notFound(w, r)
 		return
@@ -799,7 +709,7 @@ func (s *server) commits(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	p, err := s.setRef(ctx, br, rv, r.PathValue("rest"))
+	p, err := s.setRef(ctx, rv, r.PathValue("rest"))
 	if err != nil {
 		s.notFound(w, r)
 		return
@@ -961,7 +871,7 @@ func (s *server) commit(w http.ResponseWriter, r *http.Request) {
 			sha, raw = rest, ext
 		}
 	}
-	if _, err := s.setRef(ctx, br, rv, sha); err != nil {
+	if _, err := s.setRef(ctx, rv, sha); err != nil {
 		s.notFound(w, r)
 		return
 	}
@@ -1039,12 +949,7 @@ func (s *server) archive(w http.ResponseWriter, r *http.Request) {
 		s.notFound(w, r)
 		return
 	}
-	br, err := s.browser(rv.dir)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	ref, commit, p, err := s.resolve(r.Context(), br, rv, rest)
+	ref, commit, p, err := s.browsers.SplitRef(r.Context(), rv.dir, rest)
 	if err != nil || p != "" {
 		s.notFound(w, r)
 		return
@@ -1072,7 +977,7 @@ func (s *server) pushed(ctx context.Context, ev forge.PushEvent) {
 		s.purger.purge(ev.RepoID, "commits dropped by a push")
 	}
 	key := strings.ToLower(ev.Repo)
-	s.refs.Remove(key)
+	s.browsers.RefsChanged(ev.Dir)
 	if err := s.cache.Invalidate(ctx, "refs:"+key, "explore"); err != nil {
 		s.log.Warn("invalidate after push", "repo", ev.Repo, "err", err)
 	}

@@ -77,7 +77,7 @@ func TestDefaultBranchIsHead(t *testing.T) {
 	repo, err := f.s.forge.Store.Get("alice", "web")
 	require.NoError(t, err)
 	testenv.Run(t, repo.Dir, "symbolic-ref", "HEAD", "refs/heads/master")
-	f.s.refs.Purge()
+	f.s.browsers.RefsChanged(repo.Dir)
 	home := b.get("/alice/web")
 	assert.Contains(t, home.body, ">src</a>")
 	assert.NotContains(t, home.body, ">login.go</a>")

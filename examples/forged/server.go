@@ -22,7 +22,6 @@ import (
 	"time"
 
 	"github.com/bradfitz/gomemcache/memcache"
-	lru "github.com/hashicorp/golang-lru/v2"
 
 	"github.com/forgekit/forgekit/counting"
 	"github.com/forgekit/forgekit/forge"
@@ -208,9 +207,7 @@ type server struct {
 	fragments   *template.Template            // layout and fragments only
 	assets      *assets
 	logins      *loginLimiter
-	browsers    *lru.Cache[string, *forge.Browser]
-	refs        *lru.Cache[string, refsEntry] // by repository key, for refsTTL
-	resolved    *lru.Cache[string, string]    // "repo|commit id" → commit, once resolved
+	browsers    *forge.Browsers
 	metrics     *metrics
 	handler     http.Handler
 	pageBuffers sync.Pool // *bytes.Buffer, see putPageBuffer
@@ -354,9 +351,7 @@ func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server
 
 	// At most 256 repositories' Browsers (each maps its commit-graph):
 	// bounded however many repositories are browsed.
-	s.browsers, _ = lru.NewWithEvict(256, func(_ string, b *forge.Browser) { b.Close() })
-	s.refs, _ = lru.New[string, refsEntry](1024)
-	s.resolved, _ = lru.New[string, string](16384)
+	s.browsers = &forge.Browsers{}
 	s.logins = newLoginLimiter()
 	if s.assets, err = loadAssets(); err != nil {
 		return nil, err
@@ -392,6 +387,9 @@ func (s *server) Close() error {
 	}
 	if s.maint != nil {
 		s.maint.Close()
+	}
+	if s.browsers != nil {
+		s.browsers.Close()
 	}
 	if s.hooks != nil {
 		s.hooks.Close()

@@ -72,7 +72,7 @@ func (s *server) repoSettingsPost(w http.ResponseWriter, r *http.Request) {
 			if err != nil {
 				break
 			}
-			s.refs.Remove(rv.key)
+			s.browsers.RefsChanged(rv.dir)
 		}
 		err = f.UpdateRepo(ctx, &info)
 		if err == nil && info.Private && !rv.Info.Private {
@@ -151,6 +151,5 @@ func (s *server) repoSettingsPost(w http.ResponseWriter, r *http.Request) {
 // forget drops what this instance keeps of a repository under its
 // current name, once the name no longer means it.
 func (s *server) forget(rv *repoView) {
-	s.refs.Remove(rv.key)
-	s.browsers.Remove(rv.dir)
+	s.browsers.Forget(rv.dir)
 }
