@@ -52,6 +52,27 @@ func ExampleViewlets() {
 	// <main><ul><li>README.md</li><li>main.go</li></ul></main>
 }
 
+// Render loads a fragment's data only when the fragment is not cached.
+func ExampleViewlets_Render() {
+	t := template.Must(template.New("readme").Parse(`<article>{{.}}</article>`))
+	v := &viewcache.Viewlets{Cache: viewcache.New("forge", "v1"), Templates: t}
+	loads := 0
+	load := func(ctx context.Context) (any, error) {
+		loads++ // reading the README from the repository
+		return "Hello", nil
+	}
+	for range 3 {
+		b, _ := v.Render(context.Background(), "readme", "readme:alice/proj@c0ffee", []string{"repo:alice/proj"}, load)
+		fmt.Println(string(b))
+	}
+	fmt.Println("loads:", loads)
+	// Output:
+	// <article>Hello</article>
+	// <article>Hello</article>
+	// <article>Hello</article>
+	// loads: 1
+}
+
 // A Cache shared through memcached reads through a Getter built on the
 // same servers as the client that writes. (Not run here: it needs the
 // servers.)

@@ -47,17 +47,7 @@ func (v *Viewlets) FuncMap() template.FuncMap {
 
 // Include returns the cached fragment (or, with ESI, the include tag).
 func (v *Viewlets) Include(ctx context.Context, name, key string, deps []string, data any) (template.HTML, error) {
-	b, err := v.Cache.GetOrRender(ctx, key, deps, func(ctx context.Context) ([]byte, error) {
-		t := v.Templates.Lookup(name)
-		if t == nil {
-			return nil, ErrNoTemplate
-		}
-		var buf bytes.Buffer
-		if err := t.Execute(&buf, data); err != nil {
-			return nil, err
-		}
-		return buf.Bytes(), nil
-	})
+	b, err := v.Render(ctx, name, key, deps, func(context.Context) (any, error) { return data, nil })
 	if err != nil {
 		return "", err
 	}
@@ -66,6 +56,30 @@ func (v *Viewlets) Include(ctx context.Context, name, key string, deps []string,
 		return template.HTML(`<esi:include src="` + template.HTMLEscapeString(src) + `"/>`), nil
 	}
 	return template.HTML(b), nil // rendered by html/template: already escaped
+}
+
+// Render returns the fragment of the template name, cached under key
+// with deps, as bytes (for a page that writes large fragments as they
+// are, without converting them to template.HTML). On a miss it executes
+// the template with the data load returns: load runs only when the
+// fragment must be rendered, so that what it shows is read only then.
+// It never emits ESI.
+func (v *Viewlets) Render(ctx context.Context, name, key string, deps []string, load func(ctx context.Context) (any, error)) ([]byte, error) {
+	return v.Cache.GetOrRender(ctx, key, deps, func(ctx context.Context) ([]byte, error) {
+		t := v.Templates.Lookup(name)
+		if t == nil {
+			return nil, ErrNoTemplate
+		}
+		data, err := load(ctx)
+		if err != nil {
+			return nil, err
+		}
+		var buf bytes.Buffer
+		if err := t.Execute(&buf, data); err != nil {
+			return nil, err
+		}
+		return buf.Bytes(), nil
+	})
 }
 
 // Lookup tells the fragment handler how to produce a fragment by key.

@@ -69,7 +69,7 @@ func loadAssets() (*assets, error) {
 	return a, err
 }
 
-func (s *server) static(w http.ResponseWriter, r *http.Request) {
+func (s *site) static(w http.ResponseWriter, r *http.Request) {
 	b, ok := s.assets.files[r.PathValue("file")]
 	if !ok {
 		http.NotFound(w, r)
@@ -87,7 +87,7 @@ func (s *server) static(w http.ResponseWriter, r *http.Request) {
 	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(b))
 }
 
-func (s *server) robots(w http.ResponseWriter, r *http.Request) {
+func (s *site) robots(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "public, max-age=86400")
 	// Archives and raw files are costly and useless to crawlers.
@@ -105,7 +105,7 @@ var funcs = template.FuncMap{
 
 // templates parses one set per page: the layout, the fragments and the
 // page's own "content".
-func (s *server) templates() error {
+func (s *site) templates() error {
 	base, err := template.New("").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/fragments.html")
 	if err != nil {
 		return err

@@ -21,7 +21,7 @@ import (
 func TestBrowser(t *testing.T) {
 	chrome := testenv.Binary(t, "chromium", "chromium")
 	f := newForge(t)
-	f.s.pageBudget = time.Nanosecond // the last commits come from the script
+	f.s.repo.pageBudget = time.Nanosecond // the last commits come from the script
 	f.user("alice")
 	tok := f.token("alice")
 

@@ -60,49 +60,10 @@ func escPath(p string) string {
 	return strings.Join(parts, "/")
 }
 
-// openRepo checks that the request may do a on the repository of its
-// URL. Whoever may not read it gets 404, as if it did not exist; a reader
-// who may not do more gets 404 for the pages that need more too, except
-// that an anonymous visitor of a public repository is sent to sign in.
-func (s *server) openRepo(w http.ResponseWriter, r *http.Request, a forge.Action, tab string) (*http.Request, *session, *repoView, bool) {
-	r, sess := s.withSession(r)
-	ctx := r.Context()
-	owner, name := r.PathValue("owner"), strings.TrimSuffix(r.PathValue("repo"), ".git")
-	p := principal(sess)
-	info, level, err := s.forge.Access(ctx, p, owner, name, a)
-	if err != nil {
-		if a > forge.ActionRead && sess == nil && s.forge.Can(ctx, nil, owner, name, forge.ActionRead) == nil {
-			http.Redirect(w, r, "/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
-			return r, nil, nil, false
-		}
-		if !errors.Is(err, forge.ErrNotFound) && !errors.Is(err, forge.ErrLoginRequired) && !errors.Is(err, forge.ErrForbidden) {
-			s.fail(w, r, err)
-			return r, nil, nil, false
-		}
-		s.notFound(w, r)
-		return r, nil, nil, false
-	}
-	repo, err := s.forge.Store.Get(info.Owner, info.Name)
-	if err != nil {
-		s.notFound(w, r)
-		return r, nil, nil, false
-	}
-	rv := &repoView{
-		Info:     info,
-		Base:     "/" + info.Owner + "/" + info.Name,
-		CloneURL: s.baseURL(r) + "/" + info.Owner + "/" + info.Name + ".git",
-		Tab:      tab,
-		CanAdmin: level >= forge.ActionAdmin,
-		dir:      repo.Dir,
-		key:      strings.ToLower(info.Owner + "/" + info.Name),
-	}
-	return r, sess, rv, true
-}
-
 // readRepo opens the repository of a page for reading and its Browser,
 // counting the view if count: what every repository page starts with.
 // On false the response is written.
-func (s *server) readRepo(w http.ResponseWriter, r *http.Request, tab string, count bool) (*http.Request, *session, *repoView, *forge.Browser, bool) {
+func (s *repoPages) readRepo(w http.ResponseWriter, r *http.Request, tab string, count bool) (*http.Request, *session, *repoView, *forge.Browser, bool) {
 	r, sess, rv, ok := s.openRepo(w, r, forge.ActionRead, tab)
 	if !ok {
 		return r, nil, nil, nil, false
@@ -120,7 +81,7 @@ func (s *server) readRepo(w http.ResponseWriter, r *http.Request, tab string, co
 
 // countView counts a page view of the repository (bots excluded) and
 // reads the all-time total for the page.
-func (s *server) countView(r *http.Request, sess *session, rv *repoView) {
+func (s *repoPages) countView(r *http.Request, sess *session, rv *repoView) {
 	if !isBot(r.UserAgent()) {
 		viewer := s.clientIP(r)
 		if sess != nil {
@@ -172,7 +133,7 @@ func defaultBranch(refs []forge.Ref, head string) string {
 }
 
 // setRef resolves rest and fills the ref fields and the ref selector.
-func (s *server) setRef(ctx context.Context, rv *repoView, rest string) (p string, err error) {
+func (s *repoPages) setRef(ctx context.Context, rv *repoView, rest string) (p string, err error) {
 	ref, commit, p, err := s.browsers.SplitRef(ctx, rv.dir, rest)
 	if err != nil {
 		return "", err
@@ -191,7 +152,7 @@ const refsShown = 20
 
 // refsFragment is the branch and tag selector, cached until a push: the
 // default branch and the others by name, the newest tags by version.
-func (s *server) refsFragment(ctx context.Context, rv *repoView) (template.HTML, error) {
+func (s *repoPages) refsFragment(ctx context.Context, rv *repoView) (template.HTML, error) {
 	key := "refs|" + rv.key + "|" + rv.Ref
 	return s.cached(ctx, key, append(rv.deps(), "refs:"+rv.key), "refs", func(ctx context.Context) (any, error) {
 		refs, head, err := s.browsers.Refs(ctx, rv.dir)
@@ -265,7 +226,7 @@ func digitsPrefix(s string) string {
 
 // treeRef answers the ref selector's field: /{owner}/{repo}/tree?ref=R
 // goes to the tree of R, if R is a branch, a tag or a commit.
-func (s *server) treeRef(w http.ResponseWriter, r *http.Request) {
+func (s *repoPages) treeRef(w http.ResponseWriter, r *http.Request) {
 	r, _, rv, _, ok := s.readRepo(w, r, "code", false)
 	if !ok {
 		return
@@ -288,7 +249,7 @@ func pinned(ref, commit string) bool { return ref == commit }
 // rest are private. The ETag covers the commit, the repository's
 // settings, the user and the template version; not the view count, which
 // a 304 leaves as the client last saw it.
-func (s *server) cacheHeaders(w http.ResponseWriter, r *http.Request, sess *session, rv *repoView, pin bool) bool {
+func (s *repoPages) cacheHeaders(w http.ResponseWriter, r *http.Request, sess *session, rv *repoView, pin bool) bool {
 	h := w.Header()
 	h.Set("Surrogate-Key", surrogateKey(rv.Info.ID))
 	switch {
@@ -326,7 +287,7 @@ type repoData struct {
 	Readme template.HTML
 }
 
-func (s *server) repoHome(w http.ResponseWriter, r *http.Request) {
+func (s *repoPages) repoHome(w http.ResponseWriter, r *http.Request) {
 	r, sess, rv, br, ok := s.readRepo(w, r, "code", true)
 	if !ok {
 		return
@@ -349,7 +310,7 @@ func (s *server) repoHome(w http.ResponseWriter, r *http.Request) {
 	s.treePage(w, r, sess, rv, br, "")
 }
 
-func (s *server) tree(w http.ResponseWriter, r *http.Request) {
+func (s *repoPages) tree(w http.ResponseWriter, r *http.Request) {
 	r, sess, rv, br, ok := s.readRepo(w, r, "code", true)
 	if !ok {
 		return
@@ -362,7 +323,7 @@ func (s *server) tree(w http.ResponseWriter, r *http.Request) {
 	s.treePage(w, r, sess, rv, br, dir)
 }
 
-func (s *server) treePage(w http.ResponseWriter, r *http.Request, sess *session, rv *repoView, br *forge.Browser, dir string) {
+func (s *repoPages) treePage(w http.ResponseWriter, r *http.Request, sess *session, rv *repoView, br *forge.Browser, dir string) {
 	ctx := r.Context()
 	// A 304 first: a client holding this ETag had the page, so it exists.
 	if s.cacheHeaders(w, r, sess, rv, pinned(rv.Ref, rv.Commit)) {
@@ -394,7 +355,7 @@ func (s *server) treePage(w http.ResponseWriter, r *http.Request, sess *session,
 // elsewhere answers a tree or blob URL whose path is of the other kind:
 // a redirect to the view that fits (to view) if exists, else 404. The
 // caching headers set for the page go.
-func (s *server) elsewhere(w http.ResponseWriter, r *http.Request, rv *repoView, p, view string, exists bool) {
+func (s *repoPages) elsewhere(w http.ResponseWriter, r *http.Request, rv *repoView, p, view string, exists bool) {
 	w.Header().Del("Cache-Control")
 	w.Header().Del("ETag")
 	if exists {
@@ -434,13 +395,13 @@ type filesData struct {
 	Complete              bool
 }
 
-func (s *server) filesKey(rv *repoView, dir string) string {
+func (s *repoPages) filesKey(rv *repoView, dir string) string {
 	return "files|" + rv.key + "|" + rv.Ref + "|" + rv.Commit + "|" + dir
 }
 
 // renderFiles renders the file list of dir, with the last commit of
 // each entry when last is not nil.
-func (s *server) renderFiles(ctx context.Context, br *forge.Browser, rv *repoView, dir string, last map[string]*forge.CommitInfo) ([]byte, error) {
+func (s *repoPages) renderFiles(ctx context.Context, br *forge.Browser, rv *repoView, dir string, last map[string]*forge.CommitInfo) ([]byte, error) {
 	entries, err := br.Tree(ctx, rv.Commit, dir)
 	if err != nil {
 		return nil, err
@@ -475,7 +436,7 @@ var errLastPending = errors.New("last commits not known yet")
 // completeFiles returns the file list with the last commit of each
 // entry if those are known (cached fragment, or results in memory or on
 // disk), else errLastPending.
-func (s *server) completeFiles(ctx context.Context, br *forge.Browser, rv *repoView, dir string) ([]byte, error) {
+func (s *repoPages) completeFiles(ctx context.Context, br *forge.Browser, rv *repoView, dir string) ([]byte, error) {
 	return s.cache.GetOrRender(ctx, s.filesKey(rv, dir), rv.deps(), func(ctx context.Context) ([]byte, error) {
 		last, ok := s.lastCommits.Lookup(br, rv.Commit, dir)
 		if !ok {
@@ -490,7 +451,7 @@ func (s *server) completeFiles(ctx context.Context, br *forge.Browser, rv *repoV
 // at most the page budget for it; past the budget, and at once for the
 // views that come while it runs, the page gets the list without them and
 // a URL for its script, which waits for the walk.
-func (s *server) filesFragment(ctx context.Context, br *forge.Browser, rv *repoView, dir string) (splice, error) {
+func (s *repoPages) filesFragment(ctx context.Context, br *forge.Browser, rv *repoView, dir string) (splice, error) {
 	b, err := s.completeFiles(ctx, br, rv, dir)
 	if !errors.Is(err, errLastPending) {
 		return b, err
@@ -519,7 +480,7 @@ func (s *server) filesFragment(ctx context.Context, br *forge.Browser, rv *repoV
 // script: it waits for the walk. Its URL names the commit and the ref
 // the page was browsing; a ref that does not name that commit is 404,
 // before any work.
-func (s *server) lastCommitsFragment(w http.ResponseWriter, r *http.Request) {
+func (s *repoPages) lastCommitsFragment(w http.ResponseWriter, r *http.Request) {
 	r, sess, rv, br, ok := s.readRepo(w, r, "code", false)
 	if !ok {
 		return
@@ -556,7 +517,7 @@ func (s *server) lastCommitsFragment(w http.ResponseWriter, r *http.Request) {
 }
 
 // readmeFragment renders the README of dir, if any.
-func (s *server) readmeFragment(ctx context.Context, br *forge.Browser, rv *repoView, dir string) (template.HTML, error) {
+func (s *repoPages) readmeFragment(ctx context.Context, br *forge.Browser, rv *repoView, dir string) (template.HTML, error) {
 	key := "readme|" + rv.key + "|" + rv.Commit + "|" + dir
 	b, err := s.cache.GetOrRender(ctx, key, rv.deps(), func(ctx context.Context) ([]byte, error) {
 		entries, err := br.Tree(ctx, rv.Commit, dir)
@@ -602,7 +563,7 @@ type codeLine struct {
 	HTML template.HTML
 }
 
-func (s *server) blob(w http.ResponseWriter, r *http.Request) {
+func (s *repoPages) blob(w http.ResponseWriter, r *http.Request) {
 	r, sess, rv, br, ok := s.readRepo(w, r, "code", true)
 	if !ok {
 		return
@@ -660,7 +621,7 @@ func (s *server) blob(w http.ResponseWriter, r *http.Request) {
 
 // raw serves a file's bytes, never as HTML: text as text/plain, the rest
 // as a download, in a sandbox.
-func (s *server) raw(w http.ResponseWriter, r *http.Request) {
+func (s *repoPages) raw(w http.ResponseWriter, r *http.Request) {
 	r, sess, rv, br, ok := s.readRepo(w, r, "code", false)
 	if !ok {
 		return
@@ -703,7 +664,7 @@ type logRow struct {
 	URL string
 }
 
-func (s *server) commits(w http.ResponseWriter, r *http.Request) {
+func (s *repoPages) commits(w http.ResponseWriter, r *http.Request) {
 	r, sess, rv, br, ok := s.readRepo(w, r, "commits", true)
 	if !ok {
 		return
@@ -858,7 +819,7 @@ func diffView(d *forge.CommitDiff, base string) commitView {
 // commit serves a commit's page, and its raw forms: {sha}.patch (as git
 // format-patch -1 --stdout writes it) and {sha}.diff (as git diff
 // {sha}^! does).
-func (s *server) commit(w http.ResponseWriter, r *http.Request) {
+func (s *repoPages) commit(w http.ResponseWriter, r *http.Request) {
 	r, sess, rv, br, ok := s.readRepo(w, r, "commits", true)
 	if !ok {
 		return
@@ -898,7 +859,7 @@ func (s *server) commit(w http.ResponseWriter, r *http.Request) {
 
 // rawCommit streams a commit's patch or diff as plain text. A URL naming
 // the commit by its id never changes; one naming a ref is sent to it.
-func (s *server) rawCommit(w http.ResponseWriter, r *http.Request, sess *session, rv *repoView, br *forge.Browser, ext string) {
+func (s *repoPages) rawCommit(w http.ResponseWriter, r *http.Request, sess *session, rv *repoView, br *forge.Browser, ext string) {
 	if !pinned(rv.Ref, rv.Commit) {
 		if rv.Info.Private || sess != nil {
 			w.Header().Set("Cache-Control", "private, no-cache")
@@ -933,7 +894,7 @@ func (s *server) rawCommit(w http.ResponseWriter, r *http.Request, sess *session
 // archive serves /archive/REF.tar.gz and .zip. A ref that is not a
 // commit id is redirected to the commit's URL, which never changes and
 // is cached as such (by browsers, Varnish, and the archiver on disk).
-func (s *server) archive(w http.ResponseWriter, r *http.Request) {
+func (s *repoPages) archive(w http.ResponseWriter, r *http.Request) {
 	r, sess, rv, ok := s.openRepo(w, r, forge.ActionRead, "code")
 	if !ok {
 		return
@@ -972,7 +933,7 @@ func (s *server) archive(w http.ResponseWriter, r *http.Request) {
 
 // pushed is the forge's push listener: the ref selector and the explore
 // lists change. Fragments keyed by commit stay valid.
-func (s *server) pushed(ctx context.Context, ev forge.PushEvent) {
+func (s *repoSettings) pushed(ctx context.Context, ev forge.PushEvent) {
 	if ev.Dropped {
 		s.purger.purge(ev.RepoID, "commits dropped by a push")
 	}

@@ -1,18 +1,15 @@
 package main
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"net"
 	"net/http"
-	"net/netip"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/klauspost/compress/gzhttp"
 
-	"github.com/forgekit/forgekit/forge"
 	"github.com/forgekit/forgekit/slowlog"
 	"github.com/forgekit/forgekit/timebox"
 )
@@ -26,23 +23,25 @@ const archiveTimeout = 5 * time.Minute
 // pages would be unreachable later.
 var futureSegments = []string{"api", "assets", "search", "user", "users", "org", "orgs", "repo", "repos", "help", "about", "raw", "archive", "info", "objects", "refs", "hooks", "trash"}
 
-// sitePages are the forge's own pages. Their first path segments are
-// reserved (see reservedName): no user may take them.
-var sitePages = []struct {
+// pages are every page's route, declared once: the forge's own pages,
+// whose first path segments are reserved (see reservedName), and the
+// pages of owners and repositories, whose first segment is a wildcard.
+// Metrics and time limits name routes by these patterns.
+var pages = []struct {
 	pattern string
 	handler func(s *server) http.Handler
 }{
-	{"GET /{$}", func(s *server) http.Handler { return http.HandlerFunc(s.explore) }},
-	{"GET /explore", func(s *server) http.Handler { return http.HandlerFunc(s.explore) }},
-	{"GET /login", func(s *server) http.Handler { return http.HandlerFunc(s.loginForm) }},
-	{"POST /login", func(s *server) http.Handler { return http.HandlerFunc(s.login) }},
-	{"POST /logout", func(s *server) http.Handler { return http.HandlerFunc(s.logout) }},
-	{"GET /new", func(s *server) http.Handler { return http.HandlerFunc(s.newForm) }},
-	{"POST /new", func(s *server) http.Handler { return http.HandlerFunc(s.newRepo) }},
-	{"GET /settings", func(s *server) http.Handler { return http.HandlerFunc(s.settings) }},
-	{"POST /settings", func(s *server) http.Handler { return http.HandlerFunc(s.settingsPost) }},
-	{"GET /admin/{$}", func(s *server) http.Handler { return http.HandlerFunc(s.adminHome) }},
-	{"POST /admin/{$}", func(s *server) http.Handler { return http.HandlerFunc(s.adminPost) }},
+	{"GET /{$}", func(s *server) http.Handler { return http.HandlerFunc(s.explore.explore) }},
+	{"GET /explore", func(s *server) http.Handler { return http.HandlerFunc(s.explore.explore) }},
+	{"GET /login", func(s *server) http.Handler { return http.HandlerFunc(s.account.loginForm) }},
+	{"POST /login", func(s *server) http.Handler { return http.HandlerFunc(s.account.login) }},
+	{"POST /logout", func(s *server) http.Handler { return http.HandlerFunc(s.account.logout) }},
+	{"GET /new", func(s *server) http.Handler { return http.HandlerFunc(s.account.newForm) }},
+	{"POST /new", func(s *server) http.Handler { return http.HandlerFunc(s.account.newRepo) }},
+	{"GET /settings", func(s *server) http.Handler { return http.HandlerFunc(s.account.settings) }},
+	{"POST /settings", func(s *server) http.Handler { return http.HandlerFunc(s.account.settingsPost) }},
+	{"GET /admin/{$}", func(s *server) http.Handler { return http.HandlerFunc(s.admin.adminHome) }},
+	{"POST /admin/{$}", func(s *server) http.Handler { return http.HandlerFunc(s.admin.adminPost) }},
 	{"GET /admin/slow/", func(s *server) http.Handler {
 		return s.adminOnly(http.StripPrefix("/admin/slow", s.watchdog.ReportsHandler()))
 	}},
@@ -52,20 +51,41 @@ var sitePages = []struct {
 	{"GET /static/{file}", func(s *server) http.Handler { return http.HandlerFunc(s.static) }},
 	{"GET /favicon.ico", func(s *server) http.Handler { return http.HandlerFunc(s.notFound) }},
 	{"GET /robots.txt", func(s *server) http.Handler { return http.HandlerFunc(s.robots) }},
-	{"GET /healthz", func(s *server) http.Handler { return http.HandlerFunc(s.healthz) }},
-	{"GET /readyz", func(s *server) http.Handler { return http.HandlerFunc(s.readyz) }},
-	{"GET /metrics", func(s *server) http.Handler { return s.internal(s.metrics.handler()) }},
+	{"GET /healthz", func(s *server) http.Handler { return http.HandlerFunc(s.ops.healthz) }},
+	{"GET /readyz", func(s *server) http.Handler { return http.HandlerFunc(s.ops.readyz) }},
+	{"GET /metrics", func(s *server) http.Handler { return s.ops.internal(s.metrics.handler()) }},
+
+	{"GET /{owner}", func(s *server) http.Handler { return http.HandlerFunc(s.explore.userPage) }},
+	{"GET /{owner}/{repo}", func(s *server) http.Handler { return http.HandlerFunc(s.repo.repoHome) }},
+	{"GET /{owner}/{repo}/tree", func(s *server) http.Handler { return http.HandlerFunc(s.repo.treeRef) }},
+	{"GET /{owner}/{repo}/tree/{rest...}", func(s *server) http.Handler { return http.HandlerFunc(s.repo.tree) }},
+	{"GET /{owner}/{repo}/blob/{rest...}", func(s *server) http.Handler { return http.HandlerFunc(s.repo.blob) }},
+	{"GET /{owner}/{repo}/raw/{rest...}", func(s *server) http.Handler { return http.HandlerFunc(s.repo.raw) }},
+	{"GET /{owner}/{repo}/commits/{rest...}", func(s *server) http.Handler { return http.HandlerFunc(s.repo.commits) }},
+	{"GET /{owner}/{repo}/commit/{sha}", func(s *server) http.Handler { return http.HandlerFunc(s.repo.commit) }},
+	{"GET /{owner}/{repo}/archive/{rest...}", func(s *server) http.Handler { return http.HandlerFunc(s.repo.archive) }},
+	{"GET /{owner}/{repo}/lastcommits/{rest...}", func(s *server) http.Handler { return http.HandlerFunc(s.repo.lastCommitsFragment) }},
+	{"GET /{owner}/{repo}/settings", func(s *server) http.Handler { return http.HandlerFunc(s.settings.repoSettings) }},
+	{"POST /{owner}/{repo}/settings", func(s *server) http.Handler { return http.HandlerFunc(s.settings.repoSettingsPost) }},
 }
 
-// reserved are the first path segments of sitePages and futureSegments.
+// firstSegment is the first segment of a route pattern's path: a name
+// ("login"), a wildcard ("{owner}"), or "{$}" for the root.
+func firstSegment(pattern string) string {
+	_, path, _ := strings.Cut(pattern, " ")
+	first, _, _ := strings.Cut(strings.TrimPrefix(path, "/"), "/")
+	return first
+}
+
+// reserved are the first path segments of the site's own pages and
+// futureSegments.
 var reserved = func() map[string]bool {
 	m := map[string]bool{}
 	for _, n := range futureSegments {
 		m[n] = true
 	}
-	for _, p := range sitePages {
-		_, path, _ := strings.Cut(p.pattern, " ")
-		if first, _, _ := strings.Cut(strings.TrimPrefix(path, "/"), "/"); first != "" && first != "{$}" {
+	for _, p := range pages {
+		if first := firstSegment(p.pattern); first != "" && !strings.HasPrefix(first, "{") {
 			m[first] = true
 		}
 	}
@@ -97,36 +117,26 @@ func (t *routeTable) mux(r *http.Request) *http.ServeMux {
 // guarded against cross-origin form posts, to the pages.
 func (s *server) routes() http.Handler {
 	t := &routeTable{site: http.NewServeMux(), repo: http.NewServeMux()}
-	for _, p := range sitePages {
-		t.site.Handle(p.pattern, p.handler(s))
+	for _, p := range pages {
+		mux := t.site
+		if first := firstSegment(p.pattern); strings.HasPrefix(first, "{") && first != "{$}" {
+			mux = t.repo
+		}
+		mux.Handle(p.pattern, p.handler(s))
 	}
-
-	repo := t.repo
-	repo.HandleFunc("GET /{owner}", s.userPage)
-	repo.HandleFunc("GET /{owner}/{repo}", s.repoHome)
-	repo.HandleFunc("GET /{owner}/{repo}/tree", s.treeRef)
-	repo.HandleFunc("GET /{owner}/{repo}/tree/{rest...}", s.tree)
-	repo.HandleFunc("GET /{owner}/{repo}/blob/{rest...}", s.blob)
-	repo.HandleFunc("GET /{owner}/{repo}/raw/{rest...}", s.raw)
-	repo.HandleFunc("GET /{owner}/{repo}/commits/{rest...}", s.commits)
-	repo.HandleFunc("GET /{owner}/{repo}/commit/{sha}", s.commit)
-	repo.HandleFunc("GET /{owner}/{repo}/archive/{rest...}", s.archive)
-	repo.HandleFunc("GET /{owner}/{repo}/lastcommits/{rest...}", s.lastCommitsFragment)
-	repo.HandleFunc("GET /{owner}/{repo}/settings", s.repoSettings)
-	repo.HandleFunc("POST /{owner}/{repo}/settings", s.repoSettingsPost)
 	s.table = t
 
 	cop := http.NewCrossOriginProtection()
-	pages := gzhttp.GzipHandler(cop.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	site := gzhttp.GzipHandler(cop.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		t.mux(r).ServeHTTP(w, r)
 	})))
 
 	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if gitRequest(r) {
-			s.serveGit(w, r)
+			s.gitFront.serveGit(w, r)
 			return
 		}
-		pages.ServeHTTP(w, r)
+		site.ServeHTTP(w, r)
 	})
 	h = s.profiler.Middleware(h)
 	h = &timebox.Handler{
@@ -150,54 +160,6 @@ func (s *server) routes() http.Handler {
 	s.tbox = h.(*timebox.Handler)
 	h = s.watchdog.Handler(h)
 	return s.accessLog(h)
-}
-
-// serveGit serves git traffic, limiting failed logins the way the web
-// login is limited (see loginLimiter): per client address, and for
-// passwords per account. Each attempt is taken before the credentials
-// are checked (each check costs an argon2id hash) and given back if they
-// were right or could not be judged (503); a git client's first,
-// credential-less request is not an attempt.
-func (s *server) serveGit(w http.ResponseWriter, r *http.Request) {
-	user, pass, ok := r.BasicAuth()
-	if !ok {
-		s.git.ServeHTTP(w, r)
-		return
-	}
-	account := user
-	if forge.IsToken(pass) {
-		account = "" // tokens are not guessable; the address's limit is enough
-	}
-	a, ok := s.logins.begin(s.clientIP(r), account)
-	if !ok {
-		w.Header().Set("Retry-After", strconv.Itoa(int(loginEvery.Seconds())))
-		http.Error(w, "too many failed logins; try again later", http.StatusTooManyRequests)
-		return
-	}
-	sw := &statusWriter{ResponseWriter: w}
-	s.git.ServeHTTP(sw, r)
-	switch sw.status {
-	case http.StatusUnauthorized:
-		a.failed()
-	case http.StatusServiceUnavailable:
-		a.undecided()
-	default:
-		a.succeeded()
-	}
-}
-
-// gitRequest reports whether r is Git smart or dumb HTTP: the three smart
-// endpoints under /OWNER/REPO[.git], or any file under /OWNER/REPO.git/.
-func gitRequest(r *http.Request) bool {
-	parts := strings.SplitN(strings.TrimPrefix(r.URL.Path, "/"), "/", 3)
-	if len(parts) < 3 {
-		return false
-	}
-	switch parts[2] {
-	case "info/refs", "git-upload-pack", "git-receive-pack":
-		return true
-	}
-	return strings.HasSuffix(parts[1], ".git")
 }
 
 // unmatched is the route of requests no pattern serves: one label for
@@ -236,55 +198,12 @@ func newRequestID() string {
 	return hex.EncodeToString(b)
 }
 
-// requestID is the id accessLog put on the request.
-func requestID(r *http.Request) string { return r.Header.Get("X-Request-Id") }
+type requestIDKey struct{}
 
-// trusted reports whether the direct peer of r is a trusted proxy.
-func (s *server) trusted(r *http.Request) bool {
-	if len(s.cfg.trustedProxies) == 0 {
-		return false
-	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return false
-	}
-	a, err := netip.ParseAddr(host)
-	if err != nil {
-		return false
-	}
-	return s.trustedAddr(a.Unmap())
-}
-
-func (s *server) trustedAddr(a netip.Addr) bool {
-	for _, p := range s.cfg.trustedProxies {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
-}
-
-// clientIP is the address of the client: the peer, or behind trusted
-// proxies the last address in X-Forwarded-For that is not one of them.
-func (s *server) clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	if !s.trusted(r) {
-		return host
-	}
-	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
-	for i := len(hops) - 1; i >= 0; i-- {
-		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
-		if err != nil {
-			break
-		}
-		if !s.trustedAddr(a.Unmap()) {
-			return a.Unmap().String()
-		}
-	}
-	return host
+// requestID is the id accessLog gave the request.
+func requestID(r *http.Request) string {
+	id, _ := r.Context().Value(requestIDKey{}).(string)
+	return id
 }
 
 // statusWriter records what a handler answered, for the access log.
@@ -325,7 +244,7 @@ func (s *server) accessLog(next http.Handler) http.Handler {
 		if id == "" || len(id) > 64 || !s.trusted(r) {
 			id = newRequestID()
 		}
-		r.Header.Set("X-Request-Id", id)
+		r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
 		w.Header().Set("X-Request-Id", id)
 		sw := &statusWriter{ResponseWriter: w}
 		next.ServeHTTP(sw, r)
@@ -338,18 +257,5 @@ func (s *server) accessLog(next http.Handler) http.Handler {
 		s.log.Info("request", "id", id, "method", r.Method, "route", rt, "path", r.URL.Path,
 			"status", sw.status, "bytes", sw.bytes, "ms", float64(d.Microseconds())/1e3,
 			"client", s.clientIP(r), "agent", r.UserAgent())
-	})
-}
-
-// internal lets through loopback clients, trusted proxies and site
-// administrators; others get 404. Metrics say more about the site than
-// its visitors need to know.
-func (s *server) internal(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if a, err := netip.ParseAddr(s.clientIP(r)); err == nil && (a.IsLoopback() || s.trustedAddr(a)) {
-			h.ServeHTTP(w, r)
-			return
-		}
-		s.adminOnly(h).ServeHTTP(w, r)
 	})
 }

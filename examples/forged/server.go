@@ -6,7 +6,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"html/template"
 	"io"
 	"log/slog"
 	"net"
@@ -182,16 +181,14 @@ Flags of serve:
 	return c, nil
 }
 
-// server is the assembled forge.
+// server is the assembled forge: the page groups (web.go) and what they
+// share, and what the process closes at the end.
 type server struct {
-	cfg         *config
+	*site
 	instance    string // names this server's private cache directories
-	log         *slog.Logger
-	forge       *forge.Forge
 	git         *gitproto.Handler
 	views       *counting.Counter
 	viewsDB     io.Closer // the counts' store
-	cache       *viewcache.Cache
 	mc          *memcache.Client
 	mcGetter    *viewcache.Getter // the cache's lookups, on mc's servers
 	archiver    *forge.Archiver
@@ -202,23 +199,19 @@ type server struct {
 	watchdog    *slowlog.Watchdog
 	profiler    *slowlog.Profiler
 	tbox        *timebox.Handler
-	key         []byte
-	pageSets    map[string]*template.Template // by page name: layout, fragments and the page
-	fragments   *template.Template            // layout and fragments only
-	assets      *assets
 	logins      *loginLimiter
 	browsers    *forge.Browsers
 	metrics     *metrics
 	handler     http.Handler
-	pageBuffers sync.Pool // *bytes.Buffer, see putPageBuffer
 	table       *routeTable
 
-	// exploreEvery is how long the explore lists are reused. If zero,
-	// defaultExploreEvery.
-	exploreEvery time.Duration
-	// pageBudget is how long a page waits for the last commits of a
-	// directory. If zero, lastCommitBudget.
-	pageBudget time.Duration
+	repo     *repoPages
+	settings *repoSettings
+	account  *accountPages
+	explore  *explorePages
+	admin    *adminPages
+	gitFront *gitFront
+	ops      *ops
 }
 
 // newServer opens everything under cfg.data.
@@ -236,7 +229,7 @@ func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server
 			return nil, err
 		}
 	}
-	s = &server{cfg: cfg, log: logger, instance: newInstanceID()}
+	s = &server{site: &site{cfg: cfg, log: logger}, instance: newInstanceID()}
 	opened := s // the returns below set s to nil
 	defer func() {
 		if err != nil {
@@ -252,7 +245,7 @@ func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server
 	s.forge.Logger = logger
 	s.hooks = &forge.Deliverer{Meta: s.forge.Meta, Logger: logger, AllowPrivate: cfg.webhookPrivate}
 	s.forge.Deliverer = s.hooks
-	s.forge.OnPush = append(s.forge.OnPush, s.pushed)
+	s.forge.OnPush = append(s.forge.OnPush, func(ctx context.Context, ev forge.PushEvent) { s.settings.pushed(ctx, ev) })
 
 	var views counting.Store
 	if views, s.viewsDB, err = openViews(ctx, cfg.data, cfg.db); err != nil {
@@ -359,7 +352,16 @@ func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server
 	if err = s.templates(); err != nil {
 		return nil, err
 	}
+	s.viewlets = &viewcache.Viewlets{Cache: s.cache, Templates: s.fragments}
 	s.metrics = newMetrics(s)
+
+	s.repo = &repoPages{site: s.site, browsers: s.browsers, lastCommits: s.lastCommits, archiver: s.archiver, views: s.views}
+	s.settings = &repoSettings{site: s.site, browsers: s.browsers, purger: s.purger}
+	s.account = &accountPages{site: s.site, logins: s.logins, profiler: s.profiler}
+	s.explore = &explorePages{site: s.site, views: s.views}
+	s.admin = &adminPages{site: s.site, profiler: s.profiler, watchdog: s.watchdog, maint: s.maint, stats: s.stats}
+	s.gitFront = &gitFront{site: s.site, git: s.git, logins: s.logins}
+	s.ops = &ops{site: s.site, mc: s.mc, metrics: s.metrics}
 	s.handler = s.routes()
 	return s, nil
 }
@@ -375,6 +377,12 @@ func newInstanceID() string {
 	b := make([]byte, 4)
 	rand.Read(b)
 	return fmt.Sprintf("%s-%d-%x", host, os.Getpid(), b)
+}
+
+// stats is every component's counters, for the administrator.
+func (s *server) stats() string {
+	return fmt.Sprintf("fragments  %+v\nviews      %+v\ngit        %+v\ntime boxes %+v\nslow       %+v\narchives   %+v",
+		s.cache.Stats(), s.views.Stats(), s.git.Stats(), s.tbox.Stats(), s.watchdog.Stats(), s.archiver.Stats())
 }
 
 // Close stops the background work and closes the databases.
@@ -474,7 +482,7 @@ func (s *server) firstAdmin(ctx context.Context) (string, error) {
 }
 
 // baseURL is the forge's public URL for r.
-func (s *server) baseURL(r *http.Request) string {
+func (s *site) baseURL(r *http.Request) string {
 	if s.cfg.baseURL != nil {
 		return s.cfg.baseURL.String()
 	}

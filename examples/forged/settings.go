@@ -16,7 +16,7 @@ type repoSettingsData struct {
 	Webhooks      []forge.Webhook
 }
 
-func (s *server) repoSettings(w http.ResponseWriter, r *http.Request) {
+func (s *repoSettings) repoSettings(w http.ResponseWriter, r *http.Request) {
 	r, sess, rv, ok := s.openRepo(w, r, forge.ActionAdmin, "settings")
 	if !ok {
 		return
@@ -24,7 +24,7 @@ func (s *server) repoSettings(w http.ResponseWriter, r *http.Request) {
 	s.repoSettingsPage(w, r, sess, rv, http.StatusOK, "", "")
 }
 
-func (s *server) repoSettingsPage(w http.ResponseWriter, r *http.Request, sess *session, rv *repoView, status int, flash, errMsg string) {
+func (s *repoSettings) repoSettingsPage(w http.ResponseWriter, r *http.Request, sess *session, rv *repoView, status int, flash, errMsg string) {
 	ctx := r.Context()
 	d := repoSettingsData{Info: rv.Info}
 	var err error
@@ -43,7 +43,7 @@ func (s *server) repoSettingsPage(w http.ResponseWriter, r *http.Request, sess *
 // repoSettingsPost applies one settings form. Changes that alter what
 // pages show (visibility, description, default branch, name, deletion)
 // invalidate the repository's fragments and the explore lists.
-func (s *server) repoSettingsPost(w http.ResponseWriter, r *http.Request) {
+func (s *repoSettings) repoSettingsPost(w http.ResponseWriter, r *http.Request) {
 	r, _, ok := s.post(w, r)
 	if !ok {
 		return
@@ -150,6 +150,6 @@ func (s *server) repoSettingsPost(w http.ResponseWriter, r *http.Request) {
 
 // forget drops what this instance keeps of a repository under its
 // current name, once the name no longer means it.
-func (s *server) forget(rv *repoView) {
+func (s *repoSettings) forget(rv *repoView) {
 	s.browsers.Forget(rv.dir)
 }

@@ -34,7 +34,7 @@ import (
 func TestJourney(t *testing.T) {
 	t.Parallel()
 	f := newForge(t)
-	f.s.exploreEvery = time.Nanosecond // no reuse of the lists in this test
+	f.s.explore.every = time.Nanosecond // no reuse of the lists in this test
 	f.user("alice")
 	f.mustCLI("", "repo", "create", "alice/proj", "-description", "Alice's project")
 	f.mustCLI("", "repo", "create", "alice/secret", "-private")
@@ -464,7 +464,7 @@ func TestHTTPCaching(t *testing.T) {
 func TestLastCommitsFilledAfter(t *testing.T) {
 	t.Parallel()
 	f := newForge(t)
-	f.s.pageBudget = time.Nanosecond
+	f.s.repo.pageBudget = time.Nanosecond
 	f.user("alice")
 	tok := f.token("alice")
 	f.mustCLI("", "repo", "create", "alice/proj")
@@ -678,9 +678,8 @@ func TestReservedNames(t *testing.T) {
 		require.Error(t, err, name)
 		assert.Contains(t, err.Error()+out, "reserved", name)
 	}
-	for _, p := range sitePages {
-		_, path, _ := strings.Cut(p.pattern, " ")
-		if first, _, _ := strings.Cut(strings.TrimPrefix(path, "/"), "/"); first != "{$}" {
+	for _, p := range pages {
+		if first := firstSegment(p.pattern); !strings.HasPrefix(first, "{") {
 			assert.True(t, reservedName(first), "%s is reserved", first)
 		}
 	}
@@ -712,12 +711,12 @@ func TestMetricsLabelsFromPatterns(t *testing.T) {
 		labels[match[1]] = true
 	}
 	patterns := map[string]bool{unmatched: true}
-	for _, p := range sitePages {
+	for _, p := range pages {
 		_, path, _ := strings.Cut(p.pattern, " ")
 		patterns[path] = true
 	}
 	for l := range labels {
-		assert.True(t, patterns[l] || strings.HasPrefix(l, "/{owner}") || strings.HasPrefix(l, "git "), "label %q comes from a pattern", l)
+		assert.True(t, patterns[l] || strings.HasPrefix(l, "git "), "label %q comes from a pattern", l)
 		assert.Less(t, len(l), 64)
 	}
 	assert.True(t, labels[unmatched])

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/forgekit/forgekit/forge"
+)
+
+const defaultExploreEvery = 30 * time.Second
+
+type exploreRepo struct {
+	Owner, Name, Description string
+	Views                    int64
+	Pushed                   time.Time
+}
+
+type exploreSection struct {
+	Title string
+	Repos []exploreRepo
+}
+
+func (s *explorePages) explore(w http.ResponseWriter, r *http.Request) {
+	r, sess := s.withSession(r)
+	every := s.every
+	if every <= 0 {
+		every = defaultExploreEvery
+	}
+	// The lists are public and the same for everyone: one fragment per
+	// period of every, invalidated by pushes and visibility changes.
+	slot := time.Now().UnixNano() / int64(every)
+	html, err := s.cached(r.Context(), fmt.Sprintf("explore|%d|%d", every, slot), []string{"explore"}, "explorelist", s.exploreLists)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.render(w, r, sess, http.StatusOK, "explore", &page{Title: "Explore", Data: html})
+}
+
+// exploreLists ranks the public repositories by views today, this week
+// and in all time (counting), and by the latest push.
+func (s *explorePages) exploreLists(ctx context.Context) (any, error) {
+	now := time.Now().UTC()
+	end := now.Add(time.Hour)
+	var out struct{ Sections []exploreSection }
+	for _, p := range []struct {
+		title string
+		from  time.Time
+	}{
+		{"Most viewed today", now.Truncate(24 * time.Hour)},
+		{"Most viewed this week", now.Add(-7 * 24 * time.Hour)},
+		{"Most viewed of all time", time.Unix(0, 0)},
+	} {
+		// Ask for more than shown: private repositories are left out.
+		top, err := s.views.MostViewed(ctx, p.from, end, 30)
+		if err != nil {
+			return nil, err
+		}
+		sec := exploreSection{Title: p.title}
+		for _, e := range top {
+			owner, name, _ := strings.Cut(e.ID, "/")
+			info, err := s.forge.Meta.RepoInfo(ctx, owner, name)
+			if err != nil || info.Private {
+				continue
+			}
+			sec.Repos = append(sec.Repos, exploreRepo{Owner: info.Owner, Name: info.Name, Description: info.Description, Views: e.N})
+			if len(sec.Repos) == 10 {
+				break
+			}
+		}
+		out.Sections = append(out.Sections, sec)
+	}
+	recent, err := s.forge.Meta.Repos(ctx, forge.RepoQuery{PublicOnly: true, Limit: 10})
+	if err != nil {
+		return nil, err
+	}
+	sec := exploreSection{Title: "Recently pushed"}
+	for _, r := range recent {
+		sec.Repos = append(sec.Repos, exploreRepo{Owner: r.Owner, Name: r.Name, Description: r.Description, Pushed: r.PushedAt})
+	}
+	out.Sections = append(out.Sections, sec)
+	return out, nil
+}
+
+func (s *explorePages) userPage(w http.ResponseWriter, r *http.Request) {
+	r, sess := s.withSession(r)
+	owner := r.PathValue("owner")
+	u, err := s.forge.Meta.User(r.Context(), owner)
+	if err != nil {
+		s.notFound(w, r)
+		return
+	}
+	all, err := s.forge.Meta.Repos(r.Context(), forge.RepoQuery{Owner: u.Name, Limit: 1000})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	var visible []forge.RepoInfo
+	for _, ri := range all {
+		if !ri.Private || s.forge.Level(r.Context(), principal(sess), &ri) >= forge.ActionRead {
+			visible = append(visible, ri)
+		}
+	}
+	s.render(w, r, sess, http.StatusOK, "user", &page{Title: u.Name, Data: struct {
+		Name  string
+		Repos []forge.RepoInfo
+	}{u.Name, visible}})
+}
