@@ -49,7 +49,7 @@ func (f *Forge) Access(ctx context.Context, p *Principal, owner, name string, a 
 	if err != nil {
 		return nil, 0, err
 	}
-	level := f.Level(ctx, p, r)
+	level := f.Allowed(ctx, p, r)
 	switch {
 	case level >= a:
 		return r, level, nil
@@ -63,10 +63,11 @@ func (f *Forge) Access(ctx context.Context, p *Principal, owner, name string, a 
 	return nil, 0, ErrForbidden
 }
 
-// Level is the most p may do with the repository r (0: not even read
+// Allowed is the most p may do with the repository r (0: not even read
 // it), for listings that hold the metadata already; Can and Access build
-// on it.
-func (f *Forge) Level(ctx context.Context, p *Principal, r *RepoInfo) Action {
+// on it. (A collaborator's Level is one input: the owner, site
+// administrators and public visibility are the others.)
+func (f *Forge) Allowed(ctx context.Context, p *Principal, r *RepoInfo) Action {
 	level := f.level(ctx, p, r)
 	if p != nil && p.Scope == ScopeRead && level > ActionRead {
 		level = ActionRead // a read token can do no more, whoever holds it

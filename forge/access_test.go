@@ -199,10 +199,10 @@ func TestAccessAndLevel(t *testing.T) {
 		require.NoError(t, err, tc.name)
 		assert.Equal(t, tc.repo, info.Name, tc.name)
 		assert.Equal(t, tc.wantLevel, level, tc.name)
-		assert.Equal(t, tc.wantLevel, w.f.Level(ctx, tc.who, info), tc.name)
+		assert.Equal(t, tc.wantLevel, w.f.Allowed(ctx, tc.who, info), tc.name)
 	}
 	priv, _ := w.f.Meta.RepoInfo(ctx, "owner", "private")
-	assert.Equal(t, forge.Action(0), w.f.Level(ctx, p("stranger"), priv))
+	assert.Equal(t, forge.Action(0), w.f.Allowed(ctx, p("stranger"), priv))
 	_, _, err := w.f.Access(ctx, p("reader"), "owner", "private", forge.ActionWrite)
 	assert.ErrorIs(t, err, forge.ErrForbidden)
 }

@@ -24,13 +24,13 @@ func ExampleStore() {
 	}
 	_, err = s.Create(ctx, "Alice", "Proj")
 	fmt.Println(errors.Is(err, forge.ErrExists))
-	fmt.Println(forge.CheckName("settings"))
+	fmt.Println(forge.CheckName("proj.git"))
 
 	s.Delete(ctx, "alice", "proj") // into the trash
 	r, _ := s.Restore(ctx, "alice", "proj")
 	fmt.Println(r.Owner + "/" + r.Name)
 	// Output:
 	// true
-	// forge: invalid name "settings": reserved
+	// forge: invalid name "proj.git": ends in ".git"
 	// alice/proj
 }

@@ -113,7 +113,7 @@ func TestAdopt(t *testing.T) {
 	masterRepo(t, filepath.Join(root, "owner", "legacy.git"))
 	testenv.BareRepo(t, filepath.Join(root, "newcomer", "tool.git"), testenv.RepoOptions{Commits: 2})
 	require.NoError(t, os.MkdirAll(filepath.Join(root, "owner", "junk.git"), 0o755))
-	testenv.BareRepo(t, filepath.Join(root, "owner", "objects.git"), testenv.RepoOptions{Commits: 1})
+	testenv.BareRepo(t, filepath.Join(root, "owner", "bad..name.git"), testenv.RepoOptions{Commits: 1})
 	outside := filepath.Join(t.TempDir(), "outside.git")
 	testenv.BareRepo(t, outside, testenv.RepoOptions{Commits: 1})
 	require.NoError(t, os.Symlink(outside, filepath.Join(root, "owner", "link.git")))
@@ -132,7 +132,7 @@ func TestAdopt(t *testing.T) {
 		byName[a.Repo.Owner+"/"+a.Repo.Name] = a
 	}
 	require.Len(t, byName, 5, "public and private are registered already: %v", byName)
-	assert.ErrorIs(t, byName["owner/objects"].Err, forge.ErrInvalidName, "a reserved name")
+	assert.ErrorIs(t, byName["owner/bad..name"].Err, forge.ErrInvalidName, "an invalid name")
 	require.NoError(t, byName["owner/legacy"].Err)
 	assert.Equal(t, "master", byName["owner/legacy"].Info.DefaultBranch)
 	assert.True(t, byName["owner/legacy"].Info.Private, "private by default")
@@ -143,7 +143,7 @@ func TestAdopt(t *testing.T) {
 	assert.ErrorIs(t, byName["owner/junk"].Err, forge.ErrNotRepository)
 	require.Error(t, byName["owner/link"].Err)
 	assert.Contains(t, byName["owner/link"].Err.Error(), "outside")
-	for _, n := range []string{"junk", "link", "objects"} {
+	for _, n := range []string{"junk", "link", "bad..name"} {
 		_, err = w.f.Meta.RepoInfo(ctx, "owner", n)
 		assert.ErrorIs(t, err, forge.ErrNotFound, n)
 	}

@@ -47,7 +47,7 @@ func TestCheckName(t *testing.T) {
 	}{
 		{"proj", true}, {"my-proj_2.0", true}, {"A", true}, {strings.Repeat("a", forge.MaxNameLen), true},
 		{"", false}, {strings.Repeat("a", forge.MaxNameLen+1), false}, {".hidden", false}, {"-dash", false},
-		{"a..b", false}, {"proj.git", false}, {"PROJ.GIT", false}, {"admin", false}, {"Settings", false},
+		{"a..b", false}, {"proj.git", false}, {"PROJ.GIT", false}, {"admin", true}, {"objects", true}, // the application reserves its own URLs (Forge.Reserved)
 		{"a/b", false}, {"a b", false}, {"a\x00b", false}, {"ünï", false}, {"../etc", false},
 	} {
 		t.Run(fmt.Sprintf("%q", tc.name), func(t *testing.T) {
@@ -75,7 +75,7 @@ func TestCreateAndPush(t *testing.T) {
 	// Case-insensitive uniqueness.
 	_, err = s.Create(ctx, "Alice", "PROJ")
 	assert.ErrorIs(t, err, forge.ErrExists)
-	_, err = s.Create(ctx, "alice", "admin")
+	_, err = s.Create(ctx, "alice", "x.git")
 	assert.ErrorIs(t, err, forge.ErrInvalidName)
 
 	// Served through gitproto with the store's resolver, and pushed to.

@@ -29,20 +29,11 @@ import (
 // MaxNameLen is the longest owner or repository name.
 const MaxNameLen = 100
 
-// reserved are names that would shadow the forge's own URLs or files.
-var reserved = map[string]bool{
-	"admin": true, "api": true, "assets": true, "explore": true, "login": true,
-	"logout": true, "new": true, "settings": true, "static": true, "user": true,
-	"users": true, "repo": true, "repos": true, "org": true, "orgs": true,
-	"help": true, "about": true, "search": true, "raw": true, "archive": true,
-	"favicon.ico": true, "robots.txt": true, "trash": true, "info": true,
-	"objects": true, "refs": true, "hooks": true, "con": true, "nul": true,
-}
-
 // CheckName reports whether s may name an owner or a repository: 1 to
 // MaxNameLen characters from [A-Za-z0-9._-], starting with a letter or
-// digit, without "..", not ending in ".git" (that suffix is the store's)
-// and not reserved.
+// digit, without "..", and not ending in ".git" (that suffix is the
+// store's). Which names would shadow an application's own URLs is the
+// application's to say (Forge.Reserved).
 func CheckName(s string) error {
 	bad := func(why string) error { return &NameError{Name: s, Reason: why} }
 	switch {
@@ -56,8 +47,6 @@ func CheckName(s string) error {
 		return bad(`contains ".."`)
 	case strings.HasSuffix(strings.ToLower(s), ".git"):
 		return bad(`ends in ".git"`)
-	case reserved[strings.ToLower(s)]:
-		return bad("reserved")
 	}
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; !alnum(c) && c != '.' && c != '_' && c != '-' {

@@ -100,7 +100,7 @@ func (s *explorePages) userPage(w http.ResponseWriter, r *http.Request) {
 	}
 	var visible []forge.RepoInfo
 	for _, ri := range all {
-		if !ri.Private || s.forge.Level(r.Context(), principal(sess), &ri) >= forge.ActionRead {
+		if !ri.Private || s.forge.Allowed(r.Context(), principal(sess), &ri) >= forge.ActionRead {
 			visible = append(visible, ri)
 		}
 	}
