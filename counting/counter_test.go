@@ -20,6 +20,7 @@ import (
 
 	"github.com/forgekit/forgekit/counting"
 	"github.com/forgekit/forgekit/counting/sqlite"
+	"github.com/forgekit/forgekit/internal/testenv"
 )
 
 const childEnv = "COUNTING_TEST_CHILD"
@@ -75,17 +76,41 @@ type testStore interface {
 	Close() error
 }
 
-// open returns a fresh store and, for SQLite, its file: a PostgreSQL
-// database instead when the test runs under TestOnPostgres.
-func open(t *testing.T) (testStore, string) {
-	if strings.HasPrefix(t.Name(), "TestOnPostgres/") {
-		return openPostgres(t), ""
+// open returns a fresh store: a SQLite file, or a PostgreSQL database in
+// the run of TestOnPostgres.
+func open(t *testing.T) testStore {
+	if testenv.OnPostgres() != nil {
+		return openPostgres(t)
 	}
+	st, _ := openSQLite(t)
+	return st
+}
+
+// openSQLite returns a fresh SQLite store and its file, for the tests of
+// what only SQLite does (several processes on one file).
+func openSQLite(t *testing.T) (*counting.SQLiteStore, string) {
 	path := filepath.Join(t.TempDir(), "views.db")
 	st, err := sqlite.Open(path)
 	require.NoError(t, err)
 	t.Cleanup(func() { st.Close() })
 	return st, path
+}
+
+// shared returns an opener of stores on one fresh database, as several
+// instances of a site have: one SQLite file, or one PostgreSQL database
+// in the run of TestOnPostgres.
+func shared(t *testing.T) func() testStore {
+	if testenv.OnPostgres() != nil {
+		dsn := testenv.OnPostgres().NewDatabase(t)
+		return func() testStore { return openPostgresAt(t, dsn) }
+	}
+	path := filepath.Join(t.TempDir(), "views.db")
+	return func() testStore {
+		st, err := sqlite.Open(path)
+		require.NoError(t, err)
+		t.Cleanup(func() { st.Close() })
+		return st
+	}
 }
 
 var (
@@ -95,7 +120,7 @@ var (
 
 func TestExactUnderConcurrency(t *testing.T) {
 	t.Parallel()
-	st, _ := open(t)
+	st := open(t)
 	c := counting.New(st)
 	c.Interval = 2 * time.Millisecond
 	var wg sync.WaitGroup
@@ -126,7 +151,7 @@ func TestExactUnderConcurrency(t *testing.T) {
 
 func TestUnflushedCountsAreSeen(t *testing.T) {
 	t.Parallel()
-	st, _ := open(t)
+	st := open(t)
 	c := counting.New(st)
 	c.Interval = time.Hour
 	defer c.Close()
@@ -147,7 +172,7 @@ func TestUnflushedCountsAreSeen(t *testing.T) {
 
 func TestInvalidIDs(t *testing.T) {
 	t.Parallel()
-	st, _ := open(t)
+	st := open(t)
 	c := counting.New(st)
 	defer c.Close()
 	c.Count("")
@@ -161,7 +186,7 @@ func TestInvalidIDs(t *testing.T) {
 
 func TestTwoProcessesOneFile(t *testing.T) {
 	t.Parallel()
-	st, path := open(t)
+	st, path := openSQLite(t)
 	var wg sync.WaitGroup
 	errs := make(chan error, 2)
 	for range 2 {
@@ -192,7 +217,7 @@ func TestTwoProcessesOneFile(t *testing.T) {
 
 func TestCrashLosesAtMostOneInterval(t *testing.T) {
 	t.Parallel()
-	st, path := open(t)
+	st, path := openSQLite(t)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"="+path+",10,1000,crash")
 	out, err := cmd.StdoutPipe()
@@ -228,7 +253,7 @@ func (f *failing) Add(ctx context.Context, d []counting.Delta) error {
 
 func TestFailedFlushKeepsAndRetries(t *testing.T) {
 	t.Parallel()
-	st, _ := open(t)
+	st := open(t)
 	f := &failing{Store: st}
 	c := counting.New(f)
 	c.Interval = time.Hour
@@ -264,7 +289,7 @@ func TestFailedFlushKeepsAndRetries(t *testing.T) {
 
 func TestLockedDatabaseWaits(t *testing.T) {
 	t.Parallel()
-	st, path := open(t)
+	st, path := openSQLite(t)
 	c := counting.New(st)
 	c.Interval = time.Hour
 	defer c.Close()
@@ -272,10 +297,13 @@ func TestLockedDatabaseWaits(t *testing.T) {
 	other, err := sqlite.Open(path)
 	require.NoError(t, err)
 	defer other.Close()
-	hold := make(chan struct{})
-	go other.HoldWriteLockForTest(hold)
-	time.Sleep(20 * time.Millisecond)
+	held, hold := make(chan struct{}), make(chan struct{})
+	go other.HoldWriteLockForTest(held, hold)
+	_, ok := <-held
+	require.True(t, ok, "the other process has the lock")
 	c.Count("x")
+	// The lock goes while the flush waits for it (a flush that did not
+	// wait would fail with "database is locked" first).
 	go func() { time.Sleep(200 * time.Millisecond); close(hold) }()
 	require.NoError(t, c.Flush(context.Background()), "the flush waits out the lock (busy timeout)")
 	n, _ := c.Total(context.Background(), "x", past, future)
@@ -284,7 +312,7 @@ func TestLockedDatabaseWaits(t *testing.T) {
 
 func TestBucketsAndRollup(t *testing.T) {
 	t.Parallel()
-	st, _ := open(t)
+	st := open(t)
 	ctx := context.Background()
 	day := time.Date(2026, 3, 29, 0, 0, 0, 0, time.UTC) // a DST day in Europe: irrelevant in UTC
 	var deltas []counting.Delta
@@ -321,7 +349,7 @@ func TestBucketsAndRollup(t *testing.T) {
 
 func TestFilterAndTrending(t *testing.T) {
 	t.Parallel()
-	st, _ := open(t)
+	st := open(t)
 	c := counting.New(st)
 	c.Interval = time.Hour
 	c.TrendingWindow = 10 * time.Minute
@@ -353,7 +381,7 @@ func TestFilterAndTrending(t *testing.T) {
 
 func TestUniqueViewers(t *testing.T) {
 	t.Parallel()
-	st, path := open(t)
+	st, path := openSQLite(t)
 	c := counting.New(st)
 	c.Interval = time.Hour
 	c.Unique = true
@@ -394,7 +422,7 @@ func TestUniqueViewers(t *testing.T) {
 
 func TestSeriesIncludesUnflushed(t *testing.T) {
 	t.Parallel()
-	st, _ := open(t)
+	st := open(t)
 	c := counting.New(st)
 	c.Interval = time.Hour
 	defer c.Close()

@@ -16,34 +16,12 @@ import (
 	"github.com/forgekit/forgekit/internal/testenv"
 )
 
-// cluster is the PostgreSQL cluster of TestOnPostgres; each of its
-// subtests gets a database of its own. It is set before they run.
-var cluster *testenv.PostgresCluster
-
-// TestOnPostgres runs the store tests against PostgreSQL: the same test
-// functions, each in a fresh database of one throwaway cluster.
+// TestOnPostgres runs every store test (those that open their store with
+// open or shared) again on PostgreSQL, each in a fresh database of one
+// throwaway cluster.
 func TestOnPostgres(t *testing.T) {
-	cluster = testenv.StartPostgresCluster(t)
-	for _, tc := range []struct {
-		name string
-		test func(*testing.T)
-	}{
-		{"TestExactUnderConcurrency", TestExactUnderConcurrency},
-		{"TestUnflushedCountsAreSeen", TestUnflushedCountsAreSeen},
-		{"TestInvalidIDs", TestInvalidIDs},
-		{"TestFailedFlushKeepsAndRetries", TestFailedFlushKeepsAndRetries},
-		{"TestBucketsAndRollup", TestBucketsAndRollup},
-		{"TestFilterAndTrending", TestFilterAndTrending},
-		{"TestSeriesIncludesUnflushed", TestSeriesIncludesUnflushed},
-		{"TestTopMatchesBruteForce", TestTopMatchesBruteForce},
-		{"TestPostgresWriters", testPostgresWriters},
-	} {
-		t.Run(tc.name, tc.test)
-	}
+	testenv.RunOnPostgres(t, "open", "shared")
 }
-
-// pgDSN creates a database for t on the cluster.
-func pgDSN(t *testing.T) string { return cluster.NewDatabase(t) }
 
 func openPostgresAt(t *testing.T, dsn string) *counting.PostgresStore {
 	t.Helper()
@@ -55,20 +33,23 @@ func openPostgresAt(t *testing.T, dsn string) *counting.PostgresStore {
 	return st
 }
 
-func openPostgres(t *testing.T) *counting.PostgresStore { return openPostgresAt(t, pgDSN(t)) }
+func openPostgres(t *testing.T) *counting.PostgresStore {
+	return openPostgresAt(t, testenv.OnPostgres().NewDatabase(t))
+}
 
-// testPostgresWriters: several writers, each with its own connection
-// pool and counter (as instances on several machines would have), flush
-// concurrently into one database with overlapping ids: the totals are
-// exact and no flush fails (no deadlock).
-func testPostgresWriters(t *testing.T) {
+// TestWritersShareOneDatabase: several writers, each with its own store
+// and counter (as instances on one machine, or on several with
+// PostgreSQL, would have), flush concurrently into one database with
+// overlapping ids: the totals are exact and no flush fails (no
+// deadlock).
+func TestWritersShareOneDatabase(t *testing.T) {
 	t.Parallel()
-	dsn := pgDSN(t)
+	opener := shared(t)
 	const writers, ids, rounds = 4, 50, 20
 	var wg sync.WaitGroup
 	counters := make([]*counting.Counter, writers)
 	for w := range writers {
-		c := counting.New(openPostgresAt(t, dsn))
+		c := counting.New(opener())
 		c.Interval = time.Hour // flushed by hand, all at once
 		counters[w] = c
 	}
@@ -87,7 +68,7 @@ func testPostgresWriters(t *testing.T) {
 		require.NoError(t, c.Close())
 		assert.Zero(t, c.Stats().FlushErrors)
 	}
-	st := openPostgresAt(t, dsn)
+	st := opener()
 	top, err := st.Sums(context.Background(), counting.Query{From: past, To: future, Limit: ids})
 	require.NoError(t, err)
 	require.Len(t, top, ids)

@@ -73,7 +73,7 @@ func TestTopMatchesBruteForce(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			st, _ := open(t)
+			st := open(t)
 			ctx := context.Background()
 			r := rand.New(rand.NewPCG(1, uint64(len(tc.name))))
 			start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)

@@ -49,3 +49,7 @@ func (m *Meta) CreateRepoInfoForTest(ctx context.Context, r RepoInfo) (*RepoInfo
 func (m *Meta) PushedForTest(ctx context.Context, repoID int64, at time.Time, size int64) error {
 	return m.pushed(ctx, repoID, at, size)
 }
+
+// SetClockForTest sets the clock of the metadata (token expiry, the
+// times it records).
+func (m *Meta) SetClockForTest(now func() time.Time) { m.now = now }

@@ -34,7 +34,16 @@ var migrations embed.FS
 // is the seam, and a third database would be a third dialect.
 type Meta struct {
 	db       *sql.DB
-	postgres bool // $n placeholders, BOOLEAN columns, advisory lock while migrating
+	postgres bool             // $n placeholders, BOOLEAN columns, advisory lock while migrating
+	now      func() time.Time // the clock; nil means time.Now (tests set it)
+}
+
+// clock is the time now.
+func (m *Meta) clock() time.Time {
+	if m.now != nil {
+		return m.now()
+	}
+	return time.Now()
 }
 
 // OpenMeta opens (creating and migrating if needed) the SQLite database
@@ -207,7 +216,7 @@ func (m *Meta) apply(ctx context.Context, q queryer, version int, name string) e
 	if _, err := tx.ExecContext(ctx, string(body)); err != nil {
 		return fmt.Errorf("forge: migration %d: %w", version, err)
 	}
-	if _, err := tx.ExecContext(ctx, m.rebind(`INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`), version, time.Now().Unix()); err != nil {
+	if _, err := tx.ExecContext(ctx, m.rebind(`INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`), version, m.clock().Unix()); err != nil {
 		return fmt.Errorf("forge: migration %d: %w", version, err)
 	}
 	return tx.Commit()

@@ -81,13 +81,16 @@ func TestTokens(t *testing.T) {
 	assert.Equal(t, "alice", u.Name)
 	assert.Equal(t, forge.ScopeRead, scope)
 
-	short, err := f.CreateToken(ctx, "alice", "short", forge.ScopeWrite, time.Second)
+	short, err := f.CreateToken(ctx, "alice", "short", forge.ScopeWrite, time.Hour)
 	require.NoError(t, err)
 	_, _, err = m.CheckToken(ctx, short)
 	require.NoError(t, err)
-	time.Sleep(1100 * time.Millisecond)
+	m.SetClockForTest(func() time.Time { return time.Now().Add(time.Hour) })
 	_, _, err = m.CheckToken(ctx, short)
 	assert.ErrorIs(t, err, forge.ErrBadCredentials, "expired")
+	_, _, err = m.CheckToken(ctx, tok)
+	assert.NoError(t, err, "a token without expiry does not expire")
+	m.SetClockForTest(nil)
 
 	_, _, err = m.CheckToken(ctx, tok+"x")
 	assert.ErrorIs(t, err, forge.ErrBadCredentials)

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -14,47 +13,22 @@ import (
 	"github.com/forgekit/forgekit/internal/testenv"
 )
 
-// cluster is the PostgreSQL cluster of TestOnPostgres; its subtests
-// each create a database of their own on it. It is set before they run.
-var cluster *testenv.PostgresCluster
-
-// TestOnPostgres runs the tests of the metadata against PostgreSQL: the
-// same test functions, each in a fresh database of one throwaway
-// cluster. (Run alone they use SQLite.)
+// TestOnPostgres runs every test that opens the metadata (through
+// newWorld, openMeta or openMetaAt) again on PostgreSQL, each in a fresh
+// database of one throwaway cluster. (Run alone they use SQLite.)
 func TestOnPostgres(t *testing.T) {
-	cluster = testenv.StartPostgresCluster(t)
-	for _, tc := range []struct {
-		name string
-		test func(*testing.T)
-	}{
-		{"TestMigrations", TestMigrations},
-		{"TestUsersAndPasswords", TestUsersAndPasswords},
-		{"TestTokens", TestTokens},
-		{"TestRepoInfoAndCollaborators", TestRepoInfoAndCollaborators},
-		{"TestAccessMatrix", TestAccessMatrix},
-		{"TestGitThroughTheForge", TestGitThroughTheForge},
-		{"TestPasswordLoginsAreRemembered", TestPasswordLoginsAreRemembered},
-		{"TestWebhooksOnPush", TestWebhooksOnPush},
-		{"TestWebhookGivesUp", TestWebhookGivesUp},
-		{"TestListingsAndSettings", TestListingsAndSettings},
-		{"TestCreateAndDeleteRepo", TestCreateAndDeleteRepo},
-		{"TestRenameRepo", TestRenameRepo},
-		{"TestSetPasswordForgetsRememberedLogins", TestSetPasswordForgetsRememberedLogins},
-		{"TestStampChangesWithThePassword", TestStampChangesWithThePassword},
-	} {
-		t.Run(tc.name, tc.test)
-	}
+	testenv.RunOnPostgres(t, "newWorld", "openMeta", "openMetaAt")
 }
 
 // metaDSN returns where t keeps its metadata: a new database on the
-// PostgreSQL cluster when t runs under TestOnPostgres, else a SQLite file
-// in dir.
+// PostgreSQL cluster in the run of TestOnPostgres, else a SQLite file in
+// dir.
 func metaDSN(t *testing.T, dir string) string {
 	t.Helper()
-	if !strings.HasPrefix(t.Name(), "TestOnPostgres/") {
-		return filepath.Join(dir, "forge.db")
+	if c := testenv.OnPostgres(); c != nil {
+		return c.NewDatabase(t)
 	}
-	return cluster.NewDatabase(t)
+	return filepath.Join(dir, "forge.db")
 }
 
 // openMetaAt opens the metadata database for t (see metaDSN).

@@ -269,7 +269,7 @@ func (m *Meta) createRepoInfo(ctx context.Context, r RepoInfo) (*RepoInfo, error
 	}
 	id, err := m.insert(ctx, `INSERT INTO repos (owner, name, full_lower, private, description, default_branch, created_at, owner_id)
 		VALUES (?, ?, ?, ?, ?, ?, ?, (SELECT id FROM users WHERE name_lower = ?)) ON CONFLICT (full_lower) DO NOTHING RETURNING id`,
-		r.Owner, r.Name, strings.ToLower(r.Owner+"/"+r.Name), r.Private, r.Description, r.DefaultBranch, time.Now().Unix(), strings.ToLower(r.Owner))
+		r.Owner, r.Name, strings.ToLower(r.Owner+"/"+r.Name), r.Private, r.Description, r.DefaultBranch, m.clock().Unix(), strings.ToLower(r.Owner))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("%w: %s/%s", ErrExists, r.Owner, r.Name)
 	}

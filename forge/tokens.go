@@ -31,7 +31,7 @@ func (m *Meta) Tokens(ctx context.Context, user string) ([]TokenInfo, error) {
 	}
 	defer rows.Close()
 	var out []TokenInfo
-	now := time.Now()
+	now := m.clock()
 	for rows.Next() {
 		var t TokenInfo
 		var created, exp int64
@@ -103,10 +103,10 @@ func (m *Meta) createToken(ctx context.Context, user, name string, scope Scope, 
 	token := tokenPrefix + base64.RawURLEncoding.EncodeToString(raw)
 	var exp int64
 	if ttl > 0 {
-		exp = time.Now().Add(ttl).Unix()
+		exp = m.clock().Add(ttl).Unix()
 	}
 	if _, err := m.exec(ctx, `INSERT INTO tokens (user_id, name, hash, scope, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
-		u.ID, name, tokenHash(token), string(scope), exp, time.Now().Unix()); err != nil {
+		u.ID, name, tokenHash(token), string(scope), exp, m.clock().Unix()); err != nil {
 		return "", fmt.Errorf("forge: %w", err)
 	}
 	return token, nil
@@ -129,7 +129,7 @@ func (m *Meta) CheckToken(ctx context.Context, token string) (*User, Scope, erro
 	if err != nil {
 		return nil, "", fmt.Errorf("forge: %w", err)
 	}
-	if exp != 0 && time.Now().Unix() >= exp {
+	if exp != 0 && m.clock().Unix() >= exp {
 		return nil, "", ErrBadCredentials
 	}
 	return u, Scope(scope), nil

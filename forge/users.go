@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"golang.org/x/crypto/argon2"
 )
@@ -162,7 +161,7 @@ func (m *Meta) createUser(ctx context.Context, name, email, password string, adm
 		return nil, fmt.Errorf("forge: %w", err)
 	}
 	id, err := m.insert(ctx, `INSERT INTO users (name, name_lower, email, password_hash, admin, created_at) VALUES (?, ?, ?, ?, ?, ?)
-		ON CONFLICT (name_lower) DO NOTHING RETURNING id`, name, strings.ToLower(name), email, hash, admin, time.Now().Unix())
+		ON CONFLICT (name_lower) DO NOTHING RETURNING id`, name, strings.ToLower(name), email, hash, admin, m.clock().Unix())
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("%w: %s", ErrUserExists, name)
 	}

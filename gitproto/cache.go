@@ -42,6 +42,7 @@ type AdvertCache struct {
 	gens  map[string]uint64 // per repository directory, bumped by Invalidate
 
 	flight singleflight.Group
+	now    func() time.Time // the clock; nil means time.Now (tests set it)
 
 	hits, misses, bypassed, evictions atomic.Int64
 }
@@ -114,7 +115,7 @@ func (c *AdvertCache) maxBytes() int64 {
 // serve writes prefix and the advertisement for key to w, from the cache
 // or from generate.
 func (c *AdvertCache) serve(ctx context.Context, key advertKey, w io.Writer, prefix []byte, generate func(context.Context, io.Writer) error) (hit bool, err error) {
-	fp, racy := refsFingerprint(key.dir, time.Now())
+	fp, racy := refsFingerprint(key.dir, clock(c.now))
 	if racy {
 		c.bypassed.Add(1)
 		return false, generate(ctx, &prefixWriter{w: w, prefix: prefix})

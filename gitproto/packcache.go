@@ -49,6 +49,7 @@ type PackCache struct {
 	bytes   int64
 	gens    map[string]uint64
 	seq     uint64
+	now     func() time.Time // the clock; nil means time.Now (tests set it)
 
 	hits, shared, misses, bypassed, evictions, failures atomic.Int64
 }
@@ -150,7 +151,7 @@ func packKey(dir, protocol string, body []byte) string {
 // serve writes the response for key to w, joining or starting a
 // generation.
 func (c *PackCache) serve(ctx context.Context, key, repo string, w io.Writer, generate func(context.Context, io.Writer) error) (hit bool, err error) {
-	fp, racy := refsFingerprint(repo, time.Now())
+	fp, racy := refsFingerprint(repo, clock(c.now))
 	if racy {
 		c.bypassed.Add(1)
 		return false, generate(ctx, w)

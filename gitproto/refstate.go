@@ -18,6 +18,14 @@ import (
 // until it settles. One second covers filesystems with whole-second times.
 const racyWindow = time.Second
 
+// clock returns now(), or time.Now() if now is nil.
+func clock(now func() time.Time) time.Time {
+	if now != nil {
+		return now()
+	}
+	return time.Now()
+}
+
 // refsFingerprint hashes the metadata of everything a ref advertisement
 // depends on: HEAD, packed-refs, config and shallow, and every directory
 // under refs/ (a loose ref change renames a file in its directory, which

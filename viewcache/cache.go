@@ -128,6 +128,7 @@ type Cache struct {
 	RunDetached func(ctx context.Context, name string, f func(ctx context.Context))
 
 	prefix string
+	now    func() time.Time // the clock of expiries; nil means time.Now (tests set it)
 
 	once   sync.Once
 	l2     *l2
@@ -145,6 +146,14 @@ type Cache struct {
 	l1Hits hitCounter
 
 	l2Hits, staleHits, misses, renders, coalesced, evictions, l2Errors, invalidations atomic.Int64
+}
+
+// clock is the time by which entries expire.
+func (c *Cache) clock() time.Time {
+	if c.now != nil {
+		return c.now()
+	}
+	return time.Now()
 }
 
 // hitCounter is a counter that every core bumps at once. A single atomic
@@ -357,7 +366,7 @@ type Render func(ctx context.Context) ([]byte, error)
 // the cache or from render. Only render's own error is ever returned.
 func (c *Cache) GetOrRender(ctx context.Context, key string, deps []string, render Render) ([]byte, error) {
 	c.init()
-	now := time.Now()
+	now := c.clock()
 
 	// L1.
 	var local *entry // valid by this process's view, but due for a check
@@ -569,7 +578,7 @@ func (c *Cache) renderShared(ctx context.Context, key string, deps []string, ren
 		// A caller that missed just before the previous render of key
 		// stored it starts a new flight after that one ended: what it
 		// stored answers.
-		if v, ok := c.l1Fresh(key, time.Now()); ok {
+		if v, ok := c.l1Fresh(key, c.clock()); ok {
 			return v, nil
 		}
 		// Detached: a caller that gives up must not fail the others.
@@ -620,8 +629,8 @@ func (c *Cache) awaitOther(key string, deps []string) *entry {
 			return nil
 		}
 		if e != nil {
-			if _, valid := c.judge(e, gens, time.Now()); valid {
-				c.storeL1(key, deps, e, time.Now())
+			if _, valid := c.judge(e, gens, c.clock()); valid {
+				c.storeL1(key, deps, e, c.clock())
 				return e
 			}
 		}
@@ -647,7 +656,7 @@ func (c *Cache) renderStore(ctx context.Context, key string, deps []string, rend
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now()
+	now := c.clock()
 	e := &entry{value: value, gens: gens, created: now, render: now.Sub(start)}
 	ttl := c.jitter(c.ttl())
 	e.hard = now.Add(ttl)

@@ -76,9 +76,11 @@ func TestStaleWhileRevalidate(t *testing.T) {
 	c := viewcache.New("forge", "v1")
 	c.SoftTTL = 20 * time.Millisecond
 	c.TTL = time.Hour
+	clock := newFakeClock()
+	c.SetClockForTest(clock.now)
 	var r counter
 	get(t, c, "k", nil, &r)
-	time.Sleep(30 * time.Millisecond)
+	clock.advance(30 * time.Millisecond)
 	assert.Equal(t, "render 1", get(t, c, "k", nil, &r), "stale served at once")
 	c.Close() // waits for the background refresh
 	assert.Equal(t, "render 2", get(t, c, "k", nil, &r))
@@ -220,7 +222,7 @@ func TestMemcachedDies(t *testing.T) {
 	var r counter
 	get(t, c, "k", []string{"d"}, &r)
 	cmd.Process.Kill()
-	time.Sleep(5 * time.Millisecond)
+	cmd.Wait() // it is gone
 	for range 20 {
 		b, err := c.GetOrRender(context.Background(), "k", []string{"d"}, r.render)
 		require.NoError(t, err, "a dead memcached is never an error page")
@@ -307,11 +309,13 @@ func TestJitterNeverOutlivesTTL(t *testing.T) {
 	t.Parallel()
 	c := viewcache.New("forge", "v1")
 	c.TTL, c.Jitter = 40*time.Millisecond, 1
+	clock := newFakeClock()
+	c.SetClockForTest(clock.now)
 	var r counter
 	for i := range 20 {
 		get(t, c, fmt.Sprint("k", i), nil, &r)
 	}
-	time.Sleep(60 * time.Millisecond) // every entry is older than TTL now
+	clock.advance(60 * time.Millisecond) // every entry is older than TTL now
 	for i := range 20 {
 		get(t, c, fmt.Sprint("k", i), nil, &r)
 	}
@@ -380,3 +384,15 @@ func TestRunDetached(t *testing.T) {
 	_, err = broken.GetOrRender(context.Background(), "k", nil, func(context.Context) ([]byte, error) { return []byte("v"), nil })
 	assert.Error(t, err, "a hook that does not run the render fails it")
 }
+
+// fakeClock is a clock that moves only when told.
+type fakeClock struct{ t atomic.Int64 }
+
+func newFakeClock() *fakeClock {
+	c := &fakeClock{}
+	c.t.Store(time.Now().UnixNano())
+	return c
+}
+
+func (c *fakeClock) now() time.Time          { return time.Unix(0, c.t.Load()) }
+func (c *fakeClock) advance(d time.Duration) { c.t.Add(int64(d)) }

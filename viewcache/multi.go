@@ -2,7 +2,6 @@ package viewcache
 
 import (
 	"context"
-	"time"
 
 	"golang.org/x/sync/errgroup"
 )
@@ -26,7 +25,7 @@ func (c *Cache) GetOrRenderMulti(ctx context.Context, items []Item) ([][]byte, e
 	c.init()
 	out := make([][]byte, len(items))
 	todo := make([]int, 0, len(items))
-	now := time.Now()
+	now := c.clock()
 	for i, it := range items {
 		if v, ok := c.l1Get(it.Key, now); ok {
 			out[i] = v

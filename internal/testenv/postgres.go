@@ -5,10 +5,14 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -148,4 +152,108 @@ func (c *PostgresCluster) NewDatabase(tb testing.TB) string {
 		tb.Fatal(err)
 	}
 	return strings.Replace(c.dsn, "/postgres?", "/"+name+"?", 1)
+}
+
+// postgresEnv carries the DSN of RunOnPostgres's cluster to the test
+// binary it runs.
+const postgresEnv = "FORGEKIT_TEST_POSTGRES"
+
+// OnPostgres returns the cluster this test binary runs on when
+// RunOnPostgres started it, or nil in an ordinary run: helpers that open
+// a store open it there (a database per test, NewDatabase) instead of
+// in SQLite.
+func OnPostgres() *PostgresCluster {
+	onPostgresOnce.Do(func() {
+		if dsn := os.Getenv(postgresEnv); dsn != "" {
+			onPostgres = &PostgresCluster{dsn: dsn}
+		}
+	})
+	return onPostgres
+}
+
+var (
+	onPostgresOnce sync.Once
+	onPostgres     *PostgresCluster
+)
+
+// RunOnPostgres runs again on a throwaway PostgreSQL cluster every test
+// of the calling package that calls one of helpers (the package's
+// functions that open a store, which open it on the cluster when
+// OnPostgres says so). It chooses them by reading the package's test
+// files, so a new test that uses the helpers runs on both databases
+// without being listed anywhere; a test that needs SQLite itself uses
+// another helper. They run in a child process of the test binary, with
+// the same flags that matter (-test.short, -test.v), and their output is
+// shown if they fail. It needs the Debian package postgresql.
+func RunOnPostgres(t *testing.T, helpers ...string) {
+	t.Helper()
+	if OnPostgres() != nil {
+		t.Skip("this process is the run on PostgreSQL")
+	}
+	tests, err := testsCalling(".", helpers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tests) == 0 {
+		t.Fatalf("no test calls %s", strings.Join(helpers, ", "))
+	}
+	cluster := StartPostgresCluster(t)
+	args := []string{"-test.run", "^(" + strings.Join(tests, "|") + ")$", "-test.count=1", "-test.timeout=15m"}
+	if testing.Short() {
+		args = append(args, "-test.short")
+	}
+	if testing.Verbose() {
+		args = append(args, "-test.v")
+	}
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), postgresEnv+"="+cluster.dsn)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("on PostgreSQL: %v\n%s", err, out)
+	}
+	t.Logf("ran on PostgreSQL: %s", strings.Join(tests, ", "))
+	if testing.Verbose() {
+		t.Logf("%s", out)
+	}
+}
+
+// testsCalling returns the names of the Test functions in dir's
+// _test.go files whose bodies call one of helpers.
+func testsCalling(dir string, helpers []string) ([]string, error) {
+	want := map[string]bool{}
+	for _, h := range helpers {
+		want[h] = true
+	}
+	files, err := filepath.Glob(filepath.Join(dir, "*_test.go"))
+	if err != nil {
+		return nil, err
+	}
+	fset := token.NewFileSet()
+	var out []string
+	for _, name := range files {
+		f, err := parser.ParseFile(fset, name, nil, 0)
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range f.Decls {
+			fd, ok := d.(*ast.FuncDecl)
+			if !ok || fd.Recv != nil || fd.Body == nil || !strings.HasPrefix(fd.Name.Name, "Test") || fd.Type.Params.NumFields() != 1 {
+				continue
+			}
+			calls := false
+			ast.Inspect(fd.Body, func(n ast.Node) bool {
+				if c, ok := n.(*ast.CallExpr); ok {
+					if id, ok := c.Fun.(*ast.Ident); ok && want[id.Name] {
+						calls = true
+					}
+				}
+				return !calls
+			})
+			if calls {
+				out = append(out, fd.Name.Name)
+			}
+		}
+	}
+	sort.Strings(out)
+	return out, nil
 }
