@@ -145,3 +145,7 @@ func (m *Meta) ProtectedBranches(ctx context.Context, repoID int64) ([]string, e
 	}
 	return out, rows.Err()
 }
+
+// BranchProtected reports whether branch matches one of the patterns of
+// ProtectedBranches (path.Match patterns, "release/*").
+func BranchProtected(branch string, patterns []string) bool { return protected(branch, patterns) }

@@ -163,23 +163,36 @@ func (b *Browser) Commit(ctx context.Context, commit string, lim DiffLimits) (*C
 	for _, h := range c.Parents {
 		d.Parents = append(d.Parents, h.String())
 	}
-	args := []string{"diff-tree", "-r", "-p", "-M", "-C", "--raw", "--numstat", "-z", "--no-commit-id", "--no-color", "--no-ext-diff", "--no-textconv"}
+	from := ""
 	if len(d.Parents) > 0 {
-		args = append(args, d.Parents[0], c.Hash)
+		from = d.Parents[0]
+	}
+	if err := b.diffTree(ctx, d, lim, from, c.Hash); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// diffTree fills d's files with the diff from commit from (the empty
+// tree if "") to commit to, within lim, as git diff-tree -M -C finds it.
+func (b *Browser) diffTree(ctx context.Context, d *CommitDiff, lim DiffLimits, from, to string) error {
+	args := []string{"diff-tree", "-r", "-p", "-M", "-C", "--raw", "--numstat", "-z", "--no-commit-id", "--no-color", "--no-ext-diff", "--no-textconv"}
+	if from != "" {
+		args = append(args, from, to)
 	} else {
-		args = append(args, "--root", c.Hash)
+		args = append(args, "--root", to)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	cmd := b.command(ctx, args...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return nil, fmt.Errorf("forge: %w", err)
+		return fmt.Errorf("forge: %w", err)
 	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("forge: git diff-tree: %w", err)
+		return fmt.Errorf("forge: git diff-tree: %w", err)
 	}
 	p := &diffParser{r: bufio.NewReaderSize(out, 64<<10), d: d,
 		files: orDefault(lim.Files, DefaultDiffFiles), fileLines: orDefault(lim.FileLines, DefaultDiffFileLines),
@@ -192,13 +205,13 @@ func (b *Browser) Commit(ctx context.Context, commit string, lim DiffLimits) (*C
 	werr := cmd.Wait()
 	switch {
 	case perr != nil && perr != errDiffFull:
-		return nil, fmt.Errorf("forge: reading git diff-tree: %w", perr)
+		return fmt.Errorf("forge: reading git diff-tree: %w", perr)
 	case ctx.Err() != nil && perr != errDiffFull:
-		return nil, ctx.Err()
+		return ctx.Err()
 	case werr != nil && perr != errDiffFull:
-		return nil, fmt.Errorf("forge: git diff-tree: %w: %s", werr, strings.TrimSpace(stderr.String()))
+		return fmt.Errorf("forge: git diff-tree: %w: %s", werr, strings.TrimSpace(stderr.String()))
 	}
-	return d, nil
+	return nil
 }
 
 // errDiffFull stops the parse once the limits are reached.

@@ -40,6 +40,10 @@ var (
 	// missing one).
 	ErrLoginRequired = errors.New("forge: login required")
 
+	// ErrProtected is returned by DeleteBranch for a protected branch
+	// and for the default branch.
+	ErrProtected = errors.New("forge: protected branch")
+
 	// ErrBadWebhook is wrapped by AddWebhook's error for a URL that is
 	// not an absolute http or https URL.
 	ErrBadWebhook = errors.New("forge: a webhook needs an http or https URL")

@@ -203,31 +203,38 @@ func (g *GitPolicy) PostReceive(ctx context.Context, p *gitproto.Push) {
 	if err := g.f.adoptPushedHead(ctx, r, p.Dir, p.Updates); err != nil {
 		g.f.logger().WarnContext(ctx, "forge: setting the default branch after a push", "repo", p.Repo, "err", err)
 	}
+	g.f.afterPush(ctx, r, p.Dir, p.Principal, p.Updates, func(old, new string) bool {
+		ff, err := p.IsAncestor(ctx, old, new)
+		return err == nil && ff
+	})
+}
+
+// afterPush tells the OnPush listeners what a push (or a branch deleted
+// on the web) changed, then records it and queues its webhooks in the
+// background. ff says whether a ref's update from old to new kept every
+// commit.
+func (f *Forge) afterPush(ctx context.Context, r *RepoInfo, dir, pusher string, updates []gitproto.RefUpdate, ff func(old, new string) bool) {
 	now := time.Now()
-	ev := PushEvent{Repo: r.Owner + "/" + r.Name, RepoID: r.ID, Dir: p.Dir, Pusher: p.Principal, Updates: p.Updates, At: now.UTC()}
-	for _, u := range p.Updates {
+	ev := PushEvent{Repo: r.Owner + "/" + r.Name, RepoID: r.ID, Dir: dir, Pusher: pusher, Updates: updates, At: now.UTC()}
+	for _, u := range updates {
 		if u.IsCreate() {
 			continue
 		}
-		if u.IsDelete() {
-			ev.Dropped = true
-			break
-		}
-		if ff, err := p.IsAncestor(ctx, u.Old, u.New); err != nil || !ff {
+		if u.IsDelete() || !ff(u.Old, u.New) {
 			ev.Dropped = true
 			break
 		}
 	}
-	for _, l := range g.f.OnPush {
+	for _, l := range f.OnPush {
 		l(ctx, ev)
 	}
 	ctx = context.WithoutCancel(ctx) // the push's request is about to end
-	g.f.background(func() {
-		if err := g.f.Meta.pushed(ctx, r.ID, now, dirSize(p.Dir)); err != nil {
-			g.f.logger().WarnContext(ctx, "forge: recording a push", "repo", ev.Repo, "err", err)
+	f.background(func() {
+		if err := f.Meta.pushed(ctx, r.ID, now, dirSize(dir)); err != nil {
+			f.logger().WarnContext(ctx, "forge: recording a push", "repo", ev.Repo, "err", err)
 		}
-		if g.f.Deliverer != nil {
-			g.f.Deliverer.Push(ctx, r.ID, ev)
+		if f.Deliverer != nil {
+			f.Deliverer.Push(ctx, r.ID, ev)
 		}
 	})
 }

@@ -71,6 +71,37 @@ func TestBrowser(t *testing.T) {
 	assert.Contains(t, files, "Say <b>hi</b>", "the last commit of src, filled in by the script")
 	assert.Equal(t, "Copied", copied)
 	assert.Greater(t, len(shot), 10000)
+
+	// Blame from the file page (past the page budget it comes after a
+	// reload, without a script); the branches tab, where a writer
+	// deletes a branch through its form; a comparison picked with the
+	// compare form; the tags tab.
+	var blamed, branches, compared, tags string
+	require.NoError(t, chromedp.Run(ctx,
+		chromedp.Navigate(f.ts.URL+"/alice/webproj/blob/main/src/main.go"),
+		chromedp.Click(`.blobbar a[href$="/blame/main/src/main.go"]`),
+		chromedp.WaitVisible(`table.blame`),
+		chromedp.Text(`table.blame`, &blamed),
+		chromedp.Click(`nav.tabs a[href="/alice/webproj/branches"]`),
+		chromedp.WaitVisible(`table.reflist`),
+		chromedp.Click(`form input[value="feature/login"] ~ button`),
+		chromedp.WaitNotPresent(`form input[value="feature/login"]`),
+		chromedp.Text(`table.reflist`, &branches),
+		chromedp.Click(`nav.tabs a[href="/alice/webproj/compare"]`),
+		chromedp.WaitVisible(`form.compare`),
+		chromedp.SetValue(`input[name=head]`, "v1.0"),
+		chromedp.Submit(`input[name=head]`),
+		chromedp.WaitVisible(`.comparison`),
+		chromedp.Text(`.comparison`, &compared),
+		chromedp.Click(`nav.tabs a[href="/alice/webproj/tags"]`),
+		chromedp.WaitVisible(`ol.taglist`),
+		chromedp.Text(`ol.taglist`, &tags),
+	))
+	assert.Contains(t, blamed, "println")
+	assert.NotContains(t, branches, "feature/login", "deleted")
+	assert.Contains(t, branches, "main")
+	assert.Contains(t, compared, "0 commits ahead")
+	assert.Contains(t, tags, "v1.0")
 	if dir := os.Getenv("FORGEKIT_SCREENSHOTS"); dir != "" {
 		require.NoError(t, os.WriteFile(filepath.Join(dir, "repo.png"), shot, 0o644))
 		var blob []byte

@@ -21,6 +21,7 @@ type page struct {
 	CSS, JS      string
 	Repo         *repoView
 	Data         any
+	Feed         string // the page's Atom feed, if it has one
 
 	spliced [][]byte // large fragments, written in place of their markers
 }

@@ -37,6 +37,7 @@ type repoView struct {
 	CloneURL string
 	Tab      string
 	CanAdmin bool
+	CanWrite bool
 	Views    int64
 	Refs     template.HTML
 	Ref      string // the ref being browsed, as in the URL
@@ -457,11 +458,7 @@ func (s *repoPages) filesFragment(ctx context.Context, br *forge.Browser, rv *re
 		return b, err
 	}
 	if !s.lastCommits.Pending(br, rv.Commit, dir) {
-		budget := s.pageBudget
-		if budget <= 0 {
-			budget = lastCommitBudget
-		}
-		wctx, cancel := context.WithTimeout(ctx, budget)
+		wctx, cancel := context.WithTimeout(ctx, s.budget())
 		_, err := s.lastCommits.Get(wctx, br, rv.Commit, dir)
 		cancel()
 		if err == nil {
@@ -551,11 +548,11 @@ type blobData struct {
 }
 
 type blobView struct {
-	Size, RawURL, HistoryURL string
-	Binary, Truncated        bool
-	Shown                    int // lines shown when Truncated
-	Lines                    []codeLine
-	Rendered                 template.HTML
+	Size, RawURL, BlameURL, HistoryURL string
+	Binary, Truncated                  bool
+	Shown                              int // lines shown when Truncated
+	Lines                              []codeLine
+	Rendered                           template.HTML
 }
 
 type codeLine struct {
@@ -586,7 +583,8 @@ func (s *repoPages) blob(w http.ResponseWriter, r *http.Request) {
 			return nil, err
 		}
 		v := blobView{Size: humanSize(blob.Size), Binary: blob.Binary, Truncated: blob.Truncated,
-			RawURL: rv.Base + "/raw/" + rv.RefPath + "/" + escPath(p), HistoryURL: rv.Base + "/commits/" + rv.RefPath + "/" + escPath(p)}
+			RawURL: rv.Base + "/raw/" + rv.RefPath + "/" + escPath(p), HistoryURL: rv.Base + "/commits/" + rv.RefPath + "/" + escPath(p),
+			BlameURL: rv.Base + "/blame/" + rv.RefPath + "/" + escPath(p)}
 		if blob.Binary {
 			return v, nil
 		}
@@ -670,7 +668,15 @@ func (s *repoPages) commits(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	p, err := s.setRef(ctx, rv, r.PathValue("rest"))
+	rest := r.PathValue("rest")
+	if ref, ok := strings.CutSuffix(rest, ".atom"); ok {
+		// The feed of a ref, unless the path is a file called so.
+		if p, err := s.setRef(ctx, rv, ref); err == nil && p == "" {
+			s.commitsFeed(w, r, sess, rv)
+			return
+		}
+	}
+	p, err := s.setRef(ctx, rv, rest)
 	if err != nil {
 		s.notFound(w, r)
 		return
@@ -731,7 +737,8 @@ func (s *repoPages) commits(w http.ResponseWriter, r *http.Request) {
 	if more {
 		d.Next = base + "?page=" + strconv.Itoa(pg+1)
 	}
-	s.render(w, r, sess, http.StatusOK, "commits", &page{Title: "Commits · " + rv.Info.Owner + "/" + rv.Info.Name, Repo: rv, Data: d})
+	s.render(w, r, sess, http.StatusOK, "commits", &page{Title: "Commits · " + rv.Info.Owner + "/" + rv.Info.Name, Repo: rv, Data: d,
+		Feed: rv.Base + "/commits/" + rv.RefPath + ".atom"})
 }
 
 // Limits of a commit page's diff: a page of at most about 10,000 lines
@@ -762,14 +769,15 @@ type diffFileView struct {
 
 type commitView struct {
 	*forge.CommitDiff
-	Base  string
-	Files []diffFileView
+	Base             string
+	RawURL, PatchURL string // the whole diff, as text
+	Files            []diffFileView
 }
 
 // diffView turns a commit's diff into what the page shows: every line
 // with its numbers on both sides and its colours.
 func diffView(d *forge.CommitDiff, base string) commitView {
-	v := commitView{CommitDiff: d, Base: base}
+	v := commitView{CommitDiff: d, Base: base, RawURL: base + "/commit/" + d.Hash + ".diff", PatchURL: base + "/commit/" + d.Hash + ".patch"}
 	for i, f := range d.Files {
 		fv := diffFileView{FileDiff: f, Anchor: "diff-" + strconv.Itoa(i)}
 		var texts []string

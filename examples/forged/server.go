@@ -355,7 +355,8 @@ func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server
 	s.viewlets = &viewcache.Viewlets{Cache: s.cache, Templates: s.fragments}
 	s.metrics = newMetrics(s)
 
-	s.repo = &repoPages{site: s.site, browsers: s.browsers, lastCommits: s.lastCommits, archiver: s.archiver, views: s.views}
+	s.repo = &repoPages{site: s.site, browsers: s.browsers, lastCommits: s.lastCommits, archiver: s.archiver, views: s.views,
+		blames: newFills(2, 256, archiveTimeout)}
 	s.settings = &repoSettings{site: s.site, browsers: s.browsers, purger: s.purger}
 	s.account = &accountPages{site: s.site, logins: s.logins, profiler: s.profiler}
 	s.explore = &explorePages{site: s.site, views: s.views}
@@ -395,6 +396,9 @@ func (s *server) Close() error {
 	}
 	if s.maint != nil {
 		s.maint.Close()
+	}
+	if s.repo != nil {
+		s.repo.blames.close()
 	}
 	if s.browsers != nil {
 		s.browsers.Close()

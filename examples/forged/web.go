@@ -51,6 +51,7 @@ type repoPages struct {
 	lastCommits *forge.LastCommitCache
 	archiver    *forge.Archiver
 	views       *counting.Counter
+	blames      *fills // blames that outlast a page's budget
 
 	// pageBudget is how long a page waits for the last commits of a
 	// directory. If zero, lastCommitBudget.
@@ -139,6 +140,7 @@ func (s *site) openRepo(w http.ResponseWriter, r *http.Request, a forge.Action, 
 		CloneURL: s.baseURL(r) + "/" + info.Owner + "/" + info.Name + ".git",
 		Tab:      tab,
 		CanAdmin: level >= forge.ActionAdmin,
+		CanWrite: level >= forge.ActionWrite,
 		dir:      repo.Dir,
 		key:      strings.ToLower(info.Owner + "/" + info.Name),
 	}

@@ -217,7 +217,9 @@ func TestAccessMatrix(t *testing.T) {
 		clients[u].login(u, u+"-password")
 	}
 	routes := []string{"", "/tree/main/src", "/blob/main/src/main.go", "/raw/main/README.md", "/commits/main",
-		"/commit/" + head, "/archive/" + head + ".zip", "/lastcommits/?c=" + head + "&ref=main", "/settings"}
+		"/commit/" + head, "/archive/" + head + ".zip", "/lastcommits/?c=" + head + "&ref=main",
+		"/blame/main/src/main.go", "/branches", "/tags", "/tags.atom", "/commits/main.atom", "/compare", "/compare/main...feature/login",
+		"/settings"}
 	const ok, hide, login = http.StatusOK, http.StatusNotFound, http.StatusSeeOther
 	// want[visitor][repo] = the status of the read routes, then of settings.
 	want := map[string]map[string][2]int{

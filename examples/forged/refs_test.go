@@ -1,0 +1,242 @@
+package main
+
+import (
+	"encoding/xml"
+	"fmt"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/forgekit/forgekit/internal/testenv"
+)
+
+func TestBlamePage(t *testing.T) {
+	t.Parallel()
+	f := newForge(t)
+	f.user("alice")
+	tok := f.token("alice")
+	f.mustCLI("", "repo", "create", "alice/proj")
+	work := f.pushSample("alice/proj", "alice", tok)
+	b := f.browser()
+	blob := b.get("/alice/proj/blob/main/src/main.go")
+	assert.Contains(t, blob.body, `href="/alice/proj/blame/main/src/main.go"`, "linked from the file")
+
+	r := b.get("/alice/proj/blame/main/src/main.go")
+	require.Equal(t, http.StatusOK, r.code)
+	for _, l := range strings.Split(strings.TrimSpace(testenv.Run(t, work, "blame", "-l", "-s", "main", "--", "src/main.go")), "\n") {
+		sha := strings.TrimPrefix(strings.Fields(l)[0], "^")
+		assert.Contains(t, r.body, `/alice/proj/commit/`+sha, "every line's commit, as git blame says")
+	}
+	assert.Contains(t, r.body, `id="L3"`)
+	assert.Equal(t, http.StatusNotFound, b.get("/alice/proj/blame/main/nope.go").code)
+	assert.Equal(t, http.StatusFound, b.get("/alice/proj/blame/main/src").code, "a directory goes to its tree")
+
+	// Past the page's budget: a message and a reload, never a 503; the
+	// blame goes on and a later view has it.
+	f.s.repo.pageBudget = time.Nanosecond
+	r = b.get("/alice/proj/blame/main/README.md")
+	require.Equal(t, http.StatusOK, r.code)
+	if strings.Contains(r.body, "being computed") {
+		assert.Equal(t, "5", r.h.Get("Refresh"))
+		assert.Contains(t, r.h.Get("Cache-Control"), "no-store")
+		require.Eventually(t, func() bool {
+			return strings.Contains(b.get("/alice/proj/blame/main/README.md").body, `id="L1"`)
+		}, 10*time.Second, 20*time.Millisecond)
+	}
+	assert.Contains(t, b.get("/alice/proj/blame/main/README.md").body, "Sample project")
+}
+
+func TestBranchesAndTags(t *testing.T) {
+	t.Parallel()
+	f := newForge(t)
+	f.user("alice")
+	f.user("bob")
+	tok := f.token("alice")
+	f.mustCLI("", "repo", "create", "alice/proj")
+	work := f.pushSample("alice/proj", "alice", tok)
+	for i := 1; i <= 35; i++ {
+		testenv.Run(t, work, "tag", fmt.Sprintf("v2.%d", i))
+	}
+	testenv.Run(t, work, "tag", "-a", "-m", "The big release\n\nWith notes & <b>markup</b>.", "v3.0")
+	testenv.Run(t, work, "branch", "gone", "main")
+	u := f.gitURL("alice/proj", "alice", tok)
+	testenv.Run(t, work, "push", "-q", "--tags", u, "gone")
+
+	alice, bob, anon := f.browser(), f.browser(), f.browser()
+	alice.login("alice", "alice-password")
+	bob.login("bob", "bob-password")
+	r := anon.get("/alice/proj/branches")
+	require.Equal(t, http.StatusOK, r.code)
+	assert.Contains(t, r.body, ">feature/login</a>")
+	assert.Regexp(t, `>main</a> <span class="badge">default</span> <span class="badge">protected</span>`, r.body)
+	assert.Contains(t, r.body, "0 · 1 <a", "feature/login is 0 behind and 1 ahead of main")
+	assert.NotContains(t, r.body, "Delete</button>", "no delete for readers")
+
+	r = alice.get("/alice/proj/branches")
+	assert.Contains(t, r.body, `name="branch" value="gone"`)
+	assert.NotContains(t, r.body, `name="branch" value="main"`, "no delete for the default branch")
+	// Deleting: writers only, with the CSRF token, never a protected one.
+	assert.Equal(t, http.StatusForbidden, alice.post("/alice/proj/branches", url.Values{"branch": {"gone"}, "csrf": {"forged"}}).code)
+	bob.get("/alice/proj/branches")
+	assert.Equal(t, http.StatusNotFound, bob.post("/alice/proj/branches", url.Values{"branch": {"gone"}}).code)
+	alice.get("/alice/proj/branches")
+	assert.Equal(t, http.StatusUnprocessableEntity, alice.post("/alice/proj/branches", url.Values{"branch": {"main"}}).code)
+	r = alice.post("/alice/proj/branches", url.Values{"branch": {"gone"}})
+	require.Equal(t, http.StatusSeeOther, r.code, r.body)
+	assert.NotContains(t, testenv.Run(t, "", "ls-remote", "--heads", u), "refs/heads/gone")
+	assert.NotContains(t, anon.get("/alice/proj/branches").body, ">gone</a>", "the list follows at once")
+
+	// Tags: newest first, paginated, with annotations and archives.
+	r = anon.get("/alice/proj/tags")
+	require.Equal(t, http.StatusOK, r.code)
+	assert.Contains(t, r.body, "Tags <span class=\"muted\">37</span>")
+	assert.Contains(t, r.body, "With notes &amp; &lt;b&gt;markup&lt;/b&gt;.")
+	assert.Contains(t, r.body, `/alice/proj/archive/v3.0.tar.gz`)
+	assert.Contains(t, r.body, `href="/alice/proj/tags?page=2"`)
+	assert.Contains(t, r.body, `<link rel="alternate" type="application/atom+xml" href="/alice/proj/tags.atom">`)
+	assert.Equal(t, strings.Count(r.body, "<li>"), refsPerPage)
+	r = anon.get("/alice/proj/tags?page=2")
+	assert.Equal(t, 37-refsPerPage, strings.Count(r.body, "<li>"))
+	assert.Equal(t, http.StatusNotFound, anon.get("/alice/proj/tags?page=3").code)
+	assert.Equal(t, http.StatusNotFound, anon.get("/alice/proj/tags?page=x").code)
+}
+
+// atom is what the tests read of an Atom feed; xml.Unmarshal checks the
+// namespace of each element.
+type atom struct {
+	XMLName xml.Name `xml:"http://www.w3.org/2005/Atom feed"`
+	ID      string   `xml:"http://www.w3.org/2005/Atom id"`
+	Title   string   `xml:"http://www.w3.org/2005/Atom title"`
+	Updated string   `xml:"http://www.w3.org/2005/Atom updated"`
+	Author  []struct {
+		Name string `xml:"http://www.w3.org/2005/Atom name"`
+	} `xml:"http://www.w3.org/2005/Atom author"`
+	Links []struct {
+		Rel  string `xml:"rel,attr"`
+		Href string `xml:"href,attr"`
+	} `xml:"http://www.w3.org/2005/Atom link"`
+	Entries []struct {
+		ID      string `xml:"http://www.w3.org/2005/Atom id"`
+		Title   string `xml:"http://www.w3.org/2005/Atom title"`
+		Updated string `xml:"http://www.w3.org/2005/Atom updated"`
+		Author  struct {
+			Name string `xml:"http://www.w3.org/2005/Atom name"`
+		} `xml:"http://www.w3.org/2005/Atom author"`
+		Link struct {
+			Href string `xml:"href,attr"`
+		} `xml:"http://www.w3.org/2005/Atom link"`
+	} `xml:"http://www.w3.org/2005/Atom entry"`
+}
+
+// readAtom parses a feed and checks what RFC 4287 requires of it: an id,
+// a title and an updated date on the feed and on each entry, an author
+// for each entry (its own or the feed's), dates in RFC 3339, and ids
+// that are absolute URIs, each used once.
+func readAtom(t *testing.T, r resp) atom {
+	t.Helper()
+	require.Equal(t, http.StatusOK, r.code)
+	assert.Equal(t, "application/atom+xml; charset=utf-8", r.h.Get("Content-Type"))
+	var a atom
+	require.NoError(t, xml.Unmarshal([]byte(r.body), &a), r.body)
+	require.NotEmpty(t, a.ID)
+	require.NotEmpty(t, a.Title)
+	_, err := time.Parse(time.RFC3339, a.Updated)
+	require.NoError(t, err)
+	seen := map[string]bool{}
+	for _, e := range a.Entries {
+		u, err := url.Parse(e.ID)
+		require.NoError(t, err)
+		assert.True(t, u.IsAbs(), e.ID)
+		assert.False(t, seen[e.ID], "ids are unique")
+		seen[e.ID] = true
+		assert.NotEmpty(t, e.Title)
+		_, err = time.Parse(time.RFC3339, e.Updated)
+		require.NoError(t, err)
+		assert.True(t, e.Author.Name != "" || (len(a.Author) > 0 && a.Author[0].Name != ""))
+	}
+	return a
+}
+
+func TestFeeds(t *testing.T) {
+	t.Parallel()
+	f := newForge(t)
+	f.user("alice")
+	tok := f.token("alice")
+	f.mustCLI("", "repo", "create", "alice/proj")
+	f.mustCLI("", "repo", "create", "alice/priv", "-private")
+	work := f.pushSample("alice/proj", "alice", tok)
+	f.pushSample("alice/priv", "alice", tok)
+	anon := f.browser()
+
+	page := anon.get("/alice/proj/commits/main")
+	assert.Contains(t, page.body, `<link rel="alternate" type="application/atom+xml" href="/alice/proj/commits/main.atom">`)
+	a := readAtom(t, anon.get("/alice/proj/commits/main.atom"))
+	require.Len(t, a.Entries, 2)
+	head := strings.TrimSpace(testenv.Run(t, work, "rev-parse", "main"))
+	assert.Equal(t, f.ts.URL+"/alice/proj/commit/"+head, a.Entries[0].ID)
+	assert.Equal(t, "Say <b>hi</b>", a.Entries[0].Title, "text, escaped by the encoder")
+	assert.Equal(t, "Forge Tester", a.Entries[0].Author.Name)
+	a = readAtom(t, anon.get("/alice/proj/commits/feature/login.atom"))
+	assert.Len(t, a.Entries, 3, "a ref with a slash")
+
+	a = readAtom(t, anon.get("/alice/proj/tags.atom"))
+	require.Len(t, a.Entries, 1)
+	assert.Equal(t, "v1.0", a.Entries[0].Title)
+
+	assert.Equal(t, http.StatusNotFound, anon.get("/alice/priv/commits/main.atom").code, "private feeds are 404")
+	assert.Equal(t, http.StatusNotFound, anon.get("/alice/priv/tags.atom").code)
+	alice := f.browser()
+	alice.login("alice", "alice-password")
+	readAtom(t, alice.get("/alice/priv/tags.atom"))
+}
+
+func TestComparePage(t *testing.T) {
+	t.Parallel()
+	f := newForge(t)
+	f.user("alice")
+	tok := f.token("alice")
+	f.mustCLI("", "repo", "create", "alice/proj")
+	work := f.pushSample("alice/proj", "alice", tok)
+	b := f.browser()
+
+	r := b.get("/alice/proj/compare")
+	require.Equal(t, http.StatusOK, r.code)
+	assert.Contains(t, r.body, `name="base" value="main"`)
+	r = b.get("/alice/proj/compare?base=main&head=feature/login")
+	require.Equal(t, http.StatusFound, r.code)
+	assert.Equal(t, "/alice/proj/compare/main...feature/login", r.h.Get("Location"))
+
+	r = b.get("/alice/proj/compare/main...feature/login")
+	require.Equal(t, http.StatusOK, r.code)
+	mb := strings.TrimSpace(testenv.Run(t, work, "merge-base", "main", "feature/login"))
+	assert.Contains(t, r.body, "/alice/proj/commit/"+mb)
+	assert.Contains(t, r.body, "<strong>1</strong> commit ahead, <strong>0</strong> behind")
+	assert.Contains(t, r.body, "Login page")
+	assert.Contains(t, r.body, "login.go")
+	assert.Contains(t, r.h.Get("Cache-Control"), "no-cache", "refs move")
+
+	r = b.get("/alice/proj/compare/feature/login...main")
+	assert.Contains(t, r.body, "<strong>0</strong> commits ahead, <strong>1</strong> behind")
+	assert.Contains(t, r.body, "Nothing to compare")
+
+	for _, bad := range []string{"main", "main...", "...main", "main...nope", "nope...main", "main/src...main"} {
+		assert.Equal(t, http.StatusNotFound, b.get("/alice/proj/compare/"+bad).code, bad)
+	}
+
+	// The raw diff: refs go to their commits, whose diff is git's.
+	r = b.get("/alice/proj/compare/main...feature/login.diff")
+	require.Equal(t, http.StatusFound, r.code)
+	loc := r.h.Get("Location")
+	r = b.get(loc)
+	require.Equal(t, http.StatusOK, r.code)
+	assert.Equal(t, testenv.Run(t, work, "diff", "main...feature/login"), r.body)
+	assert.Contains(t, r.h.Get("Cache-Control"), "immutable")
+	assert.Contains(t, b.get(strings.TrimSuffix(loc, ".diff")).h.Get("Cache-Control"), "immutable", "both ends pinned")
+	_ = filepath.Join
+}

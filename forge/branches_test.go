@@ -1,0 +1,72 @@
+package forge_test
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/forgekit/forgekit/forge"
+	"github.com/forgekit/forgekit/internal/testenv"
+)
+
+func TestDeleteBranch(t *testing.T) {
+	t.Parallel()
+	w := newGitWorld(t)
+	ctx := context.Background()
+	var mu sync.Mutex
+	var events []forge.PushEvent
+	w.f.OnPush = append(w.f.OnPush, func(_ context.Context, ev forge.PushEvent) {
+		mu.Lock()
+		defer mu.Unlock()
+		events = append(events, ev)
+	})
+	url := w.url("writer", "writer/proj")
+	testenv.Run(t, w.src, "push", "-q", url, "master", "branch1", "master:topic", "master:topic2")
+	info, err := w.f.Meta.RepoInfo(ctx, "writer", "proj")
+	require.NoError(t, err)
+	require.NoError(t, w.f.ProtectBranch(ctx, info.ID, "topic2"))
+	require.NoError(t, w.f.SetCollaborator(ctx, info.ID, "reader", forge.LevelRead))
+	master := strings.TrimSpace(testenv.Run(t, w.src, "rev-parse", "master"))
+	as := func(name string) *forge.Principal { return &forge.Principal{User: w.users[name]} }
+
+	for _, tc := range []struct {
+		name, user, branch, old string
+		want                    error
+	}{
+		{"anonymous", "", "topic", "", forge.ErrLoginRequired},
+		{"reader", "reader", "topic", "", forge.ErrForbidden},
+		{"stranger on a private repository", "stranger", "topic", "", forge.ErrNotFound},
+		{"default branch", "writer", "master", "", forge.ErrProtected},
+		{"protected", "writer", "topic2", "", forge.ErrProtected},
+		{"missing", "writer", "nope", "", forge.ErrNoBranch},
+		{"stale view", "writer", "topic", strings.Repeat("1", 40), forge.ErrNoBranch},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var p *forge.Principal
+			if tc.user != "" {
+				p = as(tc.user)
+			}
+			assert.ErrorIs(t, w.f.DeleteBranch(ctx, p, "writer", "proj", tc.branch, tc.old), tc.want)
+		})
+	}
+	heads := testenv.Run(t, "", "ls-remote", "--heads", url)
+	assert.Contains(t, heads, "refs/heads/topic\n", "refusals delete nothing")
+
+	require.NoError(t, w.f.DeleteBranch(ctx, as("writer"), "writer", "proj", "topic", master))
+	heads = testenv.Run(t, "", "ls-remote", "--heads", url)
+	assert.NotContains(t, heads, "refs/heads/topic\n")
+	assert.Contains(t, heads, "refs/heads/branch1")
+	mu.Lock()
+	last := events[len(events)-1]
+	mu.Unlock()
+	assert.Equal(t, "writer/proj", last.Repo)
+	assert.Equal(t, "writer", last.Pusher)
+	assert.True(t, last.Dropped)
+	require.Len(t, last.Updates, 1)
+	assert.True(t, last.Updates[0].IsDelete())
+	assert.Equal(t, "refs/heads/topic", last.Updates[0].Ref)
+}
