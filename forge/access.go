@@ -136,12 +136,12 @@ func (f *Forge) Authenticate(r *http.Request) (*Principal, error) {
 	if ok && now.Before(c.expires) {
 		u, err := f.Meta.UserByID(ctx, c.id)
 		switch {
-		case err == nil && u.Stamp == c.stamp:
+		case err == nil && u.Stamp == c.stamp && !u.Disabled:
 			return &Principal{User: u}, nil
 		case err != nil && !errors.Is(err, ErrNoUser):
 			return nil, err
 		}
-		f.forgetLogins() // deleted, or the password changed: check again
+		f.forgetLogins() // deleted, disabled, or the password changed: check again
 	}
 	u, err := f.CheckPassword(ctx, user, pass)
 	if err != nil {

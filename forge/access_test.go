@@ -252,3 +252,61 @@ func TestPasswordChecksBounded(t *testing.T) {
 	_, err = w.f.CheckPassword(context.Background(), "owner", "wrong")
 	assert.ErrorIs(t, err, forge.ErrBadCredentials)
 }
+
+// TestDisabledUser: a disabled user's passwords and tokens stop at once,
+// remembered logins included; enabling gives them back.
+func TestDisabledUser(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	tok, err := w.f.CreateToken(ctx, "reader", "ci", forge.ScopeRead, 0)
+	require.NoError(t, err)
+	auth := func(pass string) error {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.SetBasicAuth("reader", pass)
+		_, err := w.f.Authenticate(r)
+		return err
+	}
+	require.NoError(t, auth("password-reader")) // remembered now
+	require.NoError(t, auth(tok))
+
+	require.NoError(t, w.f.SetDisabled(ctx, "reader", true))
+	assert.ErrorIs(t, auth("password-reader"), forge.ErrBadCredentials)
+	assert.ErrorIs(t, auth(tok), forge.ErrBadCredentials)
+	_, err = w.f.CheckPassword(ctx, "reader", "password-reader")
+	assert.ErrorIs(t, err, forge.ErrBadCredentials)
+	u, err := w.f.Meta.User(ctx, "reader")
+	require.NoError(t, err)
+	assert.True(t, u.Disabled)
+	assert.ErrorIs(t, w.f.SetDisabled(ctx, "nobody", true), forge.ErrNoUser)
+
+	require.NoError(t, w.f.SetDisabled(ctx, "reader", false))
+	assert.NoError(t, auth("password-reader"))
+	assert.NoError(t, auth(tok))
+}
+
+func TestRestoreRepo(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	r, err := w.f.CreateRepo(ctx, "owner", "proj", false, "public one")
+	require.NoError(t, err)
+	require.NoError(t, w.f.DeleteRepo(ctx, "owner", "proj"))
+	_, err = w.f.Meta.RepoInfo(ctx, "owner", "proj")
+	require.ErrorIs(t, err, forge.ErrNotFound)
+
+	back, err := w.f.RestoreRepo(ctx, "owner", "proj")
+	require.NoError(t, err)
+	assert.True(t, back.Private, "its settings went with it: back as private")
+	assert.Equal(t, r.OwnerID, back.OwnerID)
+	patterns, err := w.f.Meta.ProtectedBranches(ctx, back.ID)
+	require.NoError(t, err)
+	assert.Equal(t, []string{back.DefaultBranch}, patterns)
+	_, err = w.f.Store.Get("owner", "proj")
+	require.NoError(t, err)
+
+	_, err = w.f.RestoreRepo(ctx, "owner", "proj")
+	assert.ErrorIs(t, err, forge.ErrExists)
+	_, err = w.f.RestoreRepo(ctx, "owner", "never")
+	assert.ErrorIs(t, err, forge.ErrNotFound)
+}

@@ -285,3 +285,58 @@ func BenchmarkLogPath(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkBlame: Browser.Blame (git blame --porcelain, parsed) vs git
+// blame itself, on the files of FORGEKIT_BENCH_FILES (comma-separated;
+// git/git's Makefile and builtin/add.c by default):
+//
+//	FORGEKIT_BENCH_REAL=/tmp/real/git-cg.git go test ./forge -run '^$' -bench Blame -benchtime 3x
+func BenchmarkBlame(b *testing.B) {
+	dir, br, head := benchRepo(b)
+	ctx := context.Background()
+	files := strings.Split(os.Getenv("FORGEKIT_BENCH_FILES"), ",")
+	if files[0] == "" {
+		files = []string{"Makefile", "builtin/add.c"}
+	}
+	for _, f := range files {
+		if _, err := br.Blob(ctx, head, f, 1); err != nil {
+			b.Logf("skipping %s: %v", f, err)
+			continue
+		}
+		b.Run(strings.ReplaceAll(f, "/", "_"), func(b *testing.B) {
+			b.ReportAllocs()
+			var tOurs, tGit time.Duration
+			var peak uint64
+			lines := 0
+			for b.Loop() {
+				// git first, then ours, each on its own (the heap
+				// sampler runs for ours only, after its timing).
+				start := time.Now()
+				cmd := exec.Command("git", "blame", "--porcelain", head, "--", f)
+				cmd.Dir = dir
+				if err := cmd.Run(); err != nil {
+					b.Fatal(err)
+				}
+				tGit += time.Since(start)
+				start = time.Now()
+				bl, err := br.Blame(ctx, head, f, 0)
+				tOurs += time.Since(start)
+				if err != nil {
+					b.Fatal(err)
+				}
+				lines = len(bl.Lines)
+			}
+			stop := sampleHeap(&peak)
+			if _, err := br.Blame(ctx, head, f, 0); err != nil {
+				b.Fatal(err)
+			}
+			stop()
+			n := float64(b.N)
+			b.ReportMetric(float64(lines), "lines")
+			b.ReportMetric(tOurs.Seconds()/n*1000, "ours-ms")
+			b.ReportMetric(tGit.Seconds()/n*1000, "git-blame-ms")
+			b.ReportMetric(float64(tOurs)/float64(tGit), "x-git")
+			b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MiB")
+		})
+	}
+}

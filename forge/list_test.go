@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"os"
+	"sort"
 	"testing"
 	"time"
 
@@ -198,4 +199,48 @@ func TestStampChangesWithThePassword(t *testing.T) {
 	changed, _ := w.f.Meta.User(ctx, "reader")
 	assert.NotEqual(t, u.Stamp, changed.Stamp)
 	assert.NotContains(t, changed.Stamp, "argon2")
+}
+
+func TestRepoSearch(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	for _, r := range []forge.RepoInfo{
+		{Owner: "stranger", Name: "Widgets", Description: "Makes 100% of the widgets"},
+		{Owner: "stranger", Name: "gadgets", Description: "a_b", Private: true},
+	} {
+		_, err := w.f.Meta.CreateRepoInfoForTest(ctx, r)
+		require.NoError(t, err)
+	}
+	names := func(q forge.RepoQuery) []string {
+		rs, err := w.f.Meta.Repos(ctx, q)
+		require.NoError(t, err)
+		out := []string{}
+		for _, r := range rs {
+			out = append(out, r.Owner+"/"+r.Name)
+		}
+		sort.Strings(out)
+		return out
+	}
+	for _, tc := range []struct {
+		name string
+		q    forge.RepoQuery
+		want []string
+	}{
+		{"name, any case", forge.RepoQuery{Search: "WIDG", PublicOnly: true}, []string{"stranger/Widgets"}},
+		{"description", forge.RepoQuery{Search: "100%", PublicOnly: true}, []string{"stranger/Widgets"}},
+		{"a percent sign is no wildcard", forge.RepoQuery{Search: "0%o", PublicOnly: true}, []string{}},
+		{"an underscore is no wildcard", forge.RepoQuery{Search: "a_b", ReadableBy: w.users["stranger"]}, []string{"stranger/gadgets"}},
+		{"owner/name", forge.RepoQuery{Search: "owner/pub", PublicOnly: true}, []string{"owner/public"}},
+		{"anonymous: public only", forge.RepoQuery{Search: "owner", PublicOnly: true}, []string{"owner/public"}},
+		{"stranger: public and their own", forge.RepoQuery{Search: "", ReadableBy: w.users["stranger"]}, []string{"owner/public", "stranger/Widgets", "stranger/gadgets"}},
+		{"collaborator", forge.RepoQuery{Search: "owner", ReadableBy: w.users["reader"]}, []string{"owner/private", "owner/public"}},
+		{"owner", forge.RepoQuery{ReadableBy: w.users["owner"]}, []string{"owner/private", "owner/public", "stranger/Widgets"}},
+		{"site administrator", forge.RepoQuery{Search: "gadg", ReadableBy: w.users["siteadmin"]}, []string{"stranger/gadgets"}},
+		{"not a collaborator", forge.RepoQuery{Search: "gadg", ReadableBy: w.users["reader"]}, []string{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			assert.Equal(t, tc.want, names(tc.q))
+		})
+	}
 }

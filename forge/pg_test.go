@@ -17,7 +17,7 @@ import (
 // newWorld, openMeta or openMetaAt) again on PostgreSQL, each in a fresh
 // database of one throwaway cluster. (Run alone they use SQLite.)
 func TestOnPostgres(t *testing.T) {
-	testenv.RunOnPostgres(t, "newWorld", "openMeta", "openMetaAt")
+	testenv.RunOnPostgres(t, "newWorld", "newGitWorld", "openMeta", "openMetaAt")
 }
 
 // metaDSN returns where t keeps its metadata: a new database on the

@@ -54,6 +54,21 @@ func (f *Forge) DeleteRepo(ctx context.Context, owner, name string) error {
 	return f.Meta.deleteRepoInfo(ctx, info.ID)
 }
 
+// RestoreRepo brings back the most recently deleted owner/name from the
+// trash. Its metadata went with the deletion: it comes back private,
+// with its default branch protected and no collaborators or webhooks.
+// A repository of that name that exists again is ErrExists.
+func (f *Forge) RestoreRepo(ctx context.Context, owner, name string) (*RepoInfo, error) {
+	if _, err := f.Meta.RepoInfo(ctx, owner, name); err == nil {
+		return nil, fmt.Errorf("%w: %s/%s", ErrExists, owner, name)
+	}
+	r, err := f.Store.Restore(ctx, owner, name)
+	if err != nil {
+		return nil, err
+	}
+	return f.register(ctx, r, true, "")
+}
+
 // RenameRepo gives owner/name a new name under the same owner, on disk
 // and in the metadata; if either step fails, the old name remains. The
 // old name is free at once: nothing redirects from it, so that a
@@ -175,8 +190,18 @@ func hasBranches(dir string) bool {
 type RepoQuery struct {
 	Owner      string // one owner (any case); empty for all
 	PublicOnly bool
-	Limit      int // if zero, 100
+	// ReadableBy keeps the repositories that user may read: the public
+	// ones, their own and those they collaborate on (all of them for a
+	// site administrator). For an anonymous reader, use PublicOnly.
+	ReadableBy *User
+	// Search keeps the repositories whose owner/name or description
+	// contains it, in any case.
+	Search string
+	Limit  int // if zero, 100
 }
+
+// likeEscaper escapes LIKE's wildcards, with \ as the escape.
+var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
 
 // Repos returns repositories, most recently pushed first, then by name.
 // It does not check access: callers filter with Forge.Can, or ask for
@@ -190,6 +215,15 @@ func (m *Meta) Repos(ctx context.Context, q RepoQuery) ([]RepoInfo, error) {
 	}
 	if q.PublicOnly {
 		where = append(where, `private = FALSE`)
+	}
+	if u := q.ReadableBy; u != nil && !u.Admin {
+		where = append(where, `(private = FALSE OR owner_id = ? OR id IN (SELECT repo_id FROM collaborators WHERE user_id = ?))`)
+		args = append(args, u.ID, u.ID)
+	}
+	if q.Search != "" {
+		pat := "%" + likeEscaper.Replace(strings.ToLower(q.Search)) + "%"
+		where = append(where, `(full_lower LIKE ? ESCAPE '\' OR LOWER(description) LIKE ? ESCAPE '\')`)
+		args = append(args, pat, pat)
 	}
 	query := `SELECT ` + repoColumns + ` FROM repos`
 	if len(where) > 0 {

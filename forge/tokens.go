@@ -120,16 +120,16 @@ func (m *Meta) CheckToken(ctx context.Context, token string) (*User, Scope, erro
 	u := &User{}
 	var scope string
 	var exp int64
-	err := m.queryRow(ctx, `SELECT u.id, u.name, u.email, u.admin, t.scope, t.expires_at
+	err := m.queryRow(ctx, `SELECT u.id, u.name, u.email, u.admin, u.disabled, t.scope, t.expires_at
 		FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.hash = ?`, tokenHash(token)).
-		Scan(&u.ID, &u.Name, &u.Email, &u.Admin, &scope, &exp)
+		Scan(&u.ID, &u.Name, &u.Email, &u.Admin, &u.Disabled, &scope, &exp)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, "", ErrBadCredentials
 	}
 	if err != nil {
 		return nil, "", fmt.Errorf("forge: %w", err)
 	}
-	if exp != 0 && m.clock().Unix() >= exp {
+	if (exp != 0 && m.clock().Unix() >= exp) || u.Disabled {
 		return nil, "", ErrBadCredentials
 	}
 	return u, Scope(scope), nil

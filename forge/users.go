@@ -41,6 +41,18 @@ func (f *Forge) SetAdmin(ctx context.Context, user string, admin bool) error {
 	return f.Meta.setAdmin(ctx, user, admin)
 }
 
+// SetDisabled disables user, or enables them again. A disabled user can
+// neither sign in nor use their tokens, at once on every path (their
+// sessions end: see User.Disabled); what they own stays, and enabling
+// them gives everything back.
+func (f *Forge) SetDisabled(ctx context.Context, user string, disabled bool) error {
+	if err := f.Meta.setDisabled(ctx, user, disabled); err != nil {
+		return err
+	}
+	f.forgetLogins()
+	return nil
+}
+
 // DeleteUser removes user: their tokens and collaborations go with them,
 // at once on every path; the repositories they owned stay, owned by no
 // one (a new user of the same name does not inherit them).
@@ -54,7 +66,7 @@ func (f *Forge) DeleteUser(ctx context.Context, user string) error {
 
 // Users returns every user, by name.
 func (m *Meta) Users(ctx context.Context) ([]User, error) {
-	rows, err := m.query(ctx, `SELECT id, name, email, admin FROM users ORDER BY name_lower`)
+	rows, err := m.query(ctx, `SELECT id, name, email, admin, disabled FROM users ORDER BY name_lower`)
 	if err != nil {
 		return nil, fmt.Errorf("forge: %w", err)
 	}
@@ -62,7 +74,7 @@ func (m *Meta) Users(ctx context.Context) ([]User, error) {
 	var out []User
 	for rows.Next() {
 		var u User
-		if err := rows.Scan(&u.ID, &u.Name, &u.Email, &u.Admin); err != nil {
+		if err := rows.Scan(&u.ID, &u.Name, &u.Email, &u.Admin, &u.Disabled); err != nil {
 			return nil, fmt.Errorf("forge: %w", err)
 		}
 		out = append(out, u)
@@ -95,6 +107,9 @@ type User struct {
 	Name  string
 	Email string
 	Admin bool
+	// Disabled is set for a user who may not sign in or use tokens (see
+	// Forge.SetDisabled).
+	Disabled bool
 
 	// Stamp changes whenever the password does (it is derived from the
 	// stored hash, and tells nothing of it), so that a session that
@@ -175,8 +190,8 @@ func (m *Meta) createUser(ctx context.Context, name, email, password string, adm
 func (m *Meta) User(ctx context.Context, name string) (*User, error) {
 	u := &User{}
 	var hash string
-	err := m.queryRow(ctx, `SELECT id, name, email, admin, password_hash FROM users WHERE name_lower = ?`, strings.ToLower(name)).
-		Scan(&u.ID, &u.Name, &u.Email, &u.Admin, &hash)
+	err := m.queryRow(ctx, `SELECT id, name, email, admin, disabled, password_hash FROM users WHERE name_lower = ?`, strings.ToLower(name)).
+		Scan(&u.ID, &u.Name, &u.Email, &u.Admin, &u.Disabled, &hash)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNoUser
 	}
@@ -191,8 +206,8 @@ func (m *Meta) User(ctx context.Context, name string) (*User, error) {
 func (m *Meta) UserByID(ctx context.Context, id int64) (*User, error) {
 	u := &User{}
 	var hash string
-	err := m.queryRow(ctx, `SELECT id, name, email, admin, password_hash FROM users WHERE id = ?`, id).
-		Scan(&u.ID, &u.Name, &u.Email, &u.Admin, &hash)
+	err := m.queryRow(ctx, `SELECT id, name, email, admin, disabled, password_hash FROM users WHERE id = ?`, id).
+		Scan(&u.ID, &u.Name, &u.Email, &u.Admin, &u.Disabled, &hash)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNoUser
 	}
@@ -208,8 +223,8 @@ func (m *Meta) UserByID(ctx context.Context, id int64) (*User, error) {
 func (m *Meta) CheckPassword(ctx context.Context, name, password string) (*User, error) {
 	var hash string
 	u := &User{}
-	err := m.queryRow(ctx, `SELECT id, name, email, admin, password_hash FROM users WHERE name_lower = ?`, strings.ToLower(name)).
-		Scan(&u.ID, &u.Name, &u.Email, &u.Admin, &hash)
+	err := m.queryRow(ctx, `SELECT id, name, email, admin, disabled, password_hash FROM users WHERE name_lower = ?`, strings.ToLower(name)).
+		Scan(&u.ID, &u.Name, &u.Email, &u.Admin, &u.Disabled, &hash)
 	if errors.Is(err, sql.ErrNoRows) {
 		checkPassword(dummyHash, password)
 		return nil, ErrBadCredentials
@@ -217,7 +232,7 @@ func (m *Meta) CheckPassword(ctx context.Context, name, password string) (*User,
 	if err != nil {
 		return nil, fmt.Errorf("forge: %w", err)
 	}
-	if !checkPassword(hash, password) {
+	if !checkPassword(hash, password) || u.Disabled {
 		return nil, ErrBadCredentials
 	}
 	u.Stamp = stamp(hash)
@@ -231,6 +246,18 @@ var dummyHash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$8k3rGm2pQ
 // setAdmin makes user a site administrator, or not.
 func (m *Meta) setAdmin(ctx context.Context, user string, admin bool) error {
 	res, err := m.exec(ctx, `UPDATE users SET admin = ? WHERE name_lower = ?`, admin, strings.ToLower(user))
+	if err != nil {
+		return fmt.Errorf("forge: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrNoUser
+	}
+	return nil
+}
+
+// setDisabled disables user, or enables them again.
+func (m *Meta) setDisabled(ctx context.Context, user string, disabled bool) error {
+	res, err := m.exec(ctx, `UPDATE users SET disabled = ? WHERE name_lower = ?`, disabled, strings.ToLower(user))
 	if err != nil {
 		return fmt.Errorf("forge: %w", err)
 	}

@@ -136,7 +136,7 @@ func run() error {
 		return err
 	}
 	rc := filepath.Join(work, "cgitrc")
-	os.WriteFile(rc, []byte(fmt.Sprintf("cache-root=%s\ncache-size=1000\nvirtual-root=/\nrepo.url=repo\nrepo.path=%s\n", filepath.Join(work, "cgit-cache"), c.repo)), 0o644)
+	os.WriteFile(rc, []byte(fmt.Sprintf("cache-root=%s\ncache-size=1000\nenable-blame=1\nvirtual-root=/\nrepo.url=repo\nrepo.path=%s\n", filepath.Join(work, "cgit-cache"), c.repo)), 0o644)
 	cgitURL, stopCgit, err := serve(&cgi.Handler{Path: c.cgit, Env: []string{"CGIT_CONFIG=" + rc}, Logger: quiet})
 	if err != nil {
 		return err
@@ -197,6 +197,11 @@ func run() error {
 		{"blob " + rp.file, "/bench/big/blob/" + rp.branch + "/" + rp.file, "/repo/tree/" + rp.file},
 		{"commit (HEAD)", "/bench/big/commit/" + rp.head, "/repo/commit/?id=" + rp.head},
 		{"history (" + rp.branch + ")", "/bench/big/commits/" + rp.branch, "/repo/log/"},
+		{"blame " + rp.file, "/bench/big/blame/" + rp.branch + "/" + rp.file, "/repo/blame/" + rp.file},
+		{"tags", "/bench/big/tags", "/repo/refs/tags"},
+		{"branches", "/bench/big/branches", "/repo/refs/heads"},
+		{"compare (10 commits)", "/bench/big/compare/" + rp.base + "..." + rp.head, "/repo/diff/?id=" + rp.head + "&id2=" + rp.base},
+		{"commits feed", "/bench/big/commits/" + rp.branch + ".atom", "/repo/atom/"},
 	}
 	if rp.bigFile != "" {
 		pages = append(pages, struct{ name, forged, cgit string }{"blob " + rp.bigFile + " (" + humanSize(rp.bigSize) + ")", "/bench/big/blob/" + rp.branch + "/" + rp.bigFile, "/repo/tree/" + rp.bigFile})
@@ -325,6 +330,7 @@ type dirInfo struct {
 
 type repoPick struct {
 	head, branch, dir, file, bigFile string
+	base                             string // HEAD~10 (or the root), for a comparison
 	bigSize                          int64
 	rootEntries                      int
 	dirs                             []dirInfo // the root's directories, largest first
@@ -345,6 +351,12 @@ func pick(repo string, c config) (repoPick, error) {
 		return p, fmt.Errorf("rev-parse %s: %v", p.branch, err)
 	}
 	p.head = strings.TrimSpace(string(out))
+	out, err = exec.Command("git", "-C", repo, "rev-list", "--first-parent", "--max-count=11", p.head).Output()
+	if err != nil {
+		return p, err
+	}
+	ids := strings.Fields(string(out))
+	p.base = ids[len(ids)-1]
 	out, err = exec.Command("git", "-C", repo, "ls-tree", "-r", "-t", "-l", p.head).Output()
 	if err != nil {
 		return p, err

@@ -110,7 +110,7 @@ func (s *site) session(r *http.Request) *session {
 		return nil
 	}
 	u, err := s.forge.Meta.User(r.Context(), name)
-	if err != nil || !hmac.Equal([]byte(u.Stamp), []byte(stamp)) {
+	if err != nil || u.Disabled || !hmac.Equal([]byte(u.Stamp), []byte(stamp)) {
 		return nil
 	}
 	return &session{user: u, nonce: nonce}

@@ -186,43 +186,57 @@ type tagRow struct {
 }
 
 type tagsPage struct {
+	Base  string
 	Rows  []tagRow
 	Total int
 	pager
 }
 
+// errNoPage is a page number past the end of a list.
+var errNoPage = errors.New("no such page")
+
 // tags lists the tags, newest first, with their annotations and archive
-// links.
+// links; each page of the list is a fragment cached until a push.
 func (s *repoPages) tags(w http.ResponseWriter, r *http.Request) {
 	r, sess, rv, br, ok := s.readRepo(w, r, "tags", true)
 	if !ok {
 		return
 	}
+	ctx := r.Context()
 	pg, ok := pageOf(r)
 	if !ok {
 		s.notFound(w, r)
 		return
 	}
-	if _, _, err := s.setDefaultRef(r.Context(), rv); err != nil {
+	if _, _, err := s.setDefaultRef(ctx, rv); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	all, err := s.tagList(r.Context(), br, rv)
+	list, err := s.cachedSplice(ctx, fmt.Sprintf("tagspage|%s|%d", rv.key, pg), append(rv.deps(), "refs:"+rv.key), "taglist", func(ctx context.Context) (any, error) {
+		all, err := s.tagList(ctx, br, rv)
+		if err != nil {
+			return nil, err
+		}
+		d := tagsPage{Base: rv.Base, Total: len(all), pager: newPager(rv.Base+"/tags", pg, len(all))}
+		lo := min((pg-1)*refsPerPage, len(all))
+		for _, t := range all[lo:min(lo+refsPerPage, len(all))] {
+			d.Rows = append(d.Rows, tagRow{t, escPath(t.Name)})
+		}
+		if pg > 1 && len(d.Rows) == 0 {
+			return nil, errNoPage
+		}
+		return d, nil
+	})
+	if errors.Is(err, errNoPage) {
+		s.notFound(w, r)
+		return
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	d := tagsPage{Total: len(all), pager: newPager(rv.Base+"/tags", pg, len(all))}
-	lo := min((pg-1)*refsPerPage, len(all))
-	for _, t := range all[lo:min(lo+refsPerPage, len(all))] {
-		d.Rows = append(d.Rows, tagRow{t, escPath(t.Name)})
-	}
-	if pg > 1 && len(d.Rows) == 0 {
-		s.notFound(w, r)
-		return
-	}
 	w.Header().Set("Cache-Control", "private, no-cache")
-	s.render(w, r, sess, http.StatusOK, "tags", &page{Title: "Tags · " + rv.Info.Owner + "/" + rv.Info.Name, Repo: rv, Data: d,
+	s.render(w, r, sess, http.StatusOK, "tags", &page{Title: "Tags · " + rv.Info.Owner + "/" + rv.Info.Name, Repo: rv, Data: list,
 		Feed: rv.Base + "/tags.atom"})
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"html/template"
 	"net/http"
 	"strings"
 	"time"
@@ -23,8 +24,15 @@ type exploreSection struct {
 	Repos []exploreRepo
 }
 
+// searchResults is how many repositories a search shows.
+const searchResults = 50
+
 func (s *explorePages) explore(w http.ResponseWriter, r *http.Request) {
 	r, sess := s.withSession(r)
+	if q := strings.TrimSpace(r.URL.Query().Get("q")); q != "" {
+		s.searchRepos(w, r, sess, q)
+		return
+	}
 	every := s.every
 	if every <= 0 {
 		every = defaultExploreEvery
@@ -37,7 +45,36 @@ func (s *explorePages) explore(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	s.render(w, r, sess, http.StatusOK, "explore", &page{Title: "Explore", Data: html})
+	s.render(w, r, sess, http.StatusOK, "explore", &page{Title: "Explore", Data: exploreData{Lists: html}})
+}
+
+type exploreData struct {
+	Query   string
+	Lists   template.HTML
+	Results []forge.RepoInfo
+	More    bool
+}
+
+// searchRepos lists the repositories whose name or description holds q
+// and that the visitor may read, most recently pushed first.
+func (s *explorePages) searchRepos(w http.ResponseWriter, r *http.Request, sess *session, q string) {
+	if len(q) > 200 {
+		q = q[:200]
+	}
+	rq := forge.RepoQuery{Search: q, Limit: searchResults + 1, PublicOnly: sess == nil}
+	if sess != nil {
+		rq.ReadableBy = sess.user
+	}
+	found, err := s.forge.Meta.Repos(r.Context(), rq)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	d := exploreData{Query: q, Results: found}
+	if len(found) > searchResults {
+		d.Results, d.More = found[:searchResults], true
+	}
+	s.render(w, r, sess, http.StatusOK, "explore", &page{Title: q + " · Explore", Data: d})
 }
 
 // exploreLists ranks the public repositories by views today, this week

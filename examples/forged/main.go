@@ -51,7 +51,14 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if len(args) > 0 {
 		switch args[0] {
 		case "user", "repo", "token":
-			return admin(ctx, args, stdin, stdout, stderr)
+			return operate(ctx, args, stdin, stdout, stderr)
+		case "version":
+			return version(stdout)
+		case "help":
+			fmt.Fprintf(stdout, "%s", usage)
+			fmt.Fprint(stdout, commandsUsage())
+			fmt.Fprintln(stdout, "\nforged COMMAND -h shows a command's flags; forged -h shows the server's.")
+			return nil
 		case "migrate":
 			return migrate(ctx, args[1:], stdout, stderr)
 		case "serve":

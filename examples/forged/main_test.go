@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"flag"
 	"io"
 	"log/slog"
 	"net/http"
@@ -295,7 +296,7 @@ func TestCLI(t *testing.T) {
 		{"token of nobody", "", []string{"token", "create", "nobody"}, "no such user"},
 		{"missing argument", "", []string{"user", "add"}, "exactly one NAME"},
 		{"two arguments", "", []string{"repo", "create", "a/b", "c/d"}, "exactly one"},
-		{"unknown command", "", []string{"user", "delete", "x"}, "unknown command"},
+		{"unknown command", "", []string{"user", "frobnicate", "x"}, "unknown command"},
 		{"bare noun", "", []string{"token"}, "usage"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -359,4 +360,113 @@ func TestFirstStart(t *testing.T) {
 			stop()
 		})
 	}
+}
+
+// TestOperatorCommands: the operator's lifecycle on the command line,
+// each command through the forge's one write path, effective at once
+// for a running server.
+func TestOperatorCommands(t *testing.T) {
+	t.Parallel()
+	f := newForge(t)
+	f.user("alice")
+	f.user("bob")
+	tok := f.token("alice")
+	f.mustCLI("", "token", "create", "alice", "-name", "ci", "-scope", "read", "-expires", "1h")
+	f.mustCLI("", "repo", "create", "alice/proj", "-description", "the project")
+	f.pushSample("alice/proj", "alice", tok)
+	b := f.browser()
+	b.login("bob", "bob-password")
+
+	out := f.mustCLI("", "user", "list")
+	assert.Regexp(t, `alice\s+user\s+active`, out)
+	assert.Regexp(t, `bob\s+user\s+active`, out)
+
+	// Disable ends sessions, passwords and tokens at once; enable undoes it.
+	assert.Contains(t, f.mustCLI("", "user", "disable", "bob"), "disabled bob")
+	assert.Regexp(t, `bob\s+user\s+disabled`, f.mustCLI("", "user", "list"))
+	assert.Equal(t, http.StatusSeeOther, b.get("/settings").code, "the session is over")
+	assert.Equal(t, http.StatusUnauthorized, b.post("/login", url.Values{"name": {"bob"}, "password": {"bob-password"}}).code)
+	f.mustCLI("", "user", "enable", "bob")
+	b.login("bob", "bob-password")
+
+	// A new password: the way back in for a lost one.
+	out = f.mustCLI("", "user", "passwd", "bob")
+	pass := regexp.MustCompile(`password: (\S+)`).FindStringSubmatch(out)
+	require.NotNil(t, pass, out)
+	assert.Equal(t, http.StatusSeeOther, b.get("/settings").code, "old sessions end with the old password")
+	b.login("bob", pass[1])
+	f.mustCLI("bob-password\n", "user", "passwd", "bob", "-password-stdin")
+	b.login("bob", "bob-password")
+
+	f.mustCLI("", "user", "admin", "bob")
+	assert.Equal(t, http.StatusOK, b.get("/admin/").code)
+	f.mustCLI("", "user", "admin", "bob", "-revoke")
+	assert.Equal(t, http.StatusNotFound, b.get("/admin/").code)
+
+	// Tokens: listed by name, revoked at once.
+	out = f.mustCLI("", "token", "list", "alice")
+	assert.Regexp(t, `ci\s+read\s+\S+\s+20\d\d-`, out)
+	assert.Regexp(t, `cli-\S+\s+write\s+\S+\s+never`, out)
+	name := regexp.MustCompile(`(cli-\S+)\s+write`).FindStringSubmatch(out)[1]
+	f.mustCLI("", "repo", "create", "alice/priv", "-private")
+	testenv.Run(t, "", "ls-remote", f.gitURL("alice/priv", "alice", tok))
+	f.mustCLI("", "token", "revoke", "alice", name)
+	_, err := testenv.RunErr(t, testenv.Cmd{Args: []string{"ls-remote", f.gitURL("alice/priv", "alice", tok)}})
+	assert.Error(t, err, "a revoked token fails at once")
+
+	// Repositories: list, rename, delete to the trash, restore.
+	assert.Regexp(t, `alice/proj\s+public\s+\S+`, f.mustCLI("", "repo", "list"))
+	f.mustCLI("", "repo", "rename", "alice/proj", "renamed")
+	assert.Equal(t, http.StatusOK, b.get("/alice/renamed").code)
+	assert.Contains(t, f.mustCLI("", "repo", "delete", "alice/renamed"), "trash")
+	assert.Equal(t, http.StatusNotFound, b.get("/alice/renamed").code)
+	assert.Contains(t, f.mustCLI("", "repo", "list", "-trash"), "alice/renamed")
+	assert.Contains(t, f.mustCLI("", "repo", "restore", "alice/renamed"), "restored alice/renamed (private")
+	assert.Regexp(t, `alice/renamed\s+private`, f.mustCLI("", "repo", "list", "-owner", "alice"))
+	alice := f.browser()
+	alice.login("alice", "alice-password")
+	assert.Contains(t, alice.get("/alice/renamed").body, "Sample project")
+
+	f.mustCLI("", "user", "delete", "bob")
+	assert.NotContains(t, f.mustCLI("", "user", "list"), "bob")
+
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"passwd of nobody", []string{"user", "passwd", "nobody"}, "no such user"},
+		{"disable nobody", []string{"user", "disable", "nobody"}, "no such user"},
+		{"admin of nobody", []string{"user", "admin", "nobody"}, "no such user"},
+		{"delete nobody", []string{"user", "delete", "nobody"}, "no such user"},
+		{"tokens of nobody", []string{"token", "list", "nobody"}, "no such user"},
+		{"revoke without a name", []string{"token", "revoke", "alice"}, "USER TOKEN-NAME"},
+		{"delete a missing repository", []string{"repo", "delete", "alice/nope"}, "not found"},
+		{"restore what was never deleted", []string{"repo", "restore", "alice/never"}, "not found"},
+		{"restore over an existing one", []string{"repo", "restore", "alice/renamed"}, "exists"},
+		{"rename to a bad name", []string{"repo", "rename", "alice/renamed", "../x"}, "invalid name"},
+		{"rename without OWNER/", []string{"repo", "rename", "renamed", "x"}, "OWNER/NAME"},
+		{"list takes no argument", []string{"user", "list", "x"}, "takes no argument"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := f.cli("", tc.args...)
+			require.Error(t, err, out)
+			assert.Contains(t, err.Error()+out, tc.want)
+		})
+	}
+
+	// Every command has -h; help lists them; version names the build.
+	for _, c := range commands {
+		out, err := f.cli("", append(strings.Fields(c.name), "-h")...)
+		assert.ErrorIs(t, err, flag.ErrHelp, c.name)
+		assert.Contains(t, out, "Usage: forged "+c.name, c.name)
+	}
+	out = f.mustCLI("", "help")
+	for _, c := range commands {
+		assert.Contains(t, out, "forged "+c.name)
+	}
+	var vout bytes.Buffer
+	require.NoError(t, dispatch(context.Background(), []string{"version"}, nil, &vout, io.Discard))
+	assert.Contains(t, vout.String(), "forged ")
+	assert.Contains(t, vout.String(), "built with go")
 }

@@ -240,3 +240,27 @@ func TestComparePage(t *testing.T) {
 	assert.Contains(t, b.get(strings.TrimSuffix(loc, ".diff")).h.Get("Cache-Control"), "immutable", "both ends pinned")
 	_ = filepath.Join
 }
+
+func TestExploreSearch(t *testing.T) {
+	t.Parallel()
+	f := newForge(t)
+	f.user("alice")
+	f.user("bob")
+	f.mustCLI("", "repo", "create", "alice/widgets", "-description", "Makes gadgets")
+	f.mustCLI("", "repo", "create", "alice/secret-widgets", "-private")
+	anon, bob, alice := f.browser(), f.browser(), f.browser()
+	bob.login("bob", "bob-password")
+	alice.login("alice", "alice-password")
+
+	r := anon.get("/explore?q=WIDGETS")
+	require.Equal(t, http.StatusOK, r.code)
+	assert.Contains(t, r.body, `href="/alice/widgets"`)
+	assert.NotContains(t, r.body, "secret-widgets", "private repositories are never found by those who may not see them")
+	assert.NotContains(t, bob.get("/explore?q=widgets").body, "secret-widgets")
+	assert.Contains(t, alice.get("/explore?q=widgets").body, `href="/alice/secret-widgets"`)
+	assert.Contains(t, anon.get("/explore?q=gadgets").body, `href="/alice/widgets"`, "by description")
+	r = anon.get("/explore?q=" + url.QueryEscape("<script>"))
+	assert.Contains(t, r.body, "No repository you may see matches")
+	assert.NotContains(t, r.body, "<script>")
+	assert.Contains(t, anon.get("/explore").body, `name="q"`, "the search box")
+}

@@ -87,15 +87,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&purge, "purge", "", "front cache `URLs` (http://varnish:6081/,...) told to drop a repository's pages when it stops being public or a force-push drops commits")
 	fs.BoolVar(&c.webhookPrivate, "webhook-private", false, "let webhooks reach loopback and private addresses (refused by default: repository admins could reach internal services)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), `Usage:
-  forged [serve] [flags]                 serve the forge
-  forged user add NAME [-admin] [-email E] [-password-stdin] [-data DIR] [-db DSN]
-  forged repo create OWNER/NAME [-private] [-description D] [-data DIR] [-db DSN]
-  forged repo import OWNER/NAME -from PATH|URL [-private] [-description D] [-data DIR] [-db DSN]
-  forged repo adopt [-create-owners] [-public] [-data DIR] [-db DSN]
-                                         register the bare repositories put under DATA/repos/OWNER/NAME.git
-  forged token create USER [-scope read|write] [-name N] [-expires D] [-data DIR] [-db DSN]
-  forged migrate -from sqlite:DIR -to postgres://...   copy a forge's databases to PostgreSQL
+		fmt.Fprint(fs.Output(), usage+commandsUsage()+`
+Commands take -data DIR and -db DSN; forged COMMAND -h shows their flags.
 
 Signals: SIGTERM or SIGINT drain and stop; SIGHUP or SIGUSR2 start a new
 binary on the same socket and stop once it serves; SIGUSR1 reopens -log.

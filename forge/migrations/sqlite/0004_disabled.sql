@@ -1,0 +1,3 @@
+-- A disabled user can neither sign in nor use tokens; what they own
+-- stays.
+ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
