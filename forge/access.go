@@ -102,9 +102,11 @@ func (f *Forge) level(ctx context.Context, p *Principal, r *RepoInfo) Action {
 	return l
 }
 
-// Authenticate returns the principal of a request's HTTP Basic
-// credentials: a user name and password, or any user name and an access
-// token as the password. No credentials is anonymous (nil, nil). Wrong
+// Authenticate returns the principal of a request's credentials: an
+// access token in an "Authorization: token T" or "Bearer T" header (as
+// GitHub's API clients send it), or HTTP Basic with a user name and
+// password, or any user name and a token as the password. No
+// credentials is anonymous (nil, nil). Wrong
 // credentials are ErrBadCredentials; other errors (a database that does
 // not answer, too many password checks at once) are not the client's
 // fault and must not count as failed logins.
@@ -116,11 +118,18 @@ func (f *Forge) level(ctx context.Context, p *Principal, r *RepoInfo) Action {
 // that a deleted or demoted user, or a changed password, takes effect at
 // once.
 func (f *Forge) Authenticate(r *http.Request) (*Principal, error) {
+	ctx := r.Context()
+	if tok, ok := headerToken(r); ok {
+		u, scope, err := f.Meta.CheckToken(ctx, tok)
+		if err != nil {
+			return nil, err
+		}
+		return &Principal{User: u, Scope: scope}, nil
+	}
 	user, pass, ok := r.BasicAuth()
 	if !ok {
 		return nil, nil
 	}
-	ctx := r.Context()
 	if IsToken(pass) {
 		u, scope, err := f.Meta.CheckToken(ctx, pass)
 		if err != nil {
@@ -154,6 +163,17 @@ func (f *Forge) Authenticate(r *http.Request) (*Principal, error) {
 	f.authCache[key] = cachedLogin{id: u.ID, stamp: u.Stamp, expires: now.Add(loginCacheTTL)}
 	f.authMu.Unlock()
 	return &Principal{User: u}, nil
+}
+
+// headerToken is the token of an "Authorization: token T" or "Bearer T"
+// header, as GitHub's clients send them.
+func headerToken(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	scheme, tok, ok := strings.Cut(h, " ")
+	if !ok || !(strings.EqualFold(scheme, "token") || strings.EqualFold(scheme, "bearer")) {
+		return "", false
+	}
+	return strings.TrimSpace(tok), true
 }
 
 // CheckPassword returns the user if password is theirs (ErrBadCredentials

@@ -310,3 +310,33 @@ func TestRestoreRepo(t *testing.T) {
 	_, err = w.f.RestoreRepo(ctx, "owner", "never")
 	assert.ErrorIs(t, err, forge.ErrNotFound)
 }
+
+func TestAuthenticateTokenHeaders(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	tok, err := w.f.CreateToken(context.Background(), "writer", "api", forge.ScopeRead, 0)
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		name, header string
+		want         string // user, or "" for an error
+	}{
+		{"token", "token " + tok, "writer"},
+		{"Bearer", "Bearer " + tok, "writer"},
+		{"bearer, any case", "bearer " + tok, "writer"},
+		{"wrong token", "token fkt_wrong", ""},
+		{"a password is no token", "token password-writer", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest("GET", "/", nil)
+			r.Header.Set("Authorization", tc.header)
+			p, err := w.f.Authenticate(r)
+			if tc.want == "" {
+				assert.ErrorIs(t, err, forge.ErrBadCredentials)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, p.User.Name)
+			assert.Equal(t, forge.ScopeRead, p.Scope)
+		})
+	}
+}

@@ -183,7 +183,7 @@ func (m *Meta) createUser(ctx context.Context, name, email, password string, adm
 	if err != nil {
 		return nil, fmt.Errorf("forge: %w", err)
 	}
-	return &User{ID: id, Name: name, Email: email, Admin: admin}, nil
+	return &User{ID: id, Name: name, Email: email, Admin: admin, Stamp: stamp(hash)}, nil
 }
 
 // User returns the user called name (in any case).

@@ -50,6 +50,71 @@ func (s *accountPages) login(w http.ResponseWriter, r *http.Request) {
 	redirect(w, r, data.Next)
 }
 
+type registerData struct {
+	Name, Email string
+}
+
+// registerForm serves /register: the sign-up form, when registration
+// is open (else there is no such page).
+func (s *accountPages) registerForm(w http.ResponseWriter, r *http.Request) {
+	r, sess := s.withSession(r)
+	if !s.cfg.registration {
+		s.notFound(w, r)
+		return
+	}
+	if sess != nil {
+		redirect(w, r, "/")
+		return
+	}
+	s.render(w, r, nil, http.StatusOK, "register", &page{Title: "Create an account", Data: registerData{}})
+}
+
+// register creates an account and signs it in. Every attempt, made or
+// refused, spends one of the address's sign-in attempts: sign-ups come
+// no faster than password guesses.
+func (s *accountPages) register(w http.ResponseWriter, r *http.Request) {
+	if !s.cfg.registration {
+		s.notFound(w, r)
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+	d := registerData{Name: strings.TrimSpace(r.PostFormValue("name")), Email: strings.TrimSpace(r.PostFormValue("email"))}
+	pass := r.PostFormValue("password")
+	fail := func(status int, msg string) {
+		s.render(w, r, nil, status, "register", &page{Title: "Create an account", Error: msg, Data: d})
+	}
+	a, ok := s.logins.begin(s.clientIP(r), "")
+	if !ok {
+		w.Header().Set("Retry-After", fmt.Sprint(int(loginEvery.Seconds())))
+		fail(http.StatusTooManyRequests, "Too many attempts; wait a few seconds and try again.")
+		return
+	}
+	if pass != r.PostFormValue("confirm") {
+		a.failed()
+		fail(http.StatusUnprocessableEntity, "The passwords differ.")
+		return
+	}
+	u, err := s.forge.CreateUser(r.Context(), d.Name, d.Email, pass, false)
+	a.failed() // spent either way
+	switch {
+	case errors.Is(err, forge.ErrUserExists):
+		fail(http.StatusUnprocessableEntity, "That name is taken.")
+		return
+	case errors.Is(err, forge.ErrInvalidName):
+		fail(http.StatusUnprocessableEntity, strings.TrimPrefix(err.Error(), "forge: "))
+		return
+	case err != nil && strings.Contains(err.Error(), "password"):
+		fail(http.StatusUnprocessableEntity, strings.TrimPrefix(err.Error(), "forge: "))
+		return
+	case err != nil:
+		s.fail(w, r, err)
+		return
+	}
+	s.log.Info("user registered", "id", requestID(r), "user", u.Name, "addr", s.clientIP(r))
+	s.startSession(w, r, u)
+	redirect(w, r, "/"+u.Name)
+}
+
 func (s *accountPages) logout(w http.ResponseWriter, r *http.Request) {
 	if _, _, ok := s.post(w, r); !ok {
 		return

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -469,4 +470,53 @@ func TestOperatorCommands(t *testing.T) {
 	require.NoError(t, dispatch(context.Background(), []string{"version"}, nil, &vout, io.Discard))
 	assert.Contains(t, vout.String(), "forged ")
 	assert.Contains(t, vout.String(), "built with go")
+}
+
+func TestRegistration(t *testing.T) {
+	t.Parallel()
+	closed := newForge(t)
+	anon := closed.browser()
+	assert.Equal(t, http.StatusNotFound, anon.get("/register").code, "closed by default")
+	assert.Equal(t, http.StatusNotFound, anon.post("/register", url.Values{"name": {"eve"}, "password": {"eve-password"}, "confirm": {"eve-password"}}).code)
+	assert.NotContains(t, anon.get("/login").body, "/register")
+
+	f := newForge(t, "-registration", "open")
+	f.user("alice")
+	b := f.browser()
+	assert.Contains(t, b.get("/login").body, `href="/register"`)
+	r := b.get("/register")
+	require.Equal(t, http.StatusOK, r.code)
+	for _, tc := range []struct {
+		name, user, pass, confirm, want string
+	}{
+		{"taken, in any case", "ALICE", "long-password", "long-password", "taken"},
+		{"reserved", "explore", "long-password", "long-password", "reserved"},
+		{"invalid", "../x", "long-password", "long-password", "invalid name"},
+		{"short password", "eve", "short", "short", "shorter than 8"},
+		{"passwords differ", "eve", "long-password", "other-password", "differ"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := b.post("/register", url.Values{"name": {tc.user}, "password": {tc.pass}, "confirm": {tc.confirm}})
+			assert.Equal(t, http.StatusUnprocessableEntity, r.code)
+			assert.Contains(t, r.body, tc.want)
+		})
+	}
+	r = b.post("/register", url.Values{"name": {"eve"}, "email": {"eve@example.com"}, "password": {"eve-password"}, "confirm": {"eve-password"}})
+	require.Equal(t, http.StatusSeeOther, r.code, r.body)
+	assert.Equal(t, "/eve", r.h.Get("Location"))
+	assert.Contains(t, b.get("/settings").body, `<a href="/eve">eve</a>`, "signed in")
+	assert.Regexp(t, `eve\s+eve@example.com\s+user\s+active`, f.mustCLI("", "user", "list"), "no administrator by signing up")
+
+	// Sign-ups spend the address's sign-in attempts: no faster than
+	// password guesses.
+	c := f.browser()
+	codes := map[int]int{}
+	for i := 0; i < 12; i++ {
+		codes[c.post("/register", url.Values{"name": {fmt.Sprintf("bot%d", i)}, "password": {"bot-password"}, "confirm": {"bot-password"}}).code]++
+	}
+	assert.Positive(t, codes[http.StatusTooManyRequests], "%v", codes)
+	assert.LessOrEqual(t, codes[http.StatusSeeOther], loginBurst)
+
+	_, err := parseFlags([]string{"-registration", "sometimes"}, io.Discard)
+	assert.ErrorContains(t, err, "-registration")
 }

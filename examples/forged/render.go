@@ -22,6 +22,7 @@ type page struct {
 	Repo         *repoView
 	Data         any
 	Feed         string // the page's Atom feed, if it has one
+	Registration bool   // visitors may sign up
 
 	spliced [][]byte // large fragments, written in place of their markers
 }
@@ -63,6 +64,7 @@ func (s *site) render(w http.ResponseWriter, r *http.Request, sess *session, sta
 		p.CSRF = s.csrfToken(sess)
 	}
 	p.CSS, p.JS = s.assets.urls["style.css"], s.assets.urls["forged.js"]
+	p.Registration = s.cfg.registration
 	buf, _ := s.pageBuffers.Get().(*bytes.Buffer)
 	if buf == nil {
 		buf = new(bytes.Buffer)

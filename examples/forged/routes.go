@@ -35,6 +35,8 @@ var pages = []struct {
 	{"GET /explore", func(s *server) http.Handler { return http.HandlerFunc(s.explore.explore) }},
 	{"GET /login", func(s *server) http.Handler { return http.HandlerFunc(s.account.loginForm) }},
 	{"POST /login", func(s *server) http.Handler { return http.HandlerFunc(s.account.login) }},
+	{"GET /register", func(s *server) http.Handler { return http.HandlerFunc(s.account.registerForm) }},
+	{"POST /register", func(s *server) http.Handler { return http.HandlerFunc(s.account.register) }},
 	{"POST /logout", func(s *server) http.Handler { return http.HandlerFunc(s.account.logout) }},
 	{"GET /new", func(s *server) http.Handler { return http.HandlerFunc(s.account.newForm) }},
 	{"POST /new", func(s *server) http.Handler { return http.HandlerFunc(s.account.newRepo) }},
@@ -48,6 +50,19 @@ var pages = []struct {
 	{"GET /admin/profiles/", func(s *server) http.Handler {
 		return s.adminOnly(http.StripPrefix("/admin/profiles/", s.profiler.Handler()))
 	}},
+	{"GET /api/v1/user", func(s *server) http.Handler { return s.api.handle(s.api.me) }},
+	{"POST /api/v1/user/repos", func(s *server) http.Handler { return s.api.handle(s.api.createRepo) }},
+	{"GET /api/v1/users/{name}", func(s *server) http.Handler { return s.api.handle(s.api.user) }},
+	{"GET /api/v1/users/{name}/repos", func(s *server) http.Handler { return s.api.handle(s.api.userRepos) }},
+	{"GET /api/v1/repos/{owner}/{repo}", func(s *server) http.Handler { return s.api.handle(s.api.repo) }},
+	{"GET /api/v1/repos/{owner}/{repo}/branches", func(s *server) http.Handler { return s.api.handle(s.api.branches) }},
+	{"GET /api/v1/repos/{owner}/{repo}/tags", func(s *server) http.Handler { return s.api.handle(s.api.tags) }},
+	{"GET /api/v1/repos/{owner}/{repo}/commits", func(s *server) http.Handler { return s.api.handle(s.api.commits) }},
+	{"GET /api/v1/repos/{owner}/{repo}/commits/{sha}", func(s *server) http.Handler { return s.api.handle(s.api.commit) }},
+	{"GET /api/v1/repos/{owner}/{repo}/contents/{path...}", func(s *server) http.Handler { return s.api.handle(s.api.contents) }},
+	{"PUT /api/v1/repos/{owner}/{repo}/collaborators/{name}", func(s *server) http.Handler { return s.api.handle(s.api.collaborator) }},
+	{"POST /api/v1/repos/{owner}/{repo}/hooks", func(s *server) http.Handler { return s.api.handle(s.api.createHook) }},
+	{"/api/", func(s *server) http.Handler { return s.api.handle(s.api.notFound) }},
 	{"GET /static/{file}", func(s *server) http.Handler { return http.HandlerFunc(s.static) }},
 	{"GET /favicon.ico", func(s *server) http.Handler { return http.HandlerFunc(s.notFound) }},
 	{"GET /robots.txt", func(s *server) http.Handler { return http.HandlerFunc(s.robots) }},
@@ -79,9 +94,17 @@ var pages = []struct {
 // firstSegment is the first segment of a route pattern's path: a name
 // ("login"), a wildcard ("{owner}"), or "{$}" for the root.
 func firstSegment(pattern string) string {
-	_, path, _ := strings.Cut(pattern, " ")
+	path := patternPath(pattern)
 	first, _, _ := strings.Cut(strings.TrimPrefix(path, "/"), "/")
 	return first
+}
+
+// patternPath is a route pattern's path, without its method.
+func patternPath(pattern string) string {
+	if _, path, ok := strings.Cut(pattern, " "); ok {
+		return path
+	}
+	return pattern
 }
 
 // reserved are the first path segments of the site's own pages and
@@ -194,8 +217,7 @@ func (s *server) route(r *http.Request) string {
 	if pattern == "" {
 		return unmatched
 	}
-	_, p, _ := strings.Cut(pattern, " ")
-	return p
+	return patternPath(pattern)
 }
 
 // newRequestID returns 16 random hex digits.

@@ -63,13 +63,14 @@ type config struct {
 	slowThreshold  time.Duration
 	webhookPrivate bool
 	purge          []string
+	registration   bool // visitors may create their own accounts
 }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	c := &config{}
 	fs := flag.NewFlagSet("forged", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var memcached, baseURL, proxies, purge string
+	var memcached, baseURL, proxies, purge, registration string
 	fs.StringVar(&c.addr, "addr", defaultAddr, "listen `address`; loopback unless you say otherwise")
 	fs.StringVar(&c.data, "data", "./forge-data", "data `directory` (repositories, databases, caches, secret key)")
 	fs.StringVar(&c.db, "db", "", "`DSN` of a PostgreSQL database for metadata and view counts, postgres://... (default: SQLite files in the data directory)")
@@ -85,6 +86,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.gitTimeout, "git-timeout", defaultGitTimeout, "time limit of a git request (clone, fetch, push)")
 	fs.DurationVar(&c.slowThreshold, "slow", defaultSlowThreshold, "requests still running after this are reported with their stacks")
 	fs.StringVar(&purge, "purge", "", "front cache `URLs` (http://varnish:6081/,...) told to drop a repository's pages when it stops being public or a force-push drops commits")
+	fs.StringVar(&registration, "registration", "closed", "`closed`: only the administrator adds users (forged user add); open: visitors sign up at /register, as fast as the sign-in limits let them")
 	fs.BoolVar(&c.webhookPrivate, "webhook-private", false, "let webhooks reach loopback and private addresses (refused by default: repository admins could reach internal services)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage+commandsUsage()+`
@@ -102,6 +104,13 @@ Flags of serve:
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (see -h)", fs.Arg(0))
+	}
+	switch registration {
+	case "closed":
+	case "open":
+		c.registration = true
+	default:
+		return nil, fmt.Errorf("-registration: %q is not closed or open", registration)
 	}
 	switch c.engine {
 	case "auto", "git", "gogit":
@@ -202,6 +211,7 @@ type server struct {
 	settings *repoSettings
 	account  *accountPages
 	explore  *explorePages
+	api      *apiPages
 	admin    *adminPages
 	gitFront *gitFront
 	ops      *ops
@@ -353,6 +363,7 @@ func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server
 	s.settings = &repoSettings{site: s.site, browsers: s.browsers, purger: s.purger}
 	s.account = &accountPages{site: s.site, logins: s.logins, profiler: s.profiler}
 	s.explore = &explorePages{site: s.site, views: s.views}
+	s.api = &apiPages{site: s.site, pages: s.repo, browsers: s.browsers, logins: s.logins}
 	s.admin = &adminPages{site: s.site, profiler: s.profiler, watchdog: s.watchdog, maint: s.maint, stats: s.stats}
 	s.gitFront = &gitFront{site: s.site, git: s.git, logins: s.logins}
 	s.ops = &ops{site: s.site, mc: s.mc, metrics: s.metrics}

@@ -100,6 +100,14 @@ type gitFront struct {
 	logins *loginLimiter
 }
 
+// apiPages are the JSON API (api.go).
+type apiPages struct {
+	*site
+	pages    *repoPages // shares its cached lists
+	browsers *forge.Browsers
+	logins   *loginLimiter
+}
+
 // ops are the operators' endpoints: health, readiness, metrics.
 type ops struct {
 	*site
