@@ -70,3 +70,45 @@ func TestDeleteBranch(t *testing.T) {
 	assert.True(t, last.Updates[0].IsDelete())
 	assert.Equal(t, "refs/heads/topic", last.Updates[0].Ref)
 }
+
+func TestPushes(t *testing.T) {
+	t.Parallel()
+	w := newGitWorld(t)
+	ctx := context.Background()
+	testenv.Run(t, w.src, "push", "-q", w.url("writer", "owner/public"), "master")
+	testenv.Run(t, w.src, "push", "-q", w.url("writer", "writer/mine"), "master", "branch1")
+	require.NoError(t, w.f.DeleteBranch(ctx, &forge.Principal{User: w.users["writer"]}, "writer", "mine", "branch1", ""))
+	w.f.Wait()
+	as := func(name string) *forge.Principal {
+		if name == "" {
+			return nil
+		}
+		return &forge.Principal{User: w.users[name]}
+	}
+	for _, tc := range []struct {
+		viewer string
+		want   []string
+	}{
+		{"", []string{"owner/public"}},
+		{"stranger", []string{"owner/public"}},
+		{"writer", []string{"writer/mine", "writer/mine", "owner/public"}},
+		{"siteadmin", []string{"writer/mine", "writer/mine", "owner/public"}},
+	} {
+		t.Run("viewer="+tc.viewer, func(t *testing.T) {
+			ps, err := w.f.Pushes(ctx, as(tc.viewer), "writer", 0)
+			require.NoError(t, err)
+			var got []string
+			for _, p := range ps {
+				got = append(got, p.Repo)
+				assert.Equal(t, "writer", p.Pusher)
+				assert.NotEmpty(t, p.Updates)
+			}
+			assert.Equal(t, tc.want, got)
+		})
+	}
+	ps, err := w.f.Pushes(ctx, as("writer"), "writer", 0)
+	require.NoError(t, err)
+	assert.True(t, ps[0].Updates[0].IsDelete(), "the newest is the branch deleted on the web")
+	_, err = w.f.Pushes(ctx, nil, "nobody", 0)
+	assert.ErrorIs(t, err, forge.ErrNoUser)
+}

@@ -233,6 +233,9 @@ func (f *Forge) afterPush(ctx context.Context, r *RepoInfo, dir, pusher string, 
 		if err := f.Meta.pushed(ctx, r.ID, now, dirSize(dir)); err != nil {
 			f.logger().WarnContext(ctx, "forge: recording a push", "repo", ev.Repo, "err", err)
 		}
+		if err := f.Meta.recordPush(ctx, r.ID, pusher, updates, now); err != nil {
+			f.logger().WarnContext(ctx, "forge: recording a push for the feeds", "repo", ev.Repo, "err", err)
+		}
 		if f.Deliverer != nil {
 			f.Deliverer.Push(ctx, r.ID, ev)
 		}

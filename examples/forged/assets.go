@@ -97,7 +97,7 @@ func (s *site) robots(w http.ResponseWriter, r *http.Request) {
 var funcs = template.FuncMap{
 	"ago":   ago,
 	"iso":   func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
-	"short": func(h string) string { return h[:min(len(h), 10)] },
+	"short": short,
 	"size":  humanSize,
 	// splice puts a large fragment into the page as it is (see render).
 	"splice": func(p *page, b splice) template.HTML { return p.splice(b) },

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"html/template"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -126,6 +128,10 @@ func (s *explorePages) userPage(w http.ResponseWriter, r *http.Request) {
 	r, sess := s.withSession(r)
 	owner := r.PathValue("owner")
 	u, err := s.forge.Meta.User(r.Context(), owner)
+	if name, ok := strings.CutSuffix(owner, ".atom"); ok && errors.Is(err, forge.ErrNoUser) {
+		s.userFeed(w, r, sess, name)
+		return
+	}
 	if err != nil {
 		s.notFound(w, r)
 		return
@@ -141,8 +147,67 @@ func (s *explorePages) userPage(w http.ResponseWriter, r *http.Request) {
 			visible = append(visible, ri)
 		}
 	}
-	s.render(w, r, sess, http.StatusOK, "user", &page{Title: u.Name, Data: struct {
+	s.render(w, r, sess, http.StatusOK, "user", &page{Title: u.Name, Feed: "/" + u.Name + ".atom", Data: struct {
 		Name  string
 		Repos []forge.RepoInfo
 	}{u.Name, visible}})
 }
+
+// userFeed serves /{user}.atom: the user's pushes to the repositories
+// the reader may see (one query; not cached, since readers differ).
+func (s *explorePages) userFeed(w http.ResponseWriter, r *http.Request, sess *session, name string) {
+	pushes, err := s.forge.Pushes(r.Context(), principal(sess), name, feedEntries)
+	if errors.Is(err, forge.ErrNoUser) {
+		s.notFound(w, r)
+		return
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	site := s.baseURL(r)
+	f := newFeed(name+"'s pushes", site+"/"+name, site+"/"+name+".atom", name)
+	for _, p := range pushes {
+		base := site + "/" + p.Repo
+		link, title := base, name+" pushed to "+p.Repo
+		var lines []string
+		for _, u := range p.Updates {
+			ref := strings.TrimPrefix(strings.TrimPrefix(u.Ref, "refs/heads/"), "refs/tags/")
+			var verb string
+			switch {
+			case u.IsDelete():
+				verb = "deleted " + ref
+				lines = append(lines, verb)
+			case u.IsCreate():
+				verb = "created " + ref
+				lines = append(lines, verb+" at "+short(u.New))
+				link = base + "/tree/" + escPath(ref)
+			default:
+				verb = "pushed to " + ref
+				lines = append(lines, ref+": "+short(u.Old)+" → "+short(u.New))
+				link = base + "/compare/" + u.Old + "..." + u.New
+			}
+			if len(p.Updates) == 1 {
+				title = name + " " + verb + " in " + p.Repo
+			}
+		}
+		f.add(site+"/"+name+".atom#push-"+strconv.FormatInt(p.ID, 10), title, link, p.At, atomPerson{Name: name}, strings.Join(lines, "\n"))
+	}
+	b, err := f.bytes()
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/atom+xml; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	if sess != nil {
+		h.Set("Cache-Control", "private, no-cache")
+	} else {
+		h.Set("Cache-Control", "public, max-age=60")
+	}
+	w.Write(b)
+}
+
+// short is a commit id's first 10 digits.
+func short(id string) string { return id[:min(10, len(id))] }

@@ -189,6 +189,21 @@ func TestFeeds(t *testing.T) {
 	require.Len(t, a.Entries, 1)
 	assert.Equal(t, "v1.0", a.Entries[0].Title)
 
+	// The user's pushes, to what the reader may see.
+	f.s.forge.Wait() // pushes are recorded after the push answers
+	assert.Contains(t, anon.get("/alice").body, `<link rel="alternate" type="application/atom+xml" href="/alice.atom">`)
+	a = readAtom(t, anon.get("/alice.atom"))
+	require.NotEmpty(t, a.Entries)
+	for _, e := range a.Entries {
+		assert.Contains(t, e.Title, "alice/proj", "no private repository's pushes")
+	}
+	assert.Equal(t, "alice pushed to alice/proj", a.Entries[0].Title)
+	assert.Equal(t, http.StatusNotFound, anon.get("/nobody.atom").code)
+	owner := f.browser()
+	owner.login("alice", "alice-password")
+	a = readAtom(t, owner.get("/alice.atom"))
+	assert.Contains(t, a.Entries[0].Title, "alice/priv", "the owner sees her private pushes")
+
 	assert.Equal(t, http.StatusNotFound, anon.get("/alice/priv/commits/main.atom").code, "private feeds are 404")
 	assert.Equal(t, http.StatusNotFound, anon.get("/alice/priv/tags.atom").code)
 	alice := f.browser()
