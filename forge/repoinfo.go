@@ -317,7 +317,14 @@ func (m *Meta) createRepoInfo(ctx context.Context, r RepoInfo) (*RepoInfo, error
 	return &r, nil
 }
 
-// RepoInfo returns the metadata of owner/name (in any case).
+// RepoInfoByID returns the metadata of the repository with that id,
+// or ErrNotFound (a repository deleted since).
+func (m *Meta) RepoInfoByID(ctx context.Context, id int64) (*RepoInfo, error) {
+	return scanRepo(m.queryRow(ctx, `SELECT `+repoColumns+` FROM repos WHERE id = ?`, id).Scan)
+}
+
+// RepoInfo returns the metadata of owner/name (in any case), or
+// ErrNotFound.
 func (m *Meta) RepoInfo(ctx context.Context, owner, name string) (*RepoInfo, error) {
 	return scanRepo(m.queryRow(ctx, `SELECT `+repoColumns+` FROM repos WHERE full_lower = ?`,
 		strings.ToLower(owner+"/"+name)).Scan)

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -69,6 +70,11 @@ func TestMigrateToPostgres(t *testing.T) {
 	alice2 := g.browser()
 	alice2.login("alice", "alice-password")
 	assert.Contains(t, alice2.get("/alice/secret/settings").body, "http://127.0.0.1:9/hook")
+	// The code index is in the same database (pg_trgm), made at start.
+	require.Eventually(t, func() bool {
+		return strings.Contains(bob.get("/search?q=println").body, `href="/alice/secret/blob/main/src/main.go#L3"`)
+	}, 20*time.Second, 20*time.Millisecond)
+	assert.NotContains(t, g.browser().get("/search?q=println").body, "alice/secret")
 
 	// New rows continue after the copied ids.
 	out, err = g.cli("carol-password\n", "user", "add", "carol", "-password-stdin", "-db", dsn)

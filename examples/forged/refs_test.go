@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -278,4 +279,58 @@ func TestExploreSearch(t *testing.T) {
 	assert.Contains(t, r.body, "No repository you may see matches")
 	assert.NotContains(t, r.body, "<script>")
 	assert.Contains(t, anon.get("/explore").body, `name="q"`, "the search box")
+}
+
+func TestCodeSearch(t *testing.T) {
+	t.Parallel()
+	f := newForge(t)
+	f.user("alice")
+	f.user("bob")
+	tok := f.token("alice")
+	f.mustCLI("", "repo", "create", "alice/proj")
+	f.mustCLI("", "repo", "create", "alice/priv", "-private")
+	work := f.pushSample("alice/proj", "alice", tok)
+	f.pushSample("alice/priv", "alice", tok)
+	anon, alice, bob := f.browser(), f.browser(), f.browser()
+	alice.login("alice", "alice-password")
+	bob.login("bob", "bob-password")
+	eventually := func(b *browser, path, want string) resp {
+		t.Helper()
+		var r resp
+		require.Eventually(t, func() bool {
+			r = b.get(path)
+			return strings.Contains(r.body, want)
+		}, 20*time.Second, 20*time.Millisecond, "%s never showed %q", path, want)
+		return r
+	}
+	r := eventually(alice, "/search?q=PRINTLN", "alice/priv")
+	assert.Contains(t, r.body, `href="/alice/proj/blob/main/src/main.go#L3"`)
+	assert.Contains(t, r.body, `<mark>println</mark>`, "the match, highlighted")
+	assert.Contains(t, r.body, `class="ctx"`, "with context")
+	for _, b := range []*browser{anon, bob} {
+		r = eventually(b, "/search?q=println", "alice/proj")
+		assert.NotContains(t, r.body, "alice/priv", "never a private hit for those who may not see it")
+	}
+	assert.Equal(t, http.StatusNotFound, bob.get("/alice/priv/search?q=println").code)
+	r = alice.get("/alice/priv/search?q=println")
+	assert.Contains(t, r.body, `href="/alice/priv/blob/main/src/main.go`)
+	assert.NotContains(t, r.body, "alice/proj/blob", "a repository's search is that repository's")
+	assert.Contains(t, anon.get("/search?q=ab").body, "at least 3 characters")
+	assert.Contains(t, anon.get("/search?q=nowhere-to-be-found").body, "No code matches")
+	r = anon.get("/search?q=%3Cscript%3E")
+	assert.Contains(t, r.body, "<mark>&lt;script&gt;</mark>", "the README's tag, found and escaped")
+	assert.NotContains(t, r.body, "<script>alert")
+
+	// A push is searchable soon after: only its changed files are read.
+	require.NoError(t, os.WriteFile(filepath.Join(work, "src", "new.go"), []byte("package main // xylophone\n"), 0o644))
+	testenv.Run(t, work, "add", ".")
+	testenv.Run(t, work, "commit", "-q", "-m", "new")
+	testenv.Run(t, work, "push", "-q", f.gitURL("alice/proj", "alice", tok), "main")
+	eventually(anon, "/search?q=xylophone", "src/new.go")
+	assert.NotContains(t, anon.get("/search?q=xylophone").body, "feature/login")
+
+	// A deleted repository leaves the index.
+	alice.get("/alice/proj/settings")
+	require.Equal(t, http.StatusSeeOther, alice.post("/alice/proj/settings", url.Values{"action": {"delete"}, "confirm": {"proj"}}).code)
+	eventually(alice, "/search?q=xylophone", "No code matches")
 }

@@ -33,6 +33,7 @@ var pages = []struct {
 }{
 	{"GET /{$}", func(s *server) http.Handler { return http.HandlerFunc(s.explore.explore) }},
 	{"GET /explore", func(s *server) http.Handler { return http.HandlerFunc(s.explore.explore) }},
+	{"GET /search", func(s *server) http.Handler { return http.HandlerFunc(s.explore.search) }},
 	{"GET /login", func(s *server) http.Handler { return http.HandlerFunc(s.account.loginForm) }},
 	{"POST /login", func(s *server) http.Handler { return http.HandlerFunc(s.account.login) }},
 	{"GET /register", func(s *server) http.Handler { return http.HandlerFunc(s.account.registerForm) }},
@@ -87,6 +88,7 @@ var pages = []struct {
 	{"GET /{owner}/{repo}/commit/{sha}", func(s *server) http.Handler { return http.HandlerFunc(s.repo.commit) }},
 	{"GET /{owner}/{repo}/archive/{rest...}", func(s *server) http.Handler { return http.HandlerFunc(s.repo.archive) }},
 	{"GET /{owner}/{repo}/lastcommits/{rest...}", func(s *server) http.Handler { return http.HandlerFunc(s.repo.lastCommitsFragment) }},
+	{"GET /{owner}/{repo}/search", func(s *server) http.Handler { return http.HandlerFunc(s.repo.repoSearch) }},
 	{"GET /{owner}/{repo}/settings", func(s *server) http.Handler { return http.HandlerFunc(s.settings.repoSettings) }},
 	{"POST /{owner}/{repo}/settings", func(s *server) http.Handler { return http.HandlerFunc(s.settings.repoSettingsPost) }},
 }

@@ -191,6 +191,8 @@ type server struct {
 	git         *gitproto.Handler
 	views       *counting.Counter
 	viewsDB     io.Closer // the counts' store
+	code        *codeIndex
+	codeDB      io.Closer // the code index's store
 	mc          *memcache.Client
 	mcGetter    *viewcache.Getter // the cache's lookups, on mc's servers
 	archiver    *forge.Archiver
@@ -348,6 +350,18 @@ func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server
 	// At most 256 repositories' Browsers (each maps its commit-graph):
 	// bounded however many repositories are browsed.
 	s.browsers = &forge.Browsers{}
+	codeStore, codeDB, err := openCodeStore(ctx, cfg.data, cfg.db)
+	if err != nil {
+		return nil, fmt.Errorf("code index: %w", err)
+	}
+	s.codeDB = codeDB
+	s.code = newCodeIndex(codeStore, s.forge, s.browsers, logger)
+	s.forge.OnPush = append(s.forge.OnPush, func(_ context.Context, ev forge.PushEvent) { s.code.mark(ev.RepoID) })
+	go func() {
+		if err := s.code.markAll(context.WithoutCancel(ctx)); err != nil {
+			logger.Warn("code index: listing the repositories", "err", err)
+		}
+	}()
 	s.logins = newLoginLimiter()
 	if s.assets, err = loadAssets(); err != nil {
 		return nil, err
@@ -359,10 +373,10 @@ func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server
 	s.metrics = newMetrics(s)
 
 	s.repo = &repoPages{site: s.site, browsers: s.browsers, lastCommits: s.lastCommits, archiver: s.archiver, views: s.views,
-		blames: newFills(2, 256, archiveTimeout)}
-	s.settings = &repoSettings{site: s.site, browsers: s.browsers, purger: s.purger}
+		blames: newFills(2, 256, archiveTimeout), code: s.code}
+	s.settings = &repoSettings{site: s.site, browsers: s.browsers, purger: s.purger, code: s.code}
 	s.account = &accountPages{site: s.site, logins: s.logins, profiler: s.profiler}
-	s.explore = &explorePages{site: s.site, views: s.views}
+	s.explore = &explorePages{site: s.site, views: s.views, code: s.code}
 	s.api = &apiPages{site: s.site, pages: s.repo, browsers: s.browsers, logins: s.logins}
 	s.admin = &adminPages{site: s.site, profiler: s.profiler, watchdog: s.watchdog, maint: s.maint, stats: s.stats}
 	s.gitFront = &gitFront{site: s.site, git: s.git, logins: s.logins}
@@ -403,6 +417,12 @@ func (s *server) Close() error {
 	}
 	if s.repo != nil {
 		s.repo.blames.close()
+	}
+	if s.code != nil {
+		s.code.close()
+	}
+	if s.codeDB != nil {
+		s.codeDB.Close()
 	}
 	if s.browsers != nil {
 		s.browsers.Close()

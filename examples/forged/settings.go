@@ -73,6 +73,7 @@ func (s *repoSettings) repoSettingsPost(w http.ResponseWriter, r *http.Request) 
 				break
 			}
 			s.browsers.RefsChanged(rv.dir)
+			s.code.mark(id) // the index follows the default branch
 		}
 		err = f.UpdateRepo(ctx, &info)
 		if err == nil && info.Private && !rv.Info.Private {
@@ -131,6 +132,7 @@ func (s *repoSettings) repoSettingsPost(w http.ResponseWriter, r *http.Request) 
 		}
 		if err = s.forge.DeleteRepo(ctx, rv.Info.Owner, rv.Info.Name); err == nil {
 			s.purger.purge(rv.Info.ID, "deleted")
+			s.code.mark(id) // gone: forgotten
 			s.forget(rv)
 			s.cache.Invalidate(ctx, "repo:"+rv.key, "refs:"+rv.key, "explore")
 			redirect(w, r, "/"+rv.Info.Owner)

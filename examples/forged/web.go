@@ -52,6 +52,7 @@ type repoPages struct {
 	archiver    *forge.Archiver
 	views       *counting.Counter
 	blames      *fills // blames that outlast a page's budget
+	code        *codeIndex
 
 	// pageBudget is how long a page waits for the last commits of a
 	// directory. If zero, lastCommitBudget.
@@ -64,6 +65,7 @@ type repoSettings struct {
 	*site
 	browsers *forge.Browsers
 	purger   *purger
+	code     *codeIndex
 }
 
 // accountPages are signing in and out, one's settings and new
@@ -78,6 +80,7 @@ type accountPages struct {
 type explorePages struct {
 	*site
 	views *counting.Counter
+	code  *codeIndex
 
 	// every is how long the explore lists are reused. If zero,
 	// defaultExploreEvery.
