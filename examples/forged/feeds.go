@@ -15,9 +15,6 @@ import (
 // feedEntries is how many entries a feed has.
 const feedEntries = 20
 
-// atomNS is the Atom namespace.
-const atomNS = "http://www.w3.org/2005/Atom"
-
 type atomFeed struct {
 	XMLName xml.Name    `xml:"http://www.w3.org/2005/Atom feed"`
 	ID      string      `xml:"id"`
