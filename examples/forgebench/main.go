@@ -34,6 +34,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/cgi"
+	neturl "net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -190,6 +191,13 @@ func run() error {
 	}
 	watch()
 	afterFills := f.rss()
+	// The code index of the whole repository, made in the background
+	// from the start: the pages are measured once it is done.
+	indexed, err := waitIndexed(f, dst, rp)
+	if err != nil {
+		return err
+	}
+	afterIndex := f.rss()
 
 	pages := []struct{ name, forged, cgit string }{
 		{"repository home", "/bench/big", "/repo/"},
@@ -240,6 +248,7 @@ func run() error {
 		fmt.Printf("last commits of %s/ (%d entries) complete after %v\n", fl.dir, fl.entries, ms(fl.took))
 	}
 	fmt.Printf("forged memory: peak RSS while filling %s, RSS after the fills %s\n", mib(peak), mib(afterFills))
+	fmt.Printf("code index of the repository complete %v after the start (RSS then %s)\n", ms(indexed), mib(afterIndex))
 
 	if c.push {
 		took, walk, err := pushOne(f, data, dst, rp.branch, work)
@@ -443,6 +452,7 @@ type forgedProc struct {
 	cmd       *exec.Cmd
 	url       string
 	bin, data string
+	started   time.Time
 }
 
 // rss and hwm read the process's resident and peak memory in bytes.
@@ -492,13 +502,14 @@ func startForged(bin, data string) (*forgedProc, error) {
 	cmd := exec.Command(bin, "-addr", addr, "-data", data, "-log", filepath.Join(data, "forged.log"))
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
+	started := time.Now()
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if c, err := net.Dial("tcp", addr); err == nil {
 			c.Close()
-			return &forgedProc{cmd: cmd, url: "http://" + addr, bin: bin, data: data}, nil
+			return &forgedProc{cmd: cmd, url: "http://" + addr, bin: bin, data: data, started: started}, nil
 		}
 	}
 	cmd.Process.Kill()
@@ -610,4 +621,34 @@ func mib(n int64) string { return fmt.Sprintf("%d MiB", n>>20) }
 
 func ms(d time.Duration) string {
 	return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 1, 64) + " ms"
+}
+
+// waitIndexed waits until /search finds the first line of the file the
+// pages show (the code index is made in the background at start) and
+// returns how long after forged's start that was.
+func waitIndexed(f *forgedProc, repo string, rp repoPick) (time.Duration, error) {
+	out, err := exec.Command("git", "-C", repo, "show", rp.head+":"+rp.file).Output()
+	if err != nil {
+		return 0, err
+	}
+	var q string
+	for _, line := range strings.Split(string(out), "\n") {
+		if line = strings.TrimSpace(line); len(line) >= 8 {
+			q = line[:min(len(line), 40)]
+			break
+		}
+	}
+	for {
+		body, err := fetch(f.url + "/bench/big/search?q=" + neturl.QueryEscape(q))
+		if err != nil {
+			return 0, err
+		}
+		if strings.Contains(body, ">"+rp.file+"</a>") {
+			return time.Since(f.started), nil
+		}
+		if time.Since(f.started) > 10*time.Minute {
+			return 0, fmt.Errorf("the code index never found %q in %s", q, rp.file)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

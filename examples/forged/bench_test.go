@@ -200,3 +200,78 @@ func BenchmarkScaleOut(b *testing.B) {
 	}
 	b.ReportMetric(rates[1]/rates[0], "x-3-vs-1")
 }
+
+// BenchmarkPushSearchable pushes one commit at a time into a copy of
+// the repository in $FORGEKIT_BENCH_REAL (git/git, for instance) and
+// times from the push's end until /search finds the word it added:
+// what a user waits for after pushing (the target is a second).
+//
+//	FORGEKIT_BENCH_REAL=/tmp/real/git.git go test ./examples/forged -run '^$' -bench PushSearchable -benchtime 10x
+func BenchmarkPushSearchable(b *testing.B) {
+	repo := os.Getenv("FORGEKIT_BENCH_REAL")
+	if repo == "" {
+		b.Skip("set FORGEKIT_BENCH_REAL to a bare repository (see ../shared/README.md)")
+	}
+	data := b.TempDir()
+	run := func(stdin string, args ...string) string {
+		var out bytes.Buffer
+		if err := dispatch(context.Background(), append(args, "-data", data), strings.NewReader(stdin), &out, &out); err != nil {
+			b.Fatalf("%v: %v\n%s", args, err, out.String())
+		}
+		return out.String()
+	}
+	run("bench-password\n", "user", "add", "bench", "-password-stdin")
+	start := time.Now()
+	run("", "repo", "import", "bench/big", "-from", repo)
+	b.Logf("imported in %v", time.Since(start))
+	s, ts := startInstance(b, data)
+	found := func(word string) bool {
+		res, err := http.Get(ts.URL + "/search?q=" + word)
+		if err != nil {
+			b.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		return bytes.Contains(body, []byte("searchable-"+strings.TrimPrefix(word, "searchable-")))
+	}
+	// The first index of the whole repository, at start.
+	start = time.Now()
+	for !found("Makefile") && !found("README") {
+		if time.Since(start) > 5*time.Minute {
+			b.Fatal("never indexed")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b.ReportMetric(time.Since(start).Seconds(), "first-index-s")
+	work := b.TempDir()
+	u := strings.Replace(ts.URL, "http://", "http://bench:bench-password@", 1) + "/bench/big.git"
+	if out, err := exec.Command("git", "clone", "-q", "--depth", "1", u, work).CombinedOutput(); err != nil {
+		b.Fatalf("clone: %v %s", err, out)
+	}
+	git := func(args ...string) {
+		cmd := exec.Command("git", args...)
+		cmd.Dir = work
+		cmd.Env = testenv.GitEnv(b.TempDir())
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("git %v: %v %s", args, err, out)
+		}
+	}
+	var total time.Duration
+	for i := 0; b.Loop(); i++ {
+		word := fmt.Sprintf("searchable-%d-%d", i, time.Now().UnixNano())
+		os.WriteFile(filepath.Join(work, "bench-note.txt"), []byte(word+"\n"), 0o644)
+		git("add", "bench-note.txt")
+		git("commit", "-q", "-m", word)
+		git("push", "-q", "origin", "HEAD")
+		t0 := time.Now()
+		for !found(word) {
+			if time.Since(t0) > time.Minute {
+				b.Fatal("the push never became searchable")
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		total += time.Since(t0)
+	}
+	b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "push-to-searchable-ms")
+	_ = s
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -97,6 +98,18 @@ func TestBrowser(t *testing.T) {
 		chromedp.WaitVisible(`ol.taglist`),
 		chromedp.Text(`ol.taglist`, &tags),
 	))
+	// Code search from the box in the header, once the push is indexed.
+	require.Eventually(t, func() bool {
+		return strings.Contains(f.browser().get("/search?q=println").body, "src/main.go")
+	}, 20*time.Second, 20*time.Millisecond)
+	var found string
+	require.NoError(t, chromedp.Run(ctx,
+		chromedp.SendKeys(`form.navsearch input[name=q]`, "println"),
+		chromedp.Submit(`form.navsearch input[name=q]`),
+		chromedp.WaitVisible(`section.hit mark`),
+		chromedp.Text(`section.hit`, &found),
+	))
+	assert.Contains(t, found, "src/main.go")
 	assert.Contains(t, blamed, "println")
 	assert.NotContains(t, branches, "feature/login", "deleted")
 	assert.Contains(t, branches, "main")
@@ -120,5 +133,20 @@ func TestBrowser(t *testing.T) {
 		))
 		require.NoError(t, os.WriteFile(filepath.Join(dir, "commit.png"), commit, 0o644))
 	}
+	// Signing up, where registration is open.
+	g := newForge(t, "-registration", "open")
+	var home string
+	require.NoError(t, chromedp.Run(ctx,
+		chromedp.Navigate(g.ts.URL+"/login"),
+		chromedp.Click(`a[href="/register"]`),
+		chromedp.WaitVisible(`input[name=confirm]`),
+		chromedp.SendKeys(`input[name=name]`, "newcomer"),
+		chromedp.SendKeys(`input[name=password]`, "a long password"),
+		chromedp.SendKeys(`input[name=confirm]`, "a long password"),
+		chromedp.Submit(`input[name=confirm]`),
+		chromedp.WaitVisible(`a[href="/settings"]`),
+		chromedp.Location(&home),
+	))
+	assert.Equal(t, g.ts.URL+"/newcomer", home)
 	require.NoError(t, chromedp.Cancel(ctx))
 }

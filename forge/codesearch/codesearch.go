@@ -26,6 +26,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"iter"
 	"strings"
 )
 
@@ -63,9 +64,21 @@ type Store interface {
 	// Indexed returns the commit indexed for repo, "" for none.
 	Indexed(ctx context.Context, repo int64) (string, error)
 	// Apply records the changes that bring repo's files to commit, all
-	// or none. With replace set, the changes are the whole commit: the
-	// files indexed before go.
-	Apply(ctx context.Context, repo int64, commit string, replace bool, changes []Change) error
+	// or none, reading them from changes as it writes (an error from
+	// changes undoes them). With replace set, the changes are the whole
+	// commit: the files indexed before go.
+	Apply(ctx context.Context, repo int64, commit string, replace bool, changes iter.Seq2[Change, error]) error
+}
+
+// Changes is a fixed list of changes, for Store.Apply.
+func Changes(cs ...Change) iter.Seq2[Change, error] {
+	return func(yield func(Change, error) bool) {
+		for _, c := range cs {
+			if !yield(c, nil) {
+				return
+			}
+		}
+	}
 }
 
 // Query is a search.

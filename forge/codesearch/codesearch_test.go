@@ -3,7 +3,9 @@ package codesearch_test
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"iter"
 	"os"
 	"path/filepath"
 	"strings"
@@ -215,4 +217,40 @@ func TestIndexer(t *testing.T) {
 	got, _ = st.Indexed(ctx, 1)
 	assert.Empty(t, got)
 	assert.Error(t, x.Update(ctx, 3, a.dir, "not-a-commit"))
+}
+
+// failingStore fails after taking n changes, as a full disk would.
+type failingStore struct {
+	codesearch.Store
+	n int
+}
+
+func (s *failingStore) Apply(ctx context.Context, repo int64, commit string, replace bool, changes iter.Seq2[codesearch.Change, error]) error {
+	for _, err := range changes {
+		if err != nil {
+			return err
+		}
+		if s.n--; s.n == 0 {
+			return errors.New("disk full")
+		}
+	}
+	return nil
+}
+
+func TestIndexerStopsCleanly(t *testing.T) {
+	t.Parallel()
+	st := openStore(t)
+	a := newRepo(t)
+	for i := range 50 {
+		a.write(fmt.Sprintf("f%02d.txt", i), strings.Repeat("some text\n", 1000))
+	}
+	c := a.commit("many")
+	x := &codesearch.Indexer{Store: &failingStore{Store: st, n: 3}}
+	assert.ErrorContains(t, x.Update(context.Background(), 1, a.dir, c), "disk full")
+	got, err := st.Indexed(context.Background(), 1)
+	require.NoError(t, err)
+	assert.Empty(t, got, "nothing recorded")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	assert.ErrorIs(t, (&codesearch.Indexer{Store: st}).Update(ctx, 1, a.dir, c), context.Canceled)
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"os"
 	"os/exec"
 	"strconv"
@@ -73,11 +74,7 @@ func (x *Indexer) Update(ctx context.Context, repo int64, dir, commit string) er
 	if err != nil {
 		return err
 	}
-	changes, err := x.read(ctx, dir, paths)
-	if err != nil {
-		return err
-	}
-	if err := x.Store.Apply(ctx, repo, commit, replace, changes); err != nil {
+	if err := x.Store.Apply(ctx, repo, commit, replace, x.read(ctx, dir, paths)); err != nil {
 		return err
 	}
 	x.stats.updates.Add(1)
@@ -136,80 +133,86 @@ func (x *Indexer) diffTree(ctx context.Context, dir, old, commit string) ([]tree
 	return entries, nil
 }
 
-// read reads the blobs of entries with one git cat-file --batch, leaving
-// out binary files and those over the size limit (as removals, so that
-// an older version indexed goes).
-func (x *Indexer) read(ctx context.Context, dir string, entries []treeEntry) ([]Change, error) {
-	max := x.MaxFileBytes
-	if max == 0 {
-		max = DefaultMaxFileBytes
-	}
-	changes := make([]Change, 0, len(entries))
-	var want []int
-	for i, e := range entries {
-		if e.blob == "" {
-			changes = append(changes, Change{Path: e.path})
-			continue
+// read yields the changes of entries, reading their blobs with one git
+// cat-file --batch as the store takes them (one file in memory at a
+// time), and leaving out binary files and those over the size limit (as
+// removals, so that an older version indexed goes).
+func (x *Indexer) read(ctx context.Context, dir string, entries []treeEntry) iter.Seq2[Change, error] {
+	return func(yield func(Change, error) bool) {
+		max := x.MaxFileBytes
+		if max == 0 {
+			max = DefaultMaxFileBytes
 		}
-		want = append(want, i)
-	}
-	if len(want) == 0 {
-		return changes, nil
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	cmd := x.command(ctx, dir, "cat-file", "--batch")
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("codesearch: git cat-file: %w", err)
-	}
-	go func() {
-		w := bufio.NewWriter(stdin)
-		for _, i := range want {
-			w.WriteString(entries[i].blob + "\n")
+		var want []treeEntry
+		for _, e := range entries {
+			if e.blob != "" {
+				want = append(want, e)
+			} else if !yield(Change{Path: e.path}, nil) {
+				return
+			}
 		}
-		w.Flush()
-		stdin.Close()
-	}()
-	r := bufio.NewReaderSize(stdout, 256<<10)
-	var rerr error
-	for _, i := range want {
-		e := entries[i]
-		content, err := readBatchEntry(r, e.blob, max)
+		if len(want) == 0 {
+			return
+		}
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		cmd := x.command(ctx, dir, "cat-file", "--batch")
+		stdin, err := cmd.StdinPipe()
 		if err != nil {
-			rerr = err
-			break
+			yield(Change{}, err)
+			return
 		}
-		if content == nil { // binary, or too large
-			x.stats.skipped.Add(1)
-			changes = append(changes, Change{Path: e.path})
-			continue
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			yield(Change{}, err)
+			return
 		}
-		changes = append(changes, Change{Path: e.path, Blob: e.blob, Content: content})
-		x.stats.files.Add(1)
-		x.stats.bytes.Add(int64(len(content)))
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			yield(Change{}, fmt.Errorf("codesearch: git cat-file: %w", err))
+			return
+		}
+		fed := make(chan struct{})
+		go func() {
+			defer close(fed)
+			w := bufio.NewWriter(stdin)
+			for _, e := range want {
+				w.WriteString(e.blob + "\n")
+			}
+			w.Flush()
+			stdin.Close()
+		}()
+		// However this ends, git and the feeder end with it.
+		defer func() {
+			cancel()
+			io.Copy(io.Discard, stdout)
+			cmd.Wait()
+			<-fed
+		}()
+		r := bufio.NewReaderSize(stdout, 256<<10)
+		for _, e := range want {
+			content, err := readBatchEntry(r, e.blob, max)
+			if err != nil {
+				if ctx.Err() == nil {
+					err = fmt.Errorf("codesearch: reading git cat-file: %w: %s", err, strings.TrimSpace(stderr.String()))
+				}
+				yield(Change{}, err)
+				return
+			}
+			c := Change{Path: e.path}
+			if content == nil { // binary, or too large
+				x.stats.skipped.Add(1)
+			} else {
+				c.Blob, c.Content = e.blob, content
+				x.stats.files.Add(1)
+				x.stats.bytes.Add(int64(len(content)))
+			}
+			if !yield(c, nil) {
+				return
+			}
+		}
 	}
-	if rerr != nil {
-		cancel()
-	}
-	io.Copy(io.Discard, stdout)
-	werr := cmd.Wait()
-	switch {
-	case rerr != nil:
-		return nil, fmt.Errorf("codesearch: reading git cat-file: %w", rerr)
-	case werr != nil:
-		return nil, fmt.Errorf("codesearch: git cat-file: %w: %s", werr, strings.TrimSpace(stderr.String()))
-	}
-	return changes, nil
 }
 
 // readBatchEntry reads one object of git cat-file --batch: its content,

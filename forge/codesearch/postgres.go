@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"iter"
 	"strings"
 )
 
@@ -67,7 +68,7 @@ func (s *PostgresStore) Indexed(ctx context.Context, repo int64) (string, error)
 }
 
 // Apply records repo's changes in one transaction.
-func (s *PostgresStore) Apply(ctx context.Context, repo int64, commit string, replace bool, changes []Change) error {
+func (s *PostgresStore) Apply(ctx context.Context, repo int64, commit string, replace bool, changes iter.Seq2[Change, error]) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("codesearch: %w", err)
@@ -82,7 +83,10 @@ func (s *PostgresStore) Apply(ctx context.Context, repo int64, commit string, re
 			return fmt.Errorf("codesearch: %w", err)
 		}
 	}
-	for _, c := range changes {
+	for c, err := range changes {
+		if err != nil {
+			return err
+		}
 		if c.Blob == "" {
 			if _, err := tx.ExecContext(ctx, `DELETE FROM codesearch_files WHERE repo_id = $1 AND path = $2`, repo, c.Path); err != nil {
 				return fmt.Errorf("codesearch: %w", err)

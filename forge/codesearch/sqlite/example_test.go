@@ -20,10 +20,10 @@ func ExampleStore_Search() {
 	}
 	defer st.Close()
 	// An Indexer writes these from git; here, by hand.
-	st.Apply(ctx, 1, "c0ffee0000000000000000000000000000000000", true, []codesearch.Change{
-		{Path: "main.go", Blob: "b1", Content: []byte("package main\n\n// Greet says hello.\nfunc Greet() {}\n")},
-		{Path: "README.md", Blob: "b2", Content: []byte("# Hello\n")},
-	})
+	st.Apply(ctx, 1, "c0ffee0000000000000000000000000000000000", true, codesearch.Changes(
+		codesearch.Change{Path: "main.go", Blob: "b1", Content: []byte("package main\n\n// Greet says hello.\nfunc Greet() {}\n")},
+		codesearch.Change{Path: "README.md", Blob: "b2", Content: []byte("# Hello\n")},
+	))
 	res, err := st.Search(ctx, codesearch.Query{Text: "HELLO", Repos: []int64{1}})
 	if err != nil {
 		panic(err)

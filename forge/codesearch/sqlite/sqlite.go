@@ -13,6 +13,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"iter"
 	"strconv"
 	"strings"
 
@@ -75,7 +76,7 @@ func (s *Store) Indexed(ctx context.Context, repo int64) (string, error) {
 }
 
 // Apply records repo's changes in one transaction.
-func (s *Store) Apply(ctx context.Context, repo int64, commit string, replace bool, changes []codesearch.Change) error {
+func (s *Store) Apply(ctx context.Context, repo int64, commit string, replace bool, changes iter.Seq2[codesearch.Change, error]) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("codesearch: %w", err)
@@ -91,7 +92,10 @@ func (s *Store) Apply(ctx context.Context, repo int64, commit string, replace bo
 		return fmt.Errorf("codesearch: %w", err)
 	}
 	defer del.Close()
-	for _, c := range changes {
+	for c, err := range changes {
+		if err != nil {
+			return err
+		}
 		var id int64
 		err := del.QueryRowContext(ctx, repo, c.Path).Scan(&id)
 		switch {
