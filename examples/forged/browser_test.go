@@ -110,6 +110,15 @@ func TestBrowser(t *testing.T) {
 		chromedp.Text(`section.hit`, &found),
 	))
 	assert.Contains(t, found, "src/main.go")
+	var repos string
+	require.NoError(t, chromedp.Run(ctx,
+		chromedp.Navigate(f.ts.URL+"/explore"),
+		chromedp.SendKeys(`form.search input[name=q]`, "webproj"),
+		chromedp.Submit(`form.search input[name=q]`),
+		chromedp.WaitVisible(`ol.repos`),
+		chromedp.Text(`ol.repos`, &repos),
+	))
+	assert.Contains(t, repos, "alice/webproj")
 	assert.Contains(t, blamed, "println")
 	assert.NotContains(t, branches, "feature/login", "deleted")
 	assert.Contains(t, branches, "main")
