@@ -229,12 +229,15 @@ func (f *Forge) afterPush(ctx context.Context, r *RepoInfo, dir, pusher string, 
 		l(ctx, ev)
 	}
 	ctx = context.WithoutCancel(ctx) // the push's request is about to end
+	// Recorded before answering, not in the background: the feeds list
+	// pushes in the order of their rows, which must be the order in which
+	// they happened.
+	if err := f.Meta.recordPush(ctx, r.ID, pusher, updates, now); err != nil {
+		f.logger().WarnContext(ctx, "forge: recording a push for the feeds", "repo", ev.Repo, "err", err)
+	}
 	f.background(func() {
 		if err := f.Meta.pushed(ctx, r.ID, now, dirSize(dir)); err != nil {
 			f.logger().WarnContext(ctx, "forge: recording a push", "repo", ev.Repo, "err", err)
-		}
-		if err := f.Meta.recordPush(ctx, r.ID, pusher, updates, now); err != nil {
-			f.logger().WarnContext(ctx, "forge: recording a push for the feeds", "repo", ev.Repo, "err", err)
 		}
 		if f.Deliverer != nil {
 			f.Deliverer.Push(ctx, r.ID, ev)
