@@ -72,15 +72,19 @@ func cachedJSON[T any](ctx context.Context, s *site, key string, deps []string, 
 }
 
 type branchesPage struct {
-	Rows  []branchRow
-	Total int
+	Base, RefPath string // the repository's URL and the default branch's path
+	CanWrite      bool   // delete buttons, for writers
+	Rows          []branchRow
+	Total         int
 	pager
 }
 
 // branches lists the branches, the default first and then by their last
 // commit's date, newest first, each with its ahead and behind counts
 // against the default branch; writers get a delete button for those not
-// protected. The list of a page is cached until a push.
+// protected. Each page of the list is a fragment cached until a push,
+// one for writers and one for the others: the buttons name a single
+// form of the page, which alone holds the visitor's CSRF token.
 func (s *repoPages) branches(w http.ResponseWriter, r *http.Request) {
 	r, sess, rv, br, ok := s.readRepo(w, r, "branches", true)
 	if !ok {
@@ -97,21 +101,29 @@ func (s *repoPages) branches(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	key := fmt.Sprintf("branches|%s|%s|%d", rv.key, rv.Commit, pg)
-	d, err := cachedJSON(ctx, s.site, key, append(rv.deps(), "refs:"+rv.key), func(ctx context.Context) (branchesPage, error) {
-		return s.branchList(ctx, br, rv, refs, def, pg)
+	key := fmt.Sprintf("branchespage|%s|%s|%d|%t", rv.key, rv.Commit, pg, rv.CanWrite)
+	list, err := s.cachedSplice(ctx, key, append(rv.deps(), "refs:"+rv.key), "branchlist", func(ctx context.Context) (any, error) {
+		d, err := s.branchList(ctx, br, rv, refs, def, pg)
+		if err != nil {
+			return nil, err
+		}
+		if pg > 1 && len(d.Rows) == 0 {
+			return nil, errNoPage
+		}
+		d.Base, d.RefPath, d.CanWrite = rv.Base, rv.RefPath, rv.CanWrite
+		d.pager = newPager(rv.Base+"/branches", pg, d.Total)
+		return d, nil
 	})
+	if errors.Is(err, errNoPage) {
+		s.notFound(w, r)
+		return
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	if pg > 1 && len(d.Rows) == 0 {
-		s.notFound(w, r)
-		return
-	}
-	d.pager = newPager(rv.Base+"/branches", pg, d.Total)
 	w.Header().Set("Cache-Control", "private, no-cache")
-	s.render(w, r, sess, http.StatusOK, "branches", &page{Title: "Branches · " + rv.Info.Owner + "/" + rv.Info.Name, Repo: rv, Data: d})
+	s.render(w, r, sess, http.StatusOK, "branches", &page{Title: "Branches · " + rv.Info.Owner + "/" + rv.Info.Name, Repo: rv, Data: list})
 }
 
 // branchList reads the branches of page pg.
@@ -167,6 +179,10 @@ func (s *repoPages) deleteBranch(w http.ResponseWriter, r *http.Request) {
 	}
 	owner, name := r.PathValue("owner"), r.PathValue("repo")
 	branch, old := r.PostFormValue("branch"), r.PostFormValue("old")
+	if v := r.PostFormValue("delete"); v != "" {
+		// The page's buttons send "COMMIT NAME" (see branchlist).
+		old, branch, _ = strings.Cut(v, " ")
+	}
 	err := s.forge.DeleteBranch(r.Context(), principal(sess), owner, name, branch, old)
 	switch {
 	case err == nil:

@@ -85,8 +85,8 @@ func TestBrowser(t *testing.T) {
 		chromedp.Text(`table.blame`, &blamed),
 		chromedp.Click(`nav.tabs a[href="/alice/webproj/branches"]`),
 		chromedp.WaitVisible(`table.reflist`),
-		chromedp.Click(`form input[value="feature/login"] ~ button`),
-		chromedp.WaitNotPresent(`form input[value="feature/login"]`),
+		chromedp.Click(`button[value$=" feature/login"]`),
+		chromedp.WaitNotPresent(`button[value$=" feature/login"]`),
 		chromedp.Text(`table.reflist`, &branches),
 		chromedp.Click(`nav.tabs a[href="/alice/webproj/compare"]`),
 		chromedp.WaitVisible(`form.compare`),
@@ -115,6 +115,9 @@ func TestBrowser(t *testing.T) {
 		chromedp.Navigate(f.ts.URL+"/explore"),
 		chromedp.SendKeys(`form.search input[name=q]`, "webproj"),
 		chromedp.Submit(`form.search input[name=q]`),
+		// The list is on the page before the search too: wait for the
+		// answer's own query box.
+		chromedp.WaitVisible(`form.search input[value="webproj"]`),
 		chromedp.WaitVisible(`ol.repos`),
 		chromedp.Text(`ol.repos`, &repos),
 	))

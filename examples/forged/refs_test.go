@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -80,15 +81,21 @@ func TestBranchesAndTags(t *testing.T) {
 	assert.NotContains(t, r.body, "Delete</button>", "no delete for readers")
 
 	r = alice.get("/alice/proj/branches")
-	assert.Contains(t, r.body, `name="branch" value="gone"`)
-	assert.NotContains(t, r.body, `name="branch" value="main"`, "no delete for the default branch")
+	assert.Contains(t, r.body, `<form id="delete-branch" method="post" action="/alice/proj/branches"><input type="hidden" name="csrf"`)
+	del := regexp.MustCompile(`name="delete" value="([0-9a-f]{40} gone)"`).FindStringSubmatch(r.body)
+	require.NotNil(t, del, "a delete button names the branch and the commit it is at")
+	assert.NotRegexp(t, `name="delete" value="[0-9a-f]{40} main"`, r.body, "no delete for the default branch")
+	assert.NotContains(t, anon.get("/alice/proj/branches").body, `id="delete-branch"`, "the readers' fragment is another")
 	// Deleting: writers only, with the CSRF token, never a protected one.
 	assert.Equal(t, http.StatusForbidden, alice.post("/alice/proj/branches", url.Values{"branch": {"gone"}, "csrf": {"forged"}}).code)
 	bob.get("/alice/proj/branches")
 	assert.Equal(t, http.StatusNotFound, bob.post("/alice/proj/branches", url.Values{"branch": {"gone"}}).code)
 	alice.get("/alice/proj/branches")
 	assert.Equal(t, http.StatusUnprocessableEntity, alice.post("/alice/proj/branches", url.Values{"branch": {"main"}}).code)
-	r = alice.post("/alice/proj/branches", url.Values{"branch": {"gone"}})
+	stale := strings.Repeat("0", 40) + " gone"
+	assert.Equal(t, http.StatusUnprocessableEntity, alice.post("/alice/proj/branches", url.Values{"delete": {stale}}).code,
+		"a branch that moved since the page was read stays")
+	r = alice.post("/alice/proj/branches", url.Values{"delete": {del[1]}})
 	require.Equal(t, http.StatusSeeOther, r.code, r.body)
 	assert.NotContains(t, testenv.Run(t, "", "ls-remote", "--heads", u), "refs/heads/gone")
 	assert.NotContains(t, anon.get("/alice/proj/branches").body, ">gone</a>", "the list follows at once")
