@@ -19,10 +19,12 @@ import (
 // Service names a git service as it appears in URLs and content types.
 type Service string
 
-// The two smart services.
+// The smart services. UploadArchive (git archive --remote) exists only
+// in sessions (SSH, git://): smart HTTP has no route for it.
 const (
-	UploadPack  Service = "git-upload-pack"  // fetch and clone
-	ReceivePack Service = "git-receive-pack" // push
+	UploadPack    Service = "git-upload-pack"    // fetch and clone
+	ReceivePack   Service = "git-receive-pack"   // push
+	UploadArchive Service = "git-upload-archive" // git archive --remote
 )
 
 // Engine runs one git service for one request. Handler does everything
@@ -63,6 +65,18 @@ type Invocation struct {
 	AdvertiseRefs bool   // serve info/refs rather than a POST
 	Stdin         io.Reader
 	Stdout        io.Writer
+
+	// Stateful runs the service as SSH and git:// carry it: one
+	// full-duplex session on Stdin and Stdout, advertisement and
+	// negotiation included, rather than one stateless request. Stdin
+	// may then stay open after the service ends (the client closes its
+	// side last); the engine does not wait for it. UploadArchive is
+	// always stateful.
+	Stateful bool
+
+	// Stderr, if set, receives what the service writes to standard
+	// error, for a session to pass on to the client.
+	Stderr io.Writer
 
 	// Shallow and Filter say, for an upload-pack request (not an
 	// advertisement), whether the validated request asks for a shallow
@@ -204,8 +218,12 @@ func (e *GitEngine) Run(ctx context.Context, inv *Invocation) error {
 				"GITPROTO_HOOK_TIMEOUT="+strconv.Itoa(int(hookTimeout.Seconds())))
 		}
 	}
-	args = append(args, strings.TrimPrefix(string(inv.Service), "git-"), "--stateless-rpc")
-	if inv.AdvertiseRefs {
+	args = append(args, strings.TrimPrefix(string(inv.Service), "git-"))
+	stateful := inv.Stateful || inv.Service == UploadArchive
+	if !stateful {
+		args = append(args, "--stateless-rpc")
+	}
+	if inv.AdvertiseRefs && !stateful {
 		args = append(args, "--advertise-refs")
 	}
 	args = append(args, inv.Dir)
@@ -227,11 +245,22 @@ func (e *GitEngine) Run(ctx context.Context, inv *Invocation) error {
 	if cmd.WaitDelay == 0 {
 		cmd.WaitDelay = DefaultWaitDelay
 	}
-	if inv.Stdin != nil {
+	var stdin io.WriteCloser
+	switch {
+	case stateful && inv.Stdin != nil:
+		// Fed by a goroutine of ours that Wait does not wait for: the
+		// session's input stays open until the client hangs up.
+		if stdin, err = cmd.StdinPipe(); err != nil {
+			return fmt.Errorf("gitproto: %w", err)
+		}
+	case inv.Stdin != nil:
 		cmd.Stdin = inv.Stdin
 	}
 	stderr := &tailBuffer{max: maxStderr}
 	cmd.Stderr = stderr
+	if inv.Stderr != nil {
+		cmd.Stderr = io.MultiWriter(stderr, inv.Stderr)
+	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return fmt.Errorf("gitproto: %w", err)
@@ -241,6 +270,12 @@ func (e *GitEngine) Run(ctx context.Context, inv *Invocation) error {
 	}
 	if bridge != nil {
 		bridge.start(ctx)
+	}
+	if stdin != nil {
+		go func() {
+			io.Copy(stdin, inv.Stdin)
+			stdin.Close()
+		}()
 	}
 	buf := make([]byte, 64<<10)
 	_, copyErr := io.CopyBuffer(inv.Stdout, stdout, buf)

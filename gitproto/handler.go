@@ -59,6 +59,11 @@ type Handler struct {
 	// read and nobody may push.
 	Authorizer Authorizer
 
+	// SessionAuthorizer decides the same for ServeSession (SSH and
+	// git://), from the identity the transport authenticated. If nil,
+	// everyone may read and nobody may push.
+	SessionAuthorizer SessionAuthorizer
+
 	// Engine serves the protocol. If nil, a GitEngine with default
 	// settings is used.
 	Engine Engine
@@ -316,41 +321,56 @@ func (h *Handler) serve(rw *responseWriter, r *http.Request, info *RequestInfo) 
 // repo authorizes op on name and resolves it, creating it for a push
 // when OnMissingRepo allows.
 func (h *Handler) repo(r *http.Request, name string, op Op, mayCreate bool) (_ *http.Request, dir, principal string, err error) {
-	if err := CheckRepoName(name); err != nil {
-		return r, "", "", err
+	ctx, dir, principal, err := h.lookup(r.Context(), name, op, mayCreate, func() (context.Context, string, error) {
+		switch authz := h.Authorizer.(type) {
+		case nil:
+			p, err := anonymousRead(r, name, op)
+			return nil, p, err
+		case ContextAuthorizer:
+			return authz.AuthorizeContext(r, name, op)
+		default:
+			p, err := authz.Authorize(r, name, op)
+			return nil, p, err
+		}
+	})
+	if ctx != r.Context() {
+		r = r.WithContext(ctx)
 	}
-	dir, rerr := h.Resolver.Resolve(r.Context(), name)
+	return r, dir, principal, err
+}
+
+// lookup resolves name and authorizes op on it (authorize may return a
+// nil context to keep ctx), creating the repository for a push when
+// OnMissingRepo allows; it returns the context for the rest of the
+// request.
+func (h *Handler) lookup(ctx context.Context, name string, op Op, mayCreate bool, authorize func() (context.Context, string, error)) (_ context.Context, dir, principal string, err error) {
+	if err := CheckRepoName(name); err != nil {
+		return ctx, "", "", err
+	}
+	dir, rerr := h.Resolver.Resolve(ctx, name)
 	if rerr != nil && !errors.Is(rerr, ErrNotFound) {
-		return r, "", "", rerr
+		return ctx, "", "", rerr
 	}
 	// Authorize even when the repository is missing, so that a missing
 	// and a hidden repository answer alike.
-	switch authz := h.Authorizer.(type) {
-	case nil:
-		principal, err = anonymousRead(r, name, op)
-	case ContextAuthorizer:
-		var ctx context.Context
-		ctx, principal, err = authz.AuthorizeContext(r, name, op)
-		if err == nil && ctx != nil {
-			r = r.WithContext(ctx)
-		}
-	default:
-		principal, err = authz.Authorize(r, name, op)
-	}
+	actx, principal, err := authorize()
 	if err != nil {
-		return r, "", "", err
+		return ctx, "", "", err
+	}
+	if actx != nil {
+		ctx = actx
 	}
 	if rerr == nil {
-		return r, dir, principal, nil
+		return ctx, dir, principal, nil
 	}
 	if op == Write && mayCreate && h.OnMissingRepo != nil {
-		dir, err = h.OnMissingRepo(r.Context(), name, principal)
+		dir, err = h.OnMissingRepo(ctx, name, principal)
 		if err != nil {
-			return r, "", "", err
+			return ctx, "", "", err
 		}
-		return r, dir, principal, nil
+		return ctx, dir, principal, nil
 	}
-	return r, "", "", rerr
+	return ctx, "", "", rerr
 }
 
 // knob applies the convention of Handler's limits: zero means the

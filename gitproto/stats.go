@@ -28,6 +28,7 @@ type RequestInfo struct {
 // Stats are cumulative counters of a Handler.
 type Stats struct {
 	Requests     int64 // requests routed to the handler
+	Sessions     int64 // sessions served (SSH, git://), counted apart from Requests
 	UploadPacks  int64 // upload-pack POSTs
 	ReceivePacks int64 // receive-pack POSTs
 	Adverts      int64 // info/refs requests
@@ -40,12 +41,13 @@ type Stats struct {
 }
 
 type handlerStats struct {
-	requests, uploadPacks, receivePacks, adverts, dumb, errors, challenges, overloaded, bytesIn, bytesOut atomic.Int64
+	requests, sessions, uploadPacks, receivePacks, adverts, dumb, errors, challenges, overloaded, bytesIn, bytesOut atomic.Int64
 }
 
 func (s *handlerStats) snapshot() Stats {
 	return Stats{
 		Requests:     s.requests.Load(),
+		Sessions:     s.sessions.Load(),
 		UploadPacks:  s.uploadPacks.Load(),
 		ReceivePacks: s.receivePacks.Load(),
 		Adverts:      s.adverts.Load(),

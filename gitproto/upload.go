@@ -30,12 +30,19 @@ func (h *Handler) serveUploadPack(rw *responseWriter, r *http.Request, dir, prot
 		}
 		return fmt.Errorf("gitproto: reading body: %w", err)
 	}
+	rw.contentType = "application/x-git-upload-pack-result"
+	return h.uploadPack(ctx, rw, dir, proto, version, body, info)
+}
+
+// uploadPack answers one complete upload-pack request, over HTTP or in a
+// session: ls-refs through the advertisement cache, packs through
+// admission control and the pack cache.
+func (h *Handler) uploadPack(ctx context.Context, rw io.Writer, dir, proto string, version int, body []byte, info *RequestInfo) error {
 	req, err := parseUploadRequest(body, version)
 	if err != nil {
 		return err
 	}
 	info.Command, info.Wants, info.Haves, info.FullClone = req.command, req.wants, req.haves, req.fullClone()
-	rw.contentType = "application/x-git-upload-pack-result"
 	newInv := func(w io.Writer) *Invocation {
 		return &Invocation{Service: UploadPack, Dir: dir, Protocol: proto, Version: version,
 			Stdin: bytes.NewReader(body), Stdout: w, Shallow: req.shallow, Filter: req.filter}

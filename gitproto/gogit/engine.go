@@ -112,6 +112,10 @@ func openStorage(dir string) *filesystem.Storage {
 
 // Run implements Engine.
 func (e *Engine) Run(ctx context.Context, inv *gitproto.Invocation) error {
+	if inv.Stateful {
+		// go-git's server side speaks the stateless exchange only.
+		return fmt.Errorf("%w: a stateful session (SSH, git://)", gitproto.ErrUnsupported)
+	}
 	st := openStorage(inv.Dir)
 	defer st.Close()
 	srv := server.NewServer(storageLoader{st})

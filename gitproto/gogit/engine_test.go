@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -68,4 +69,20 @@ func TestEngine(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, string(want), string(got))
 	srv.CloseClientConnections()
+}
+
+// TestNoSessions: go-git's server side is stateless only, so SSH and
+// git:// sessions get a clear refusal rather than a hang.
+func TestNoSessions(t *testing.T) {
+	root := t.TempDir()
+	testenv.BareRepo(t, filepath.Join(root, "a.git"), testenv.RepoOptions{Commits: 2})
+	h := &gitproto.Handler{Resolver: gitproto.DirResolver{Root: root}, Engine: &Engine{}}
+	var out strings.Builder
+	err := h.ServeSession(context.Background(), &gitproto.Session{Service: gitproto.UploadPack, Repo: "a.git",
+		Protocol: "version=2", Stdin: strings.NewReader(""), Stdout: &out})
+	require.ErrorIs(t, err, gitproto.ErrUnsupported)
+	msg, status := gitproto.SessionMessage(err)
+	assert.Equal(t, 128, status)
+	assert.Contains(t, msg, "stateful session")
+	assert.Empty(t, out.String())
 }
