@@ -48,6 +48,14 @@ var (
 	// not an absolute http or https URL.
 	ErrBadWebhook = errors.New("forge: a webhook needs an http or https URL")
 
+	// ErrBadKey is wrapped by AddSSHKey's error for text that is not
+	// one SSH public key of a kind worth accepting.
+	ErrBadKey = errors.New("forge: not a usable SSH public key")
+
+	// ErrKeyExists is returned by AddSSHKey for a key that is already
+	// registered (to anyone: a key identifies one user).
+	ErrKeyExists = errors.New("forge: that SSH key is already registered")
+
 	// ErrNotRepository is returned when a path or URL to import from, or
 	// a directory to adopt, is not a git repository.
 	ErrNotRepository = errors.New("forge: not a git repository")

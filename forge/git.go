@@ -71,8 +71,7 @@ func (g *GitPolicy) Authorize(r *http.Request, repo string, op gitproto.Op) (str
 // it. The context it returns carries the repository's metadata to
 // PreReceive and PostReceive, which then do not read it again.
 func (g *GitPolicy) AuthorizeContext(r *http.Request, repo string, op gitproto.Op) (context.Context, string, error) {
-	owner, name, ok := splitRepo(repo)
-	if !ok {
+	if _, _, ok := splitRepo(repo); !ok {
 		return nil, "", gitproto.ErrNotFound
 	}
 	p, err := g.f.Authenticate(r)
@@ -86,6 +85,17 @@ func (g *GitPolicy) AuthorizeContext(r *http.Request, repo string, op gitproto.O
 		g.f.logger().WarnContext(r.Context(), "forge: git credentials not checked", "repo", repo, "err", err)
 		return nil, "", gitproto.ErrUnavailable
 	}
+	return g.AuthorizePrincipal(r.Context(), p, repo, op)
+}
+
+// AuthorizePrincipal decides as AuthorizeContext does for a principal
+// that another transport authenticated (an SSH key: see KeyPrincipal;
+// nil for anonymous), so that every transport follows one rule.
+func (g *GitPolicy) AuthorizePrincipal(ctx context.Context, p *Principal, repo string, op gitproto.Op) (context.Context, string, error) {
+	owner, name, ok := splitRepo(repo)
+	if !ok {
+		return nil, "", gitproto.ErrNotFound
+	}
 	a := ActionRead
 	if op == gitproto.Write {
 		a = ActionWrite
@@ -94,10 +104,10 @@ func (g *GitPolicy) AuthorizeContext(r *http.Request, repo string, op gitproto.O
 	if p != nil {
 		who = p.User.Name
 	}
-	info, _, err := g.f.Access(r.Context(), p, owner, name, a)
+	info, _, err := g.f.Access(ctx, p, owner, name, a)
 	switch {
 	case err == nil:
-		return context.WithValue(r.Context(), gitRequestKey{}, &gitRequest{repo: info}), who, nil
+		return context.WithValue(ctx, gitRequestKey{}, &gitRequest{repo: info}), who, nil
 	case errors.Is(err, ErrLoginRequired):
 		return nil, "", gitproto.ErrUnauthorized
 	case errors.Is(err, ErrNotFound) && a == ActionWrite && p != nil && strings.EqualFold(p.User.Name, owner) && p.Scope != ScopeRead:

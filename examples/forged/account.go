@@ -164,6 +164,8 @@ func (s *accountPages) newRepo(w http.ResponseWriter, r *http.Request) {
 type settingsData struct {
 	Tokens   []forge.TokenInfo
 	NewToken string
+	Keys     []forge.SSHKey
+	SSH      bool // git over SSH is served (-ssh-addr)
 }
 
 func (s *accountPages) settings(w http.ResponseWriter, r *http.Request) {
@@ -184,7 +186,13 @@ func (s *accountPages) settingsPage(w http.ResponseWriter, r *http.Request, sess
 		s.fail(w, r, err)
 		return
 	}
-	s.render(w, r, sess, status, "settings", &page{Title: "Settings", Flash: flash, Error: errMsg, Data: settingsData{Tokens: toks, NewToken: token}})
+	keys, err := s.forge.Meta.SSHKeys(r.Context(), sess.user.Name)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.render(w, r, sess, status, "settings", &page{Title: "Settings", Flash: flash, Error: errMsg,
+		Data: settingsData{Tokens: toks, NewToken: token, Keys: keys, SSH: s.cfg.sshAddr != ""}})
 }
 
 func (s *accountPages) settingsPost(w http.ResponseWriter, r *http.Request) {
@@ -244,6 +252,23 @@ func (s *accountPages) settingsPost(w http.ResponseWriter, r *http.Request) {
 		s.settingsPage(w, r, sess, http.StatusOK, "", "", tok)
 	case "revoke":
 		if err := s.forge.RevokeToken(ctx, sess.user.Name, r.PostFormValue("name")); err != nil && !errors.Is(err, forge.ErrNotFound) {
+			s.fail(w, r, err)
+			return
+		}
+		redirect(w, r, "/settings")
+	case "key":
+		k, err := s.forge.AddSSHKey(ctx, sess.user.Name, r.PostFormValue("name"), r.PostFormValue("key"), r.PostFormValue("access") == "read")
+		if err != nil {
+			if !errors.Is(err, forge.ErrBadKey) && !errors.Is(err, forge.ErrKeyExists) {
+				s.fail(w, r, err)
+				return
+			}
+			s.settingsPage(w, r, sess, http.StatusUnprocessableEntity, "", strings.TrimPrefix(err.Error(), "forge: "), "")
+			return
+		}
+		s.settingsPage(w, r, sess, http.StatusOK, "Added the key "+k.Name+" ("+k.Fingerprint+").", "", "")
+	case "removekey":
+		if err := s.forge.RemoveSSHKey(ctx, sess.user.Name, r.PostFormValue("fingerprint")); err != nil && !errors.Is(err, forge.ErrNotFound) {
 			s.fail(w, r, err)
 			return
 		}

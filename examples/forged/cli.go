@@ -107,6 +107,9 @@ var commands = []command{
 	{name: "user enable", args: "NAME", nargs: 1, help: "let a disabled user back in", flags: noFlags(userEnable(false))},
 	{name: "user admin", args: "NAME", nargs: 1, help: "make a user a site administrator (-revoke: no longer)", flags: userAdmin},
 	{name: "user delete", args: "NAME", nargs: 1, help: "delete a user, their tokens and collaborations (their repositories stay)", flags: noFlags(userDelete)},
+	{name: "user key add", args: "NAME", nargs: 1, help: "add an SSH public key for git over SSH, read from standard input (-read-only: no push)", flags: keyAdd},
+	{name: "user key list", args: "NAME", nargs: 1, help: "list a user's SSH keys with their fingerprints and last use", flags: noFlags(keyList)},
+	{name: "user key remove", args: "NAME FINGERPRINT", nargs: 2, help: "remove an SSH key, at once", flags: noFlags(keyRemove)},
 	{name: "repo create", args: "OWNER/NAME", nargs: 1, help: "create an empty repository", flags: repoCreate},
 	{name: "repo import", args: "OWNER/NAME", nargs: 1, help: "copy a repository from a path or URL (-from)", flags: repoImport},
 	{name: "repo adopt", help: "register the bare repositories put under DATA/repos/OWNER/NAME.git", flags: repoAdopt},
@@ -117,6 +120,15 @@ var commands = []command{
 	{name: "token create", args: "USER", nargs: 1, help: "create an access token (shown once)", flags: tokenCreate},
 	{name: "token list", args: "USER", nargs: 1, help: "list a user's tokens", flags: noFlags(tokenList)},
 	{name: "token revoke", args: "USER TOKEN-NAME", nargs: 2, help: "revoke a token, at once", flags: noFlags(tokenRevoke)},
+}
+
+func findCommand(name string) *command {
+	for i := range commands {
+		if commands[i].name == name {
+			return &commands[i]
+		}
+	}
+	return nil
 }
 
 // usage opens forged's help; commandsUsage follows it.
@@ -158,13 +170,12 @@ func operate(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	if len(args) < 2 || strings.HasPrefix(args[1], "-") {
 		return fmt.Errorf("usage: forged %s %s ... (see forged help)", noun, strings.Join(verbs, "|"))
 	}
-	name := noun + " " + args[1]
-	var cmd *command
-	for i := range commands {
-		if commands[i].name == name {
-			cmd = &commands[i]
-		}
+	// Commands are two words ("user add") or three ("user key add").
+	name, rest := noun+" "+args[1], args[2:]
+	if len(args) > 2 && !strings.HasPrefix(args[2], "-") && findCommand(name+" "+args[2]) != nil {
+		name, rest = name+" "+args[2], args[3:]
 	}
+	cmd := findCommand(name)
 	if cmd == nil {
 		return fmt.Errorf("unknown command %q: forged %s takes %s (see forged help)", name, noun, strings.Join(verbs, ", "))
 	}
@@ -177,7 +188,7 @@ func operate(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		fmt.Fprintf(fs.Output(), "Usage: forged %s %s [flags]\n\n%s.\n\nFlags:\n", name, cmd.args, cmd.help)
 		fs.PrintDefaults()
 	}
-	pos, err := parseInterspersed(fs, args[2:])
+	pos, err := parseInterspersed(fs, rest)
 	if err != nil {
 		return err
 	}
@@ -557,5 +568,55 @@ func version(stdout io.Writer) error {
 		fmt.Fprintf(stdout, "revision %s%s %s\n", rev, dirty, settings["vcs.time"])
 	}
 	fmt.Fprintf(stdout, "built with %s\n", bi.GoVersion)
+	return nil
+}
+
+func keyAdd(fs *flag.FlagSet) func(context.Context, *cli, []string) error {
+	name := fs.String("name", "", "key `name` (default: the key's comment)")
+	readOnly := fs.Bool("read-only", false, "the key may clone and fetch, not push")
+	return func(ctx context.Context, c *cli, pos []string) error {
+		line, err := io.ReadAll(io.LimitReader(c.stdin, 64<<10))
+		if err != nil {
+			return err
+		}
+		k, err := c.f.AddSSHKey(ctx, pos[0], *name, string(line), *readOnly)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "added %s's key %s: %s\n", pos[0], k.Name, k.Fingerprint)
+		return nil
+	}
+}
+
+func keyList(ctx context.Context, c *cli, pos []string) error {
+	if _, err := c.f.Meta.User(ctx, pos[0]); err != nil {
+		return err
+	}
+	keys, err := c.f.Meta.SSHKeys(ctx, pos[0])
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "FINGERPRINT\tTYPE\tNAME\tACCESS\tADDED\tLAST USED")
+	for _, k := range keys {
+		access, used := "write", "never"
+		if k.ReadOnly {
+			access = "read"
+		}
+		if !k.LastUsed.IsZero() {
+			used = k.LastUsed.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", k.Fingerprint, k.Type, k.Name, access, k.Created.Format(time.RFC3339), used)
+	}
+	return tw.Flush()
+}
+
+func keyRemove(ctx context.Context, c *cli, pos []string) error {
+	if err := c.f.RemoveSSHKey(ctx, pos[0], pos[1]); errors.Is(err, forge.ErrNotFound) {
+		return fmt.Errorf("%s has no SSH key %s (forged user key list %s shows the fingerprints)", pos[0], pos[1], pos[0])
+	} else if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "removed %s's key %s; it works no more\n", pos[0], pos[1])
 	return nil
 }

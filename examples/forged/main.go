@@ -6,8 +6,9 @@
 //
 // Usage:
 //
-//	forged [serve] [-addr 127.0.0.1:8080] [-data ./forge-data] [flags]
+//	forged [serve] [-addr 127.0.0.1:8080] [-ssh-addr 127.0.0.1:2222] [-data ./forge-data] [flags]
 //	forged user add NAME [-admin] [-email E] [-password-stdin] [-data DIR]
+//	forged user key add NAME [-name N] [-read-only] < key.pub
 //	forged repo create OWNER/NAME [-private] [-description D] [-data DIR]
 //	forged token create USER [-scope read|write] [-name N] [-expires D] [-data DIR]
 //	forged migrate -from sqlite:DIR -to postgres://...
@@ -16,7 +17,8 @@
 // prints its password once. Everything lives under the data directory:
 // repos/ (bare repositories), forge.db (users, tokens, repositories),
 // views.db (view counts), cache/ (packs, archives), slow/ (reports),
-// secret.key (signs sessions, CSRF and profiling tokens).
+// secret.key (signs sessions, CSRF and profiling tokens),
+// ssh_host_ed25519_key (with -ssh-addr).
 package main
 
 import (

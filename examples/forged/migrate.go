@@ -20,11 +20,11 @@ import (
 
 // The tables a forge keeps, in an order that respects foreign keys.
 var (
-	metaTables  = []string{"users", "tokens", "repos", "collaborators", "protected_branches", "webhooks", "webhook_deliveries", "pushes"}
+	metaTables  = []string{"users", "tokens", "repos", "collaborators", "protected_branches", "webhooks", "webhook_deliveries", "pushes", "ssh_keys"}
 	viewsTables = []string{"views", "views_daily", "uniques", "counting_meta"}
 	// identityTables have an id column whose sequence must continue after
 	// the copied ids.
-	identityTables = []string{"users", "tokens", "repos", "webhooks", "webhook_deliveries", "pushes"}
+	identityTables = []string{"users", "tokens", "repos", "webhooks", "webhook_deliveries", "pushes", "ssh_keys"}
 )
 
 // migrateBatch is the rows of one INSERT.

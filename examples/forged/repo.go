@@ -35,6 +35,7 @@ type repoView struct {
 	Info     *forge.RepoInfo
 	Base     string // /owner/name
 	CloneURL string
+	SSHURL   string // "" unless git over SSH is served
 	Tab      string
 	CanAdmin bool
 	CanWrite bool

@@ -21,10 +21,12 @@ import (
 	"time"
 
 	"github.com/bradfitz/gomemcache/memcache"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/forgekit/forgekit/counting"
 	"github.com/forgekit/forgekit/forge"
 	"github.com/forgekit/forgekit/gitproto"
+	"github.com/forgekit/forgekit/gitproto/gitssh"
 	"github.com/forgekit/forgekit/gitproto/gogit"
 	"github.com/forgekit/forgekit/slowlog"
 	"github.com/forgekit/forgekit/timebox"
@@ -63,7 +65,8 @@ type config struct {
 	slowThreshold  time.Duration
 	webhookPrivate bool
 	purge          []string
-	registration   bool // visitors may create their own accounts
+	registration   bool   // visitors may create their own accounts
+	sshAddr        string // git over SSH; "" for none
 }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
@@ -87,6 +90,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.slowThreshold, "slow", defaultSlowThreshold, "requests still running after this are reported with their stacks")
 	fs.StringVar(&purge, "purge", "", "front cache `URLs` (http://varnish:6081/,...) told to drop a repository's pages when it stops being public or a force-push drops commits")
 	fs.StringVar(&registration, "registration", "closed", "`closed`: only the administrator adds users (forged user add); open: visitors sign up at /register, as fast as the sign-in limits let them")
+	fs.StringVar(&c.sshAddr, "ssh-addr", "", "serve git over SSH on this `address` (127.0.0.1:2222, say), with a host key kept in the data directory; off by default")
 	fs.BoolVar(&c.webhookPrivate, "webhook-private", false, "let webhooks reach loopback and private addresses (refused by default: repository admins could reach internal services)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage+commandsUsage()+`
@@ -568,6 +572,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	} else if !inherited {
 		fmt.Fprintf(stdout, "forged: sign in at %s/login (add users with: forged user add NAME -data %s)\n", base, cfg.data)
 	}
+	var sshSrv *gitssh.Server
+	sshDone := make(chan error, 1)
+	if cfg.sshAddr != "" {
+		hostKey, err := loadHostKey(cfg.data)
+		if err != nil {
+			return err
+		}
+		sl, err := listenSSH(ctx, cfg.sshAddr, inherited)
+		if err != nil {
+			return fmt.Errorf("-ssh-addr: %w", err)
+		}
+		s.sshPort = sl.Addr().(*net.TCPAddr).Port
+		sshSrv = s.newSSH(hostKey)
+		go func() { sshDone <- sshSrv.Serve(sl) }()
+		fmt.Fprintf(stdout, "forged: git over SSH on %s, host key %s\n", sl.Addr(), ssh.FingerprintSHA256(hostKey.PublicKey()))
+	}
 	fresh := trackFresh(srv)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -587,9 +607,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	// Shutdown closes the listener again unless Serve has already seen it
 	// closed and let go of it, which is a race; that second close's error
 	// says nothing.
+	// SSH sessions (a clone in progress) get the same grace as HTTP
+	// requests, in parallel.
+	sshShut := make(chan struct{})
+	go func() {
+		if sshSrv != nil {
+			sshSrv.Shutdown(shutdownCtx)
+			<-sshDone
+		}
+		close(sshShut)
+	}()
 	if serr := srv.Shutdown(shutdownCtx); serr != nil && !errors.Is(serr, net.ErrClosed) && err == nil {
 		err = serr
 	}
+	<-sshShut
 	if serveErr := <-errc; !errors.Is(serveErr, http.ErrServerClosed) && !errors.Is(serveErr, net.ErrClosed) && err == nil {
 		err = serveErr
 	}

@@ -41,6 +41,7 @@ type site struct {
 	fragments   *template.Template            // layout and fragments only
 	assets      *assets
 	pageBuffers sync.Pool // *bytes.Buffer, see putPageBuffer
+	sshPort     int       // of -ssh-addr, set before serving; 0 without
 }
 
 // repoPages are a repository's pages: home, trees, files, history,
@@ -149,6 +150,7 @@ func (s *site) openRepo(w http.ResponseWriter, r *http.Request, a forge.Action, 
 		Info:     info,
 		Base:     "/" + info.Owner + "/" + info.Name,
 		CloneURL: s.baseURL(r) + "/" + info.Owner + "/" + info.Name + ".git",
+		SSHURL:   s.sshURL(r, info.Owner+"/"+info.Name+".git"),
 		Tab:      tab,
 		CanAdmin: level >= forge.ActionAdmin,
 		CanWrite: level >= forge.ActionWrite,

@@ -419,7 +419,7 @@ func (s *Server) exec(sc *ssh.ServerConn, ch ssh.Channel, user, key, protocol, c
 		s.sessions.Done()
 	}()
 	s.stats.sessions.Add(1)
-	ctx, cancel := context.WithTimeoutCause(s.ctx, s.maxSessionTime(), errSessionTime)
+	ctx, cancel := context.WithTimeoutCause(context.WithValue(s.ctx, fingerprintKey{}, key), s.maxSessionTime(), errSessionTime)
 	defer cancel()
 	// A client that hangs up ends the session at once: the channel's
 	// close makes its reads fail, which stops the service's input, and
@@ -448,6 +448,18 @@ func (s *Server) exec(sc *ssh.ServerConn, ch ssh.Channel, user, key, protocol, c
 		s.logger().Warn("gitssh: session failed", "addr", sc.RemoteAddr().String(), "user", user, "command", truncate(command, 200), "err", err)
 	}
 	return status
+}
+
+type fingerprintKey struct{}
+
+// Fingerprint returns, in the context of a session (the one
+// Handler.ServeSession and its SessionAuthorizer get), the SHA-256
+// fingerprint of the key that authenticated it, as ssh.FingerprintSHA256
+// writes it: a SessionAuthorizer can tell a user's keys apart (a
+// read-only key) or check that the key is still valid.
+func Fingerprint(ctx context.Context) string {
+	fp, _ := ctx.Value(fingerprintKey{}).(string)
+	return fp
 }
 
 var errSessionTime = fmt.Errorf("gitssh: session ran past its time limit: %w", context.DeadlineExceeded)

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -83,6 +84,9 @@ func newWorld(t *testing.T) *world {
 		AdvertCache: &gitproto.AdvertCache{},
 		SessionAuthorizer: gitproto.SessionAuthorizerFunc(func(ctx context.Context, user, repo string, op gitproto.Op) (context.Context, string, error) {
 			owner, _, _ := strings.Cut(repo, "/")
+			if !strings.HasPrefix(gitssh.Fingerprint(ctx), "SHA256:") {
+				return nil, "", errors.New("no key fingerprint in the session's context")
+			}
 			switch {
 			case strings.HasPrefix(repo, "alice/secret") && user != "alice":
 				return nil, "", gitproto.ErrNotFound
