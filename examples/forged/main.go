@@ -6,7 +6,7 @@
 //
 // Usage:
 //
-//	forged [serve] [-addr 127.0.0.1:8080] [-ssh-addr 127.0.0.1:2222] [-data ./forge-data] [flags]
+//	forged [serve] [-addr 127.0.0.1:8080] [-ssh-addr 127.0.0.1:2222] [-git-addr 127.0.0.1:9418] [-data ./forge-data] [flags]
 //	forged user add NAME [-admin] [-email E] [-password-stdin] [-data DIR]
 //	forged user key add NAME [-name N] [-read-only] < key.pub
 //	forged repo create OWNER/NAME [-private] [-description D] [-data DIR]

@@ -67,6 +67,7 @@ type config struct {
 	purge          []string
 	registration   bool   // visitors may create their own accounts
 	sshAddr        string // git over SSH; "" for none
+	gitAddr        string // git://; "" for none
 }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
@@ -91,6 +92,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&purge, "purge", "", "front cache `URLs` (http://varnish:6081/,...) told to drop a repository's pages when it stops being public or a force-push drops commits")
 	fs.StringVar(&registration, "registration", "closed", "`closed`: only the administrator adds users (forged user add); open: visitors sign up at /register, as fast as the sign-in limits let them")
 	fs.StringVar(&c.sshAddr, "ssh-addr", "", "serve git over SSH on this `address` (127.0.0.1:2222, say), with a host key kept in the data directory; off by default")
+	fs.StringVar(&c.gitAddr, "git-addr", "", "serve git:// (anonymous, read-only, public repositories) on this `address` (127.0.0.1:9418, say); off by default")
 	fs.BoolVar(&c.webhookPrivate, "webhook-private", false, "let webhooks reach loopback and private addresses (refused by default: repository admins could reach internal services)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage+commandsUsage()+`
@@ -579,7 +581,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 		if err != nil {
 			return err
 		}
-		sl, err := listenSSH(ctx, cfg.sshAddr, inherited)
+		sl, err := listenRetry(ctx, cfg.sshAddr, inherited)
 		if err != nil {
 			return fmt.Errorf("-ssh-addr: %w", err)
 		}
@@ -587,6 +589,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 		sshSrv = s.newSSH(hostKey)
 		go func() { sshDone <- sshSrv.Serve(sl) }()
 		fmt.Fprintf(stdout, "forged: git over SSH on %s, host key %s\n", sl.Addr(), ssh.FingerprintSHA256(hostKey.PublicKey()))
+	}
+	var daemon *gitproto.Daemon
+	daemonDone := make(chan error, 1)
+	if cfg.gitAddr != "" {
+		gl, err := listenRetry(ctx, cfg.gitAddr, inherited)
+		if err != nil {
+			return fmt.Errorf("-git-addr: %w", err)
+		}
+		daemon = s.newDaemon()
+		go func() { daemonDone <- daemon.Serve(gl) }()
+		fmt.Fprintf(stdout, "forged: git:// on %s (public repositories, read-only)\n", gl.Addr())
 	}
 	fresh := trackFresh(srv)
 	errc := make(chan error, 1)
@@ -607,13 +620,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	// Shutdown closes the listener again unless Serve has already seen it
 	// closed and let go of it, which is a race; that second close's error
 	// says nothing.
-	// SSH sessions (a clone in progress) get the same grace as HTTP
-	// requests, in parallel.
+	// SSH and git:// sessions (a clone in progress) get the same grace
+	// as HTTP requests, in parallel.
 	sshShut := make(chan struct{})
 	go func() {
 		if sshSrv != nil {
 			sshSrv.Shutdown(shutdownCtx)
 			<-sshDone
+		}
+		if daemon != nil {
+			daemon.Shutdown(shutdownCtx)
+			<-daemonDone
 		}
 		close(sshShut)
 	}()

@@ -73,13 +73,22 @@ func loadHostKey(data string) (ssh.Signer, error) {
 	return k, nil
 }
 
-// newSSH makes the SSH server for -ssh-addr: keys from the forge's
-// users, the forge's git policy for every session (a key is checked
-// again at each command, so that a removed one stops at once), the git
-// time limit per session.
-func (s *server) newSSH(hostKey ssh.Signer) *gitssh.Server {
+// newDaemon makes the git:// server for -git-addr: anonymous, so the
+// sessions' authorizer (set up here if newSSH did not) lets them read
+// public repositories only.
+func (s *server) newDaemon() *gitproto.Daemon {
+	if s.git.SessionAuthorizer == nil {
+		s.git.SessionAuthorizer = s.sessionAuthorizer()
+	}
+	return &gitproto.Daemon{Handler: s.git, MaxSessionTime: s.cfg.gitTimeout, Logger: s.log}
+}
+
+// sessionAuthorizer decides for SSH and git:// sessions with the forge's
+// git policy: the principal of the session's SSH key (checked again, so
+// that a removed key stops at once), or anonymous.
+func (s *server) sessionAuthorizer() gitproto.SessionAuthorizer {
 	policy := s.forge.GitPolicy()
-	s.git.SessionAuthorizer = gitproto.SessionAuthorizerFunc(func(ctx context.Context, user, repo string, op gitproto.Op) (context.Context, string, error) {
+	return gitproto.SessionAuthorizerFunc(func(ctx context.Context, user, repo string, op gitproto.Op) (context.Context, string, error) {
 		var p *forge.Principal
 		if fp := gitssh.Fingerprint(ctx); fp != "" {
 			var err error
@@ -90,8 +99,22 @@ func (s *server) newSSH(hostKey ssh.Signer) *gitssh.Server {
 				return nil, "", gitproto.ErrUnavailable
 			}
 		}
-		return policy.AuthorizePrincipal(ctx, p, repo, op)
+		actx, who, err := policy.AuthorizePrincipal(ctx, p, repo, op)
+		if p == nil && errors.Is(err, gitproto.ErrUnauthorized) {
+			// git:// can log nobody in: what would need a login is
+			// simply not there, private and missing alike.
+			err = gitproto.ErrNotFound
+		}
+		return actx, who, err
 	})
+}
+
+// newSSH makes the SSH server for -ssh-addr: keys from the forge's
+// users, the forge's git policy for every session (a key is checked
+// again at each command, so that a removed one stops at once), the git
+// time limit per session.
+func (s *server) newSSH(hostKey ssh.Signer) *gitssh.Server {
+	s.git.SessionAuthorizer = s.sessionAuthorizer()
 	return &gitssh.Server{
 		Handler:  s.git,
 		HostKeys: []ssh.Signer{hostKey},
@@ -110,9 +133,10 @@ func (s *server) newSSH(hostKey ssh.Signer) *gitssh.Server {
 	}
 }
 
-// listenSSH listens on addr; after a restart (-ssh-addr's port still held
-// by the process handing over), it retries for a while.
-func listenSSH(ctx context.Context, addr string, retry bool) (net.Listener, error) {
+// listenSSH listens on addr (-ssh-addr, -git-addr); after a restart
+// (the port still held by the process handing over), it retries for a
+// while.
+func listenRetry(ctx context.Context, addr string, retry bool) (net.Listener, error) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		l, err := net.Listen("tcp", addr)

@@ -42,8 +42,8 @@ func newSSHUser(t *testing.T, dir, name string) sshUser {
 	return sshUser{file: file, pub: line, fingerprint: ssh.FingerprintSHA256(sp)}
 }
 
-// TestSSH runs forged as `forged -ssh-addr` runs, and git over the
-// OpenSSH client against it: the host key made on the first start and
+// TestSSH runs forged as `forged -ssh-addr -git-addr` runs, and git over
+// the OpenSSH client and git:// against it: the host key made on the first start and
 // printed; keys added on the command line and in the settings; clone,
 // fetch, push, push-to-create; protected branches, private
 // repositories, read-only keys; a removed key refused at once; the clone
@@ -57,7 +57,7 @@ func TestSSH(t *testing.T) {
 	urls := make(chan string, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"-addr", "127.0.0.1:0", "-ssh-addr", "127.0.0.1:0", "-data", data}, &out, &logs, func(u string) { urls <- u })
+		done <- run(ctx, []string{"-addr", "127.0.0.1:0", "-ssh-addr", "127.0.0.1:0", "-git-addr", "127.0.0.1:0", "-data", data}, &out, &logs, func(u string) { urls <- u })
 	}()
 	var base string
 	select {
@@ -145,6 +145,18 @@ func TestSSH(t *testing.T) {
 	_, err = git(alice, work, "push", "-f", sshURL("alice/pub"), "main")
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "protected branch")
+
+	// git:// serves public repositories to anyone, and nothing else.
+	gm := regexp.MustCompile(`git:// on (127\.0\.0\.1:\d+)`).FindStringSubmatch(out.String())
+	require.NotNil(t, gm, out.String())
+	anon := filepath.Join(t.TempDir(), "anon")
+	testenv.Run(t, "", "clone", "-q", "git://"+gm[1]+"/alice/pub.git", anon)
+	assert.Equal(t, testenv.Run(t, clone, "rev-parse", "HEAD"), testenv.Run(t, anon, "rev-parse", "HEAD"))
+	_, err = testenv.RunErr(t, testenv.Cmd{Args: []string{"ls-remote", "git://" + gm[1] + "/alice/created.git"}})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "repository not found", "a private repository is not served")
+	_, err = testenv.RunErr(t, testenv.Cmd{Dir: work, Args: []string{"push", "git://" + gm[1] + "/alice/pub.git", "main:refs/heads/anon"}})
+	require.Error(t, err)
 
 	// The clone box offers both; the settings list the keys' use.
 	home := b.get("/alice/pub").body

@@ -293,7 +293,7 @@ func (s *Server) serveConn(c net.Conn) {
 		}
 		s.mu.Unlock()
 	}()
-	ic := newIdleConn(c, s.idleTimeout())
+	ic := &gitproto.IdleConn{Conn: c, Timeout: s.idleTimeout()}
 	defer ic.Close()
 	c.SetDeadline(time.Now().Add(s.handshakeTimeout()))
 	sc, chans, reqs, err := ssh.NewServerConn(ic, s.config)
@@ -302,7 +302,7 @@ func (s *Server) serveConn(c net.Conn) {
 		return
 	}
 	c.SetDeadline(time.Time{})
-	ic.start()
+	ic.Start()
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
