@@ -47,7 +47,7 @@ func (f *Forge) AddSSHKey(ctx context.Context, user, name, line string, readOnly
 		return nil, fmt.Errorf("%w: options (%s) are not accepted", ErrBadKey, options[0])
 	}
 	switch pub.Type() {
-	case ssh.KeyAlgoDSA:
+	case "ssh-dss": // DSA (ssh.KeyAlgoDSA, deprecated)
 		return nil, fmt.Errorf("%w: DSA keys are too weak", ErrBadKey)
 	case ssh.KeyAlgoRSA:
 		if ck, ok := pub.(ssh.CryptoPublicKey); ok {
