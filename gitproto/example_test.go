@@ -88,7 +88,7 @@ func ExampleNewPackCache() {
 	_ = h
 	fmt.Printf("%+v\n", packs.Stats())
 	// Output:
-	// {Hits:0 Shared:0 Misses:0 Bypassed:0 Evictions:0 Failures:0 Entries:0 Bytes:0}
+	// {Hits:0 Shared:0 Misses:0 Bypassed:0 Evictions:0 Failures:0 Whole:0 Entries:0 Bytes:0}
 }
 
 func ExampleParseGitProtocol() {

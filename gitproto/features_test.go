@@ -189,6 +189,7 @@ func TestPackCache(t *testing.T) {
 	assert.Equal(t, int64(1), s.Misses, "%+v", s)
 	assert.Equal(t, int64(4), s.Hits+s.Shared, "%+v", s)
 	assert.Equal(t, 1, s.Entries)
+	assert.Equal(t, int64(5), s.Whole, "every response finished within SendWait went out whole: %+v", s)
 
 	// A push drops the entry; the next clone sees the new commit.
 	dst := filepath.Join(f.work, "pusher")

@@ -21,6 +21,9 @@ import (
 // DefaultPackCacheBytes is the size of a PackCache created with maxBytes 0.
 const DefaultPackCacheBytes = 1 << 30
 
+// DefaultSendWait is PackCache.SendWait's default.
+const DefaultSendWait = time.Second
+
 // PackCache shares pack generations among identical fetches and keeps
 // their output on disk, which is what makes a clone storm cheap: when 50
 // CI jobs clone the same commit, one git pack-objects runs and the other
@@ -40,6 +43,16 @@ const DefaultPackCacheBytes = 1 << 30
 // reading that generation fail and later ones start a new generation.
 // A PackCache is safe for concurrent use.
 type PackCache struct {
+	// SendWait is how long a fetch over HTTP waits for its generation
+	// to finish so that the response goes out whole, with a
+	// Content-Length, copied by the kernel (sendfile) rather than
+	// streamed through the process as the file grows: what makes a
+	// storm of identical clones cost little more than one. If zero,
+	// DefaultSendWait is used; if negative, responses are always
+	// streamed. (A generation that takes longer is streamed as before,
+	// so a client never waits silently for longer than this.)
+	SendWait time.Duration
+
 	dir      string
 	maxBytes int64
 
@@ -51,7 +64,7 @@ type PackCache struct {
 	seq     uint64
 	now     func() time.Time // the clock; nil means time.Now (tests set it)
 
-	hits, shared, misses, bypassed, evictions, failures atomic.Int64
+	hits, shared, misses, bypassed, evictions, failures, whole atomic.Int64
 }
 
 // PackCacheStats are the counters of a PackCache.
@@ -62,6 +75,7 @@ type PackCacheStats struct {
 	Bypassed  int64 // refs changed too recently to trust the fingerprint
 	Evictions int64
 	Failures  int64 // generations that failed
+	Whole     int64 // responses sent whole from a finished file (sendfile where the connection allows)
 	Entries   int
 	Bytes     int64
 }
@@ -113,6 +127,7 @@ func (c *PackCache) Stats() PackCacheStats {
 		Bypassed:  c.bypassed.Load(),
 		Evictions: c.evictions.Load(),
 		Failures:  c.failures.Load(),
+		Whole:     c.whole.Load(),
 		Entries:   c.lru.Len(),
 		Bytes:     c.bytes,
 	}
@@ -219,7 +234,41 @@ func (c *PackCache) serve(ctx context.Context, key, repo string, w io.Writer, ge
 	c.mu.Unlock()
 	defer c.detach(e)
 	defer rf.Close()
+	if fs, ok := w.(fileSender); ok && c.SendWait >= 0 {
+		if size, ok := c.waitDone(ctx, e, knob(c.SendWait, DefaultSendWait)); ok {
+			c.whole.Add(1)
+			return hit, fs.sendFile(rf, size)
+		}
+	}
 	return hit, c.stream(ctx, e, rf, w)
+}
+
+// fileSender is a response that can send a finished file as its whole
+// body (responseWriter, for HTTP).
+type fileSender interface {
+	sendFile(f *os.File, size int64) error
+}
+
+// waitDone waits up to d for e's generation to finish well, and returns
+// its size.
+func (c *PackCache) waitDone(ctx context.Context, e *packEntry, d time.Duration) (int64, bool) {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		e.mu.Lock()
+		size, done, err, notify := e.size, e.done, e.err, e.notify
+		e.mu.Unlock()
+		if done {
+			return size, err == nil
+		}
+		select {
+		case <-notify:
+		case <-timer.C:
+			return 0, false
+		case <-ctx.Done():
+			return 0, false
+		}
+	}
 }
 
 // generate runs one generation into f and records its outcome.

@@ -2,7 +2,10 @@ package gitproto
 
 import (
 	"errors"
+	"io"
 	"net/http"
+	"os"
+	"strconv"
 	"time"
 )
 
@@ -65,6 +68,37 @@ func (rw *responseWriter) Write(p []byte) (int, error) {
 		return n, err
 	}
 	return n, nil
+}
+
+// sendFile sends the first size bytes of f, a finished pack response,
+// as the whole body with a Content-Length, so that net/http hands the
+// copy to the kernel (sendfile) when it serves the connection itself
+// (a wrapping ResponseWriter without ReadFrom gets an ordinary copy).
+// The write deadline allows the client 64 KiB/s on average.
+func (rw *responseWriter) sendFile(f *os.File, size int64) error {
+	if rw.started {
+		return errors.New("gitproto: response already started")
+	}
+	rw.w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+	rw.start()
+	if rw.idle > 0 && !rw.noDL {
+		now := time.Now()
+		if err := rw.rc.SetWriteDeadline(now.Add(rw.idle + time.Duration(size>>16)*time.Second)); err != nil {
+			rw.noDL = true
+		}
+		rw.lastMove = now
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	n, err := io.Copy(rw.w, &io.LimitedReader{R: f, N: size})
+	rw.n += n
+	if n == size {
+		rw.track = pktTracker{} // a whole response ends at a packet boundary
+	} else {
+		rw.track.unframe = true // cut in the middle: only aborting tells the client
+	}
+	return err
 }
 
 // abort reports msg in-band if the stream is at a packet boundary and
