@@ -119,6 +119,7 @@ func TestGitThroughTheForge(t *testing.T) {
 
 	// Push-to-create into one's own namespace, private by default.
 	testenv.Run(t, src, "push", "-q", url("writer", "password-writer", "writer/fresh.git"), "main")
+	w.f.Wait() // the size and push time are recorded after the answer
 	info, err := w.f.Meta.RepoInfo(ctx, "writer", "fresh")
 	require.NoError(t, err)
 	assert.True(t, info.Private)

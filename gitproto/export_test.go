@@ -27,3 +27,6 @@ func SetClockForTest(a *AdvertCache, p *PackCache, now func() time.Time) {
 func PastRacyWindowForTest(a *AdvertCache, p *PackCache) {
 	SetClockForTest(a, p, func() time.Time { return time.Now().Add(racyWindow + time.Second) })
 }
+
+// QuickAncestorForTest exposes quickAncestor, IsAncestor's fast path.
+var QuickAncestorForTest = quickAncestor

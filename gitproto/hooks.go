@@ -2,9 +2,12 @@ package gitproto
 
 import (
 	"bufio"
+	"bytes"
+	"compress/zlib"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -79,6 +82,9 @@ func (p *Push) IsAncestor(ctx context.Context, a, b string) (bool, error) {
 	if p.Ancestor != nil {
 		return p.Ancestor(ctx, a, b)
 	}
+	if quickAncestor(p.Env, a, b) {
+		return true, nil
+	}
 	git, err := exec.LookPath("git")
 	if err != nil {
 		return false, fmt.Errorf("gitproto: IsAncestor needs git: %w", err)
@@ -94,6 +100,81 @@ func (p *Push) IsAncestor(ctx context.Context, a, b string) (bool, error) {
 		return false, nil
 	}
 	return false, fmt.Errorf("gitproto: merge-base %s %s: %w", a, b, err)
+}
+
+// maxQuickWalk bounds quickAncestor's walk through the pushed commits.
+const maxQuickWalk = 1000
+
+// quickAncestor proves, without a git process, the common case of a push
+// that moves a branch forward: a reached from b through the parents of
+// the commits the push brought, which (a push of fewer than git's
+// receive.unpackLimit objects) lie loose in the quarantine. It reports
+// false when it cannot tell (b packed, a not among the new commits'
+// ancestors within reach, no quarantine), and IsAncestor then asks git.
+func quickAncestor(env []string, a, b string) bool {
+	if a == b {
+		return validOID([]byte(a))
+	}
+	var objects string
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "GIT_OBJECT_DIRECTORY="); ok {
+			objects = v
+		}
+	}
+	if objects == "" || !validOID([]byte(a)) || !validOID([]byte(b)) {
+		return false
+	}
+	queue, seen := []string{b}, map[string]bool{b: true}
+	for len(queue) > 0 && len(seen) <= maxQuickWalk {
+		c := queue[0]
+		queue = queue[1:]
+		parents, ok := looseParents(objects, c)
+		if !ok {
+			continue // not a new commit: beyond what this walk reads
+		}
+		for _, pid := range parents {
+			if pid == a {
+				return true
+			}
+			if !seen[pid] {
+				seen[pid] = true
+				queue = append(queue, pid)
+			}
+		}
+	}
+	return false
+}
+
+// looseParents reads the parents of the loose commit id under objects.
+func looseParents(objects, id string) ([]string, bool) {
+	f, err := os.Open(filepath.Join(objects, id[:2], id[2:]))
+	if err != nil {
+		return nil, false
+	}
+	defer f.Close()
+	zr, err := zlib.NewReader(f)
+	if err != nil {
+		return nil, false
+	}
+	defer zr.Close()
+	// The header and the lines before the message; a commit's parents
+	// come right after its tree.
+	head := make([]byte, 4096)
+	n, _ := io.ReadFull(zr, head)
+	head = head[:n]
+	hdr, body, ok := bytes.Cut(head, []byte{0})
+	if !ok || !bytes.HasPrefix(hdr, []byte("commit ")) {
+		return nil, false
+	}
+	var parents []string
+	for _, line := range bytes.Split(body, []byte{'\n'}) {
+		if pid, ok := bytes.CutPrefix(line, []byte("parent ")); ok && validOID(pid) {
+			parents = append(parents, string(pid))
+		} else if !bytes.HasPrefix(line, []byte("tree ")) {
+			return parents, true
+		}
+	}
+	return nil, false // cut before the end of the parents
 }
 
 // hookDirEnv names the per-push bridge directory in the hooks' environment.
@@ -117,6 +198,11 @@ d=$GITPROTO_HOOK_DIR
 if [ -z "$d" ] || [ ! -p "$d/req" ]; then
 	echo "gitproto: hook bridge unavailable" >&2
 	exit 1
+fi
+# update only enforces what pre-receive refused; with nothing refused
+# there is nothing to ask.
+if [ "${0##*/}" = update ] && [ ! -e "$d/rejected" ]; then
+	exit 0
 fi
 me=$$
 (
@@ -207,7 +293,14 @@ func newHookBridge(inv *Invocation) (*hookBridge, error) {
 	if err := os.Mkdir(hooks, 0o700); err != nil {
 		return fail(err)
 	}
-	for _, name := range []string{"pre-receive", "update", "post-receive"} {
+	names := []string{"pre-receive", "update"}
+	if b.reftable() {
+		// What succeeded is read from the refs after the push (see
+		// succeeded), which this package reads in the files backend
+		// only; reftable repositories report it through a hook.
+		names = append(names, "post-receive")
+	}
+	for _, name := range names {
 		if err := os.WriteFile(filepath.Join(hooks, name), []byte(hookScript), 0o700); err != nil {
 			return fail(err)
 		}
@@ -332,6 +425,12 @@ func (b *hookBridge) answer(ctx context.Context, c *hookCall) (code int, msg str
 		if err := b.inv.PreReceive(ctx, p); err != nil {
 			return 1, strings.TrimPrefix(err.Error(), "gitproto: ")
 		}
+		if len(p.rejected) > 0 {
+			// The update hooks ask only when this exists.
+			if err := os.WriteFile(filepath.Join(b.dir, "rejected"), nil, 0o600); err != nil {
+				return 1, "push policy not recorded: " + err.Error()
+			}
+		}
 		return 0, ""
 	case "update":
 		if len(c.args) != 3 || b.push == nil {
@@ -360,9 +459,73 @@ func (b *hookBridge) newPush(u []RefUpdate) *Push {
 }
 
 // postReceive runs the PostReceive hook for what succeeded; call it only
-// after close.
+// after close, and only when receive-pack succeeded.
 func (b *hookBridge) postReceive(ctx context.Context) {
-	if b.inv.PostReceive != nil && len(b.post) > 0 {
-		b.inv.PostReceive(ctx, b.newPush(b.post))
+	if b.inv.PostReceive == nil {
+		return
 	}
+	post := b.post
+	if !b.reftable() {
+		post = b.succeeded()
+	}
+	if len(post) > 0 {
+		b.inv.PostReceive(ctx, b.newPush(post))
+	}
+}
+
+// reftable reports whether the repository keeps its refs in reftable.
+func (b *hookBridge) reftable() bool {
+	_, err := os.Stat(filepath.Join(b.inv.Dir, "reftable"))
+	return err == nil
+}
+
+// succeeded is what post-receive would have been told, without running
+// it (a shell and its watcher per push): the updates pre-receive saw
+// whose ref now holds the new value (or is gone, for a deletion). An
+// update refused by the policy or by receive-pack itself (not a
+// fast-forward, a lost race) left its ref elsewhere.
+func (b *hookBridge) succeeded() []RefUpdate {
+	if b.push == nil {
+		return nil
+	}
+	var out []RefUpdate
+	for _, u := range b.push.Updates {
+		if _, refused := b.push.Rejected(u.Ref); refused {
+			continue
+		}
+		cur, err := readRef(b.inv.Dir, u.Ref)
+		if err != nil {
+			continue
+		}
+		if cur == u.New || (u.IsDelete() && cur == "") {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// readRef returns the object id ref holds in the files backend (a loose
+// ref, else packed-refs), "" if it does not exist.
+func readRef(dir, ref string) (string, error) {
+	if b, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(ref))); err == nil {
+		return strings.TrimSpace(string(b)), nil
+	} else if !errors.Is(err, os.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
+		return "", err
+	}
+	f, err := os.Open(filepath.Join(dir, "packed-refs"))
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		if id, name, ok := strings.Cut(line, " "); ok && name == ref && !strings.HasPrefix(line, "#") && !strings.HasPrefix(line, "^") {
+			return id, nil
+		}
+	}
+	return "", sc.Err()
 }
