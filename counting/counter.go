@@ -1,5 +1,5 @@
 // Package counting provides conflict-free view counters: Count on every
-// hit, with no I/O, lock or allocation on the request path; a background
+// hit, with no I/O, contended lock or allocation on the request path; a background
 // flush adds the accumulated deltas into time buckets with one upsert
 // transaction (`n = n + excluded.n`), which commutes, so any number of
 // processes sharing a database add up exactly; and MostViewed, Total and
@@ -13,11 +13,12 @@
 // so a count may land up to one Interval late at a bucket boundary.
 //
 // Ids are strings of 1 to MaxIDLen bytes; Count ignores (and counts)
-// others. All times are UTC. A Counter keeps one small counter per id it
-// has seen for its whole life (dropping one safely would need a lock on
-// the Count path), so its memory grows with the number of distinct ids:
-// 118 bytes each measured with 100k ids of about 12 bytes, besides the
-// id strings the caller already holds.
+// others. All times are UTC. Counts wait for the flush in shards, one per
+// P (see shard.go), whose maps keep their largest size for reuse, so
+// memory grows with the number of distinct ids counted between flushes:
+// about 160 bytes each with 100k ids of about 12 bytes
+// (BenchmarkMemoryPerID), besides the id strings the caller holds. A
+// shard idle for three flushes is dropped.
 package counting
 
 import (
@@ -116,14 +117,18 @@ type Counter struct {
 	stop    chan struct{}
 	done    chan struct{}
 	closed  atomic.Bool
-	ids     sync.Map   // string → *atomic.Int64, the deltas since the last flush
+	shards  shards     // the counts since the last flush
 	flushMu sync.Mutex // serializes flushes
 
 	pmu     sync.Mutex // guards pending
 	pending map[pendingKey]int64
 
-	counted, flushed, flushErrors, dropped, invalid, filtered atomic.Int64
-	lastRollup                                                time.Time // guarded by flushMu
+	// drained is what flushes have taken out of the shards: Counted is
+	// drained plus what the shards hold. Count touches no shared counter
+	// (one atomic that every core bumps costs more than the rest of it).
+	drained                                          int64 // guarded by pmu
+	flushed, flushErrors, dropped, invalid, filtered atomic.Int64
+	lastRollup                                       time.Time // guarded by flushMu
 }
 
 type pendingKey struct {
@@ -177,8 +182,8 @@ func (c *Counter) bucket() time.Duration {
 	return DefaultBucket
 }
 
-// Count adds one view of id. It does no I/O and, once id has been seen,
-// no allocation.
+// Count adds one view of id. It does no I/O, takes no lock another core
+// holds, and allocates only when id is new to the shard it lands in.
 func (c *Counter) Count(id string) {
 	c.Add(id, 1)
 }
@@ -215,12 +220,7 @@ func (c *Counter) Add(id string, n int64) {
 		return
 	}
 	c.start()
-	v, ok := c.ids.Load(id)
-	if !ok {
-		v, _ = c.ids.LoadOrStore(id, new(atomic.Int64))
-	}
-	v.(*atomic.Int64).Add(n)
-	c.counted.Add(n)
+	c.shards.add(id, n)
 }
 
 func (c *Counter) loop() {
@@ -249,21 +249,19 @@ func (c *Counter) Flush(ctx context.Context) error {
 	defer c.flushMu.Unlock()
 	now := time.Now().UTC()
 	bucket := now.Truncate(c.bucket()).Unix()
-	// Swap every counter to zero: increments racing with the swap land
+	// Take every shard's counts: increments racing with the drain land
 	// in the next flush, none is lost.
 	var fresh map[string]int64
 	if c.trend != nil {
 		fresh = make(map[string]int64)
 	}
 	c.pmu.Lock()
-	c.ids.Range(func(k, v any) bool {
-		if n := v.(*atomic.Int64).Swap(0); n != 0 {
-			c.pending[pendingKey{k.(string), bucket}] += n
-			if fresh != nil {
-				fresh[k.(string)] += n
-			}
+	c.shards.drain(func(id string, n int64) {
+		c.drained += n
+		c.pending[pendingKey{id, bucket}] += n
+		if fresh != nil {
+			fresh[id] += n
 		}
-		return true
 	})
 	deltas := make([]Delta, 0, len(c.pending))
 	for k, n := range c.pending {
@@ -288,8 +286,8 @@ func (c *Counter) Flush(ctx context.Context) error {
 			}
 			total += d.N
 		}
-		c.pmu.Unlock()
 		c.flushed.Add(total)
+		c.pmu.Unlock()
 	}
 	if err := c.flushUniques(ctx); err != nil {
 		c.flushErrors.Add(1)
@@ -343,16 +341,22 @@ func (c *Counter) Close() error {
 	return c.Flush(ctx)
 }
 
-// Stats returns the counters.
+// Stats returns the counters. It walks every id seen since the start, so
+// it is for monitoring, not for every request.
 func (c *Counter) Stats() Stats {
+	// Under pmu a flush is not halfway through moving counts from the
+	// cells to pending, so Counted - Flushed - Dropped is what waits.
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
 	s := Stats{
-		Counted:     c.counted.Load(),
+		Counted:     c.drained,
 		Flushed:     c.flushed.Load(),
 		FlushErrors: c.flushErrors.Load(),
 		Dropped:     c.dropped.Load(),
 		Invalid:     c.invalid.Load(),
 		Filtered:    c.filtered.Load(),
 	}
+	c.shards.each(func(_ string, n int64) { s.Counted += n })
 	s.Pending = s.Counted - s.Flushed - s.Dropped
 	return s
 }
@@ -376,18 +380,11 @@ func (c *Counter) unflushed(q Query, now time.Time) map[string]int64 {
 	case q.ID != "":
 		// One id (Total, on every page that shows a count): a lookup,
 		// not a walk over every id this counter has seen.
-		if v, ok := c.ids.Load(q.ID); ok {
-			if n := v.(*atomic.Int64).Load(); n != 0 {
-				out[q.ID] += n
-			}
+		if n := c.shards.get(q.ID); n != 0 {
+			out[q.ID] += n
 		}
 	default:
-		c.ids.Range(func(k, v any) bool {
-			if n := v.(*atomic.Int64).Load(); n != 0 {
-				out[k.(string)] += n
-			}
-			return true
-		})
+		c.shards.each(func(id string, n int64) { out[id] += n })
 	}
 	return out
 }
@@ -483,10 +480,8 @@ func (c *Counter) Series(ctx context.Context, id string, from, to time.Time) ([]
 	}
 	c.pmu.Unlock()
 	if b := time.Now().UTC().Truncate(c.bucket()); !b.Before(q.From) && b.Before(q.To) {
-		if v, ok := c.ids.Load(id); ok {
-			if n := v.(*atomic.Int64).Load(); n != 0 {
-				extra[b.Unix()] += n
-			}
+		if n := c.shards.get(id); n != 0 {
+			extra[b.Unix()] += n
 		}
 	}
 	for i := range sums {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -434,4 +435,55 @@ func TestSeriesIncludesUnflushed(t *testing.T) {
 	require.Len(t, series, 1, "flushed and unflushed views of this hour share its bucket")
 	assert.Equal(t, int64(3), series[0].N)
 	assert.Equal(t, time.Now().UTC().Truncate(time.Hour), series[0].Bucket)
+}
+
+// TestIdleShardsAreRetired: a shard that stays empty for a few flushes
+// is dropped, counts that find it retired go to a new one, and none is
+// lost while counting and flushing race.
+func TestIdleShardsAreRetired(t *testing.T) {
+	t.Parallel()
+	c := counting.New(open(t))
+	c.Interval = time.Hour
+	defer c.Close()
+	ctx := context.Background()
+	c.Count("a")
+	require.Equal(t, 1, counting.ShardsForTest(c))
+	for range 4 { // one that drains, three that find it empty
+		require.NoError(t, c.Flush(ctx))
+	}
+	assert.Zero(t, counting.ShardsForTest(c))
+	c.Count("a") // the pool may still hand out the retired shard
+	assert.Equal(t, 1, counting.ShardsForTest(c))
+
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	go func() {
+		defer close(stop)
+		for range 300 {
+			assert.NoError(t, c.Flush(ctx))
+		}
+	}()
+	const goroutines, each = 4, 2000
+	for range goroutines {
+		wg.Go(func() {
+			for i := range each {
+				c.Count("b")
+				if i%100 == 0 {
+					runtime.Gosched() // idle spells, for retirements
+				}
+			}
+		})
+	}
+	wg.Wait()
+	<-stop
+	require.NoError(t, c.Flush(ctx))
+	a, err := c.Total(ctx, "a", past, future)
+	require.NoError(t, err)
+	b, err := c.Total(ctx, "b", past, future)
+	require.NoError(t, err)
+	assert.Equal(t, int64(2), a)
+	assert.Equal(t, int64(goroutines*each), b)
+	s := c.Stats()
+	assert.Equal(t, int64(2+goroutines*each), s.Counted)
+	assert.Zero(t, s.Pending)
 }

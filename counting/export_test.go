@@ -18,3 +18,6 @@ func (s *SQLiteStore) HoldWriteLockForTest(held chan<- struct{}, release <-chan 
 	held <- struct{}{}
 	<-release
 }
+
+// ShardsForTest returns the number of live shards.
+func ShardsForTest(c *Counter) int { return len(c.shards.list()) }

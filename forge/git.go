@@ -241,12 +241,14 @@ func (f *Forge) afterPush(ctx context.Context, r *RepoInfo, dir, pusher string, 
 	ctx = context.WithoutCancel(ctx) // the push's request is about to end
 	// Recorded before answering, not in the background: the feeds list
 	// pushes in the order of their rows, which must be the order in which
-	// they happened.
+	// they happened, and a page right after the push shows its time (and
+	// has the ETag it will keep). Only the size, a walk of the
+	// repository's files, is left for later.
 	if err := f.Meta.recordPush(ctx, r.ID, pusher, updates, now); err != nil {
 		f.logger().WarnContext(ctx, "forge: recording a push for the feeds", "repo", ev.Repo, "err", err)
 	}
 	f.background(func() {
-		if err := f.Meta.pushed(ctx, r.ID, now, dirSize(dir)); err != nil {
+		if err := f.Meta.resized(ctx, r.ID, dirSize(dir)); err != nil {
 			f.logger().WarnContext(ctx, "forge: recording a push", "repo", ev.Repo, "err", err)
 		}
 		if f.Deliverer != nil {

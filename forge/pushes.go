@@ -66,15 +66,26 @@ func (f *Forge) Pushes(ctx context.Context, viewer *Principal, user string, limi
 	return out, rows.Err()
 }
 
-// recordPush records a push of pusher (a user name) for the feeds.
+// recordPush records a push of pusher (a user name) for the feeds, and
+// its time as the repository's last push, in one transaction.
 func (m *Meta) recordPush(ctx context.Context, repoID int64, pusher string, updates []gitproto.RefUpdate, at time.Time) error {
 	refs, err := json.Marshal(updates)
 	if err != nil {
 		return err
 	}
-	_, err = m.exec(ctx, `INSERT INTO pushes (repo_id, pusher_id, refs, at)
-		SELECT ?, id, ?, ? FROM users WHERE name_lower = ?`, repoID, string(refs), at.Unix(), strings.ToLower(pusher))
+	tx, err := m.db.BeginTx(ctx, nil)
 	if err != nil {
+		return fmt.Errorf("forge: %w", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, m.rebind(`INSERT INTO pushes (repo_id, pusher_id, refs, at)
+		SELECT ?, id, ?, ? FROM users WHERE name_lower = ?`), repoID, string(refs), at.Unix(), strings.ToLower(pusher)); err != nil {
+		return fmt.Errorf("forge: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, m.rebind(`UPDATE repos SET pushed_at = ? WHERE id = ?`), at.Unix(), repoID); err != nil {
+		return fmt.Errorf("forge: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("forge: %w", err)
 	}
 	return nil

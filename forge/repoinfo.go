@@ -377,3 +377,9 @@ func (m *Meta) pushed(ctx context.Context, repoID int64, at time.Time, size int6
 	_, err := m.exec(ctx, `UPDATE repos SET pushed_at = ?, size = ? WHERE id = ?`, at.Unix(), size, repoID)
 	return err
 }
+
+// resized records the repository's size after a push.
+func (m *Meta) resized(ctx context.Context, repoID int64, size int64) error {
+	_, err := m.exec(ctx, `UPDATE repos SET size = ? WHERE id = ?`, size, repoID)
+	return err
+}

@@ -17,6 +17,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/cgi"
 	"net/http/httptest"
@@ -25,6 +26,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -53,6 +55,9 @@ func init() {
 // until SIGTERM. Modes: git, gogit, git+cache (pack and advertisement
 // caches), backend (git http-backend through net/http/cgi).
 func benchServer(mode, root string) error {
+	if mode == "daemon" {
+		return benchDaemon(root)
+	}
 	var h http.Handler
 	switch mode {
 	case "backend":
@@ -107,6 +112,38 @@ func benchServer(mode, root string) error {
 	return nil
 }
 
+// benchDaemon serves root over git:// with gitproto.Daemon.
+func benchDaemon(root string) error {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	d := &gitproto.Daemon{Handler: &gitproto.Handler{Resolver: gitproto.DirResolver{Root: root}}}
+	go d.Serve(l)
+	fmt.Println("git://" + l.Addr().String())
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM)
+	<-sig
+	return d.Close()
+}
+
+// startGitDaemon starts git daemon serving root on a loopback port.
+func startGitDaemon(b *testing.B, root string) *server {
+	b.Helper()
+	git := testenv.Git(b)
+	port := testenv.FreePort(b)
+	cmd := exec.Command(git, "daemon", "--reuseaddr", "--export-all", "--informative-errors",
+		"--base-path="+root, "--listen=127.0.0.1", "--port="+strconv.Itoa(port), root)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cmd.Process.Kill() })
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	testenv.WaitListening(b, addr, 10*time.Second)
+	return &server{url: "git://" + addr, cmd: cmd}
+}
+
 // server is a benchmark server subprocess.
 type server struct {
 	url string
@@ -143,44 +180,12 @@ func (s *server) stop() (cpu time.Duration, rssMiB float64) {
 	return cpu, float64(ru.Maxrss) / 1024
 }
 
-var (
-	benchRepoOnce sync.Once
-	benchRepoRoot string // the resolver root
-	benchRepoName string // the repository's path under it
-	benchRepoErr  error
-)
-
 // benchRepo returns the root directory and the repository name of the
 // generated repository.
 func benchRepo(b *testing.B) (root, name string) {
 	b.Helper()
-	testenv.Git(b)
-	benchRepoOnce.Do(func() {
-		if p := os.Getenv("FORGEKIT_BENCH_REPO"); p != "" {
-			p, benchRepoErr = filepath.Abs(p)
-			benchRepoRoot, benchRepoName = filepath.Dir(p), filepath.Base(p)
-			return
-		}
-		script, _ := filepath.Abs("../../shared/bench/mkrepo")
-		if _, err := os.Stat(script); err != nil {
-			benchRepoErr = fmt.Errorf("no FORGEKIT_BENCH_REPO and no %s", script)
-			return
-		}
-		root := filepath.Join(os.TempDir(), "forgekit-bench-root")
-		dst := filepath.Join(root, "repo.git")
-		if _, err := os.Stat(filepath.Join(dst, "HEAD")); err != nil {
-			os.RemoveAll(dst)
-			if out, err := exec.Command(script, dst).CombinedOutput(); err != nil {
-				benchRepoErr = fmt.Errorf("mkrepo: %v: %s", err, out)
-				return
-			}
-		}
-		benchRepoRoot, benchRepoName = root, "repo.git"
-	})
-	if benchRepoErr != nil {
-		b.Skip(benchRepoErr)
-	}
-	return benchRepoRoot, benchRepoName
+	p := testenv.BenchRepo(b)
+	return filepath.Dir(p), filepath.Base(p)
 }
 
 // withoutBitmaps returns a root with a copy of the generated repository
@@ -471,4 +476,31 @@ func medianOf(d []time.Duration) time.Duration {
 	s := slices.Clone(d)
 	slices.Sort(s)
 	return s[len(s)/2]
+}
+
+// BenchmarkDaemonClone: full bare clones of the generated repository over
+// git:// from gitproto.Daemon and from git daemon, in turn; medians of
+// wall time, and the servers' CPU and peak RSS. Target: ≤ 1.05x git
+// daemon.
+func BenchmarkDaemonClone(b *testing.B) {
+	root, name := benchRepo(b)
+	ours := startServer(b, "daemon", root)
+	theirs := startGitDaemon(b, root)
+	tmp := b.TempDir()
+	var tOurs, tTheirs []time.Duration
+	for b.Loop() {
+		tOurs = append(tOurs, cloneBare(b, ours.url+"/"+name, filepath.Join(tmp, "ours")))
+		tTheirs = append(tTheirs, cloneBare(b, theirs.url+"/"+name, filepath.Join(tmp, "theirs")))
+	}
+	cpuOurs, rssOurs := ours.stop()
+	cpuTheirs, rssTheirs := theirs.stop()
+	mOurs, mTheirs := medianOf(tOurs), medianOf(tTheirs)
+	n := float64(b.N)
+	b.ReportMetric(mOurs.Seconds(), "gitproto-median-s")
+	b.ReportMetric(mTheirs.Seconds(), "daemon-median-s")
+	b.ReportMetric(mOurs.Seconds()/mTheirs.Seconds(), "x-daemon")
+	b.ReportMetric(cpuOurs.Seconds()/n, "gitproto-cpu-s/op")
+	b.ReportMetric(cpuTheirs.Seconds()/n, "daemon-cpu-s/op")
+	b.ReportMetric(rssOurs, "gitproto-peak-MiB")
+	b.ReportMetric(rssTheirs, "daemon-peak-MiB")
 }

@@ -272,6 +272,15 @@ func orDefault(d, def time.Duration) time.Duration {
 	return d
 }
 
+// maxDaemonHost bounds the host= parameter: a DNS name (253 bytes) or a
+// bracketed IPv6 address, and a port.
+const maxDaemonHost = 253 + len("[]:65535")
+
+// badHostRune reports a rune no host name, address or port contains.
+func badHostRune(r rune) bool {
+	return r <= ' ' || r >= 0x7f || strings.ContainsRune(`/\'"<>;`, r)
+}
+
 // DaemonRequest is the request line of a git:// connection.
 type DaemonRequest struct {
 	Service  Service
@@ -313,6 +322,9 @@ func ParseDaemonRequest(line []byte) (*DaemonRequest, error) {
 			extra = append(extra, string(f))
 		case i == 0 && bytes.HasPrefix(f, []byte("host=")):
 			req.Host = string(f[len("host="):])
+			if len(req.Host) > maxDaemonHost || strings.ContainsFunc(req.Host, badHostRune) {
+				return nil, fmt.Errorf("%w: invalid host= parameter %q in a git:// request", ErrMalformed, truncate(req.Host, 40))
+			}
 		default:
 			return nil, fmt.Errorf("%w: unexpected parameter %q in a git:// request", ErrMalformed, truncate(string(f), 40))
 		}

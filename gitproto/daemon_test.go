@@ -107,6 +107,11 @@ func TestDaemonBadInput(t *testing.T) {
 		{"traversal", pkt("git-upload-pack /../etc\x00"), "ERR repository not found"},
 		{"bad version", pkt("git-upload-pack /pub.git\x00host=x\x00\x00version=2;id\x00"), "ERR invalid Git-Protocol"},
 		{"truncated", "00ffgit-upload-pack /pub.git", ""},
+		{"host too long", pkt("git-upload-pack /pub.git\x00host=" + strings.Repeat("h", 300) + "\x00"), "ERR malformed request: invalid host="},
+		{"host with a slash", pkt("git-upload-pack /pub.git\x00host=a/b\x00"), "ERR malformed request: invalid host="},
+		{"bad length", "zzzzgit-upload-pack /pub.git\x00", ""},
+		{"length past the limit", "fff1git-upload-pack /pub.git\x00", ""},
+		{"length below the header", "0002", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := net.Dial("tcp", addr)

@@ -128,6 +128,7 @@ func (e *EngineError) Error() string {
 const (
 	DefaultWaitDelay = 5 * time.Second
 	maxStderr        = 8 << 10
+	killGrace        = 2 * time.Second // from SIGTERM to SIGKILL
 )
 
 // GitEngine runs the git binary (`git upload-pack --stateless-rpc` and
@@ -235,11 +236,28 @@ func (e *GitEngine) Run(ctx context.Context, inv *Invocation) error {
 	cmd.Env = env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	var killed bool
+	// Stopping git is two steps. SIGTERM first, to the whole process
+	// group (the negative pid: git and the pack-objects, index-pack and
+	// hooks it started): git removes its quarantine, lock files and
+	// temporary packs on SIGTERM, and SIGKILL would leave them behind (a
+	// client that hangs up in the middle of a push). SIGKILL follows for
+	// a group still alive after killGrace.
+	var (
+		killMu sync.Mutex // guards reaped, and killing after the reap
+		reaped bool
+	)
+	kill := func(sig syscall.Signal) error {
+		killMu.Lock()
+		defer killMu.Unlock()
+		if reaped { // the pid may belong to someone else by now
+			return os.ErrProcessDone
+		}
+		return syscall.Kill(-cmd.Process.Pid, sig)
+	}
 	cmd.Cancel = func() error {
 		killed = true
-		// The negative pid addresses the whole process group: git and the
-		// pack-objects, index-pack and hooks it started.
-		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		time.AfterFunc(killGrace, func() { kill(syscall.SIGKILL) })
+		return kill(syscall.SIGTERM)
 	}
 	cmd.WaitDelay = e.WaitDelay
 	if cmd.WaitDelay == 0 {
@@ -279,12 +297,29 @@ func (e *GitEngine) Run(ctx context.Context, inv *Invocation) error {
 	}
 	buf := make([]byte, 64<<10)
 	_, copyErr := io.CopyBuffer(inv.Stdout, stdout, buf)
-	if copyErr != nil {
+	switch {
+	case copyErr == nil:
+	case inv.Service == ReceivePack:
+		// The client went away in the middle of a push. receive-pack
+		// removes its quarantine when its input ends, not when it is
+		// signalled (git 2.39 leaves the directory behind on SIGTERM as
+		// on SIGKILL): end its input, drain what it says, and stop it
+		// only if it has not finished in killGrace.
+		if stdin != nil {
+			stdin.Close()
+		}
+		t := time.AfterFunc(killGrace, cancel)
+		io.Copy(io.Discard, stdout)
+		t.Stop()
+	default:
 		// The client went away or the response failed: stop git now
 		// rather than let it finish a pack nobody reads.
 		cancel()
 	}
 	waitErr := cmd.Wait()
+	killMu.Lock()
+	reaped = true
+	killMu.Unlock()
 	if bridge != nil {
 		bridge.close()
 		if waitErr == nil && copyErr == nil {

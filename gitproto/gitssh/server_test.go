@@ -1,15 +1,18 @@
 package gitssh_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -444,4 +447,127 @@ func TestShutdownWaits(t *testing.T) {
 	assert.Error(t, s.Wait())
 	_, err = w.dial("bob")
 	assert.Error(t, err, "no longer listening")
+}
+
+func TestBadInput(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	for _, tc := range []struct{ name, send string }{
+		{"http before the version line", "GET / HTTP/1.1\r\nHost: x\r\n\r\n"},
+		{"an overlong line", strings.Repeat("x", 4096) + "\r\n"},
+		{"garbage after the version line", "SSH-2.0-OpenSSH_9.6\r\n" + strings.Repeat("\xff", 4096)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", w.addr)
+			require.NoError(t, err)
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(30 * time.Second))
+			go io.WriteString(c, tc.send)
+			// The server says who it is and hangs up (a reset when it
+			// leaves input unread).
+			got, _ := io.ReadAll(c)
+			assert.True(t, strings.HasPrefix(string(got), "SSH-2.0-forgekit\r\n"), "%q", got)
+		})
+	}
+
+	// Only public keys, and only the keys themselves: no password, no
+	// keyboard-interactive, no certificate standing in for a known key.
+	_, rsaKey, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	caSigner, err := ssh.NewSignerFromKey(rsaKey)
+	require.NoError(t, err)
+	cert := &ssh.Certificate{
+		Key:             w.signers["alice"].PublicKey(),
+		CertType:        ssh.UserCert,
+		ValidPrincipals: []string{"git"},
+		ValidBefore:     ssh.CertTimeInfinity,
+	}
+	require.NoError(t, cert.SignCert(rand.Reader, caSigner))
+	certSigner, err := ssh.NewCertSigner(cert, w.signers["alice"])
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		name string
+		auth ssh.AuthMethod
+	}{
+		{"password", ssh.Password("password-alice")},
+		{"keyboard-interactive", ssh.KeyboardInteractive(func(string, string, []string, []bool) ([]string, error) { return []string{"x"}, nil })},
+		{"certificate of a known key", ssh.PublicKeys(certSigner)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ssh.Dial("tcp", w.addr, &ssh.ClientConfig{
+				User: "git", Auth: []ssh.AuthMethod{tc.auth},
+				HostKeyCallback: ssh.FixedHostKey(w.hostKey), Timeout: 10 * time.Second,
+			})
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), "unable to authenticate")
+		})
+	}
+	// The server still serves.
+	w.mustGit("bob", "", "ls-remote", w.url("alice/proj.git"))
+}
+
+// TestClientKilledMidPush: a client that vanishes in the middle of its
+// pack leaves no git process and no quarantine behind, and moves no ref.
+func TestClientKilledMidPush(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	repo := filepath.Join(w.root, "alice", "proj.git")
+	before := testenv.Run(t, repo, "rev-parse", "refs/heads/main")
+	c, err := w.dial("alice")
+	require.NoError(t, err)
+	s, err := c.NewSession()
+	require.NoError(t, err)
+	in, err := s.StdinPipe()
+	require.NoError(t, err)
+	out, err := s.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, s.Start("git-receive-pack 'alice/proj.git'"))
+	// Read the advertisement to its flush packet.
+	br := bufio.NewReader(out)
+	for {
+		var n [4]byte
+		_, err := io.ReadFull(br, n[:])
+		require.NoError(t, err)
+		if string(n[:]) == "0000" {
+			break
+		}
+		size, err := strconv.ParseUint(string(n[:]), 16, 16)
+		require.NoError(t, err)
+		_, err = io.CopyN(io.Discard, br, int64(size)-4)
+		require.NoError(t, err)
+	}
+	cmd := fmt.Sprintf("%s %s refs/heads/main\x00report-status\n", strings.TrimSpace(before), strings.Repeat("1", 40))
+	fmt.Fprintf(in, "%04x%s0000", len(cmd)+4, cmd)
+	// A pack header promising 1000 objects, then the first of them.
+	in.Write([]byte("PACK\x00\x00\x00\x02\x00\x00\x03\xe8"))
+	in.Write([]byte{0x35, 0x78, 0x9c})
+	quarantines := func() []string {
+		q, _ := filepath.Glob(filepath.Join(repo, "objects", "tmp_objdir-incoming-*"))
+		return q
+	}
+	require.Eventually(t, func() bool { return len(quarantines()) > 0 }, 30*time.Second, 10*time.Millisecond,
+		"receive-pack is reading the pack into its quarantine")
+	c.Close() // the client dies
+
+	require.Eventually(t, func() bool {
+		return w.srv.Stats().Open == 0 && len(quarantines()) == 0 && len(gitProcesses(t, repo)) == 0
+	}, 30*time.Second, 20*time.Millisecond, "quarantines %v, processes %v", quarantines(), gitProcesses(t, repo))
+	assert.Equal(t, before, testenv.Run(t, repo, "rev-parse", "refs/heads/main"))
+	w.mustGit("alice", "", "ls-remote", w.url("alice/proj.git"))
+}
+
+// gitProcesses lists the processes whose command line or working
+// directory names dir.
+func gitProcesses(t *testing.T, dir string) []string {
+	procs, err := filepath.Glob("/proc/[0-9]*")
+	require.NoError(t, err)
+	var found []string
+	for _, p := range procs {
+		cmdline, _ := os.ReadFile(filepath.Join(p, "cmdline"))
+		cwd, _ := os.Readlink(filepath.Join(p, "cwd"))
+		if strings.Contains(string(cmdline), dir) || strings.HasPrefix(cwd, dir) {
+			found = append(found, strings.ReplaceAll(string(cmdline), "\x00", " "))
+		}
+	}
+	return found
 }
