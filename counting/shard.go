@@ -73,25 +73,26 @@ const retireAfter = 3
 func (ss *shards) drain(fn func(id string, n int64)) {
 	for _, s := range ss.list() {
 		s.mu.Lock()
-		taken := s.n
-		if len(taken) == 0 {
+		if len(s.n) == 0 {
+			// Nothing to take; s.n stays the shard's, and is not
+			// touched after the unlock.
 			if s.idle++; s.idle >= retireAfter {
 				s.retired = true
-				s.mu.Unlock()
+			}
+			retired := s.retired
+			s.mu.Unlock()
+			if retired {
 				ss.remove(s)
-				continue
 			}
-		} else {
-			s.idle = 0
-			if s.spare == nil {
-				s.spare = make(map[string]int64, len(taken))
-			}
-			s.n, s.spare = s.spare, nil
-		}
-		s.mu.Unlock()
-		if len(taken) == 0 {
 			continue
 		}
+		s.idle = 0
+		if s.spare == nil {
+			s.spare = make(map[string]int64, len(s.n))
+		}
+		taken := s.n
+		s.n, s.spare = s.spare, nil
+		s.mu.Unlock()
 		for id, n := range taken {
 			fn(id, n)
 		}
