@@ -93,6 +93,12 @@ type Counter struct {
 	// path; keep it cheap.
 	Filter func(id, viewer string) bool
 
+	// OnQuery, if set, is told of every store query a reader (Total,
+	// MostViewed, Series, Uniques) made, with its context and time, for
+	// per-request accounting (slowlog's Work, which this package does
+	// not import). Flushes run in the background and are not told.
+	OnQuery func(ctx context.Context, d time.Duration)
+
 	// TrendingWindow, if positive, keeps an in-memory top of the ids
 	// viewed in the last TrendingWindow (rounded to minutes), fed by the
 	// flushes, for Trending. Off by default.
@@ -409,7 +415,7 @@ func (c *Counter) MostViewed(ctx context.Context, from, to time.Time, limit int)
 	// Ask for more than limit: unflushed counts may lift an id into the
 	// top that the store's top does not contain.
 	q.Limit = limit + len(extra)
-	sums, err := c.store.Sums(ctx, q)
+	sums, err := c.sums(ctx, q)
 	if err != nil {
 		return nil, err
 	}
@@ -421,6 +427,18 @@ func (c *Counter) MostViewed(ctx context.Context, from, to time.Time, limit int)
 		totals[id] += n
 	}
 	return top(totals, limit), nil
+}
+
+// sums asks the store, telling OnQuery.
+func (c *Counter) sums(ctx context.Context, q Query) ([]Sum, error) {
+	defer c.queried(ctx, time.Now())
+	return c.store.Sums(ctx, q)
+}
+
+func (c *Counter) queried(ctx context.Context, start time.Time) {
+	if c.OnQuery != nil {
+		c.OnQuery(ctx, time.Since(start))
+	}
 }
 
 // top returns the limit largest totals, largest first, ties by id.
@@ -447,7 +465,7 @@ func (c *Counter) Total(ctx context.Context, id string, from, to time.Time) (int
 		return 0, ErrWindow
 	}
 	q := Query{From: from.UTC(), To: to.UTC(), ID: id}
-	sums, err := c.store.Sums(ctx, q)
+	sums, err := c.sums(ctx, q)
 	if err != nil {
 		return 0, err
 	}
@@ -465,7 +483,7 @@ func (c *Counter) Series(ctx context.Context, id string, from, to time.Time) ([]
 		return nil, ErrWindow
 	}
 	q := Query{From: from.UTC(), To: to.UTC(), ID: id, ByBucket: true}
-	sums, err := c.store.Sums(ctx, q)
+	sums, err := c.sums(ctx, q)
 	if err != nil {
 		return nil, err
 	}

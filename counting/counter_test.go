@@ -487,3 +487,21 @@ func TestIdleShardsAreRetired(t *testing.T) {
 	assert.Equal(t, int64(2+goroutines*each), s.Counted)
 	assert.Zero(t, s.Pending)
 }
+
+func TestOnQuery(t *testing.T) {
+	t.Parallel()
+	c := counting.New(open(t))
+	var queries atomic.Int64
+	c.OnQuery = func(ctx context.Context, d time.Duration) { queries.Add(1) }
+	defer c.Close()
+	ctx := context.Background()
+	c.Count("a")
+	require.NoError(t, c.Flush(ctx))
+	_, err := c.Total(ctx, "a", past, future)
+	require.NoError(t, err)
+	_, err = c.MostViewed(ctx, past, future, 10)
+	require.NoError(t, err)
+	_, err = c.Series(ctx, "a", past, future)
+	require.NoError(t, err)
+	assert.Equal(t, int64(3), queries.Load(), "one per reader; the flush is not a request's")
+}

@@ -106,7 +106,9 @@ func (c *Counter) Uniques(ctx context.Context, id string, from, to time.Time) (i
 	if !to.After(from) {
 		return 0, ErrWindow
 	}
+	start := time.Now()
 	blobs, err := us.Sketches(ctx, id, from.UTC(), to.UTC())
+	c.queried(ctx, start)
 	if err != nil {
 		return 0, err
 	}

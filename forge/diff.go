@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/forgekit/forgekit/slowlog"
 	"github.com/forgekit/forgekit/timebox"
 )
 
@@ -130,6 +131,7 @@ func (b *Browser) git() string {
 // so that its output is git's own (byte-identical to git run with a
 // clean configuration, as a test oracle is).
 func (b *Browser) command(ctx context.Context, args ...string) *timebox.Cmd {
+	slowlog.Count(ctx, slowlog.GitRun, 0) // its time is the caller's: most stream
 	cmd := timebox.Command(ctx, b.git(), args...)
 	cmd.Dir = b.dir
 	cmd.Env = append(cleanGitEnv(), "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null", "LC_ALL=C")

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/forgekit/forgekit/gitproto"
+	"github.com/forgekit/forgekit/slowlog"
 )
 
 // GitPolicy is the forge's rules for git traffic, as the hooks of a
@@ -31,11 +32,15 @@ func (f *Forge) GitPolicy() *GitPolicy { return &GitPolicy{f: f} }
 // with its GitPolicy: anonymous clone of public repositories, Basic
 // authentication (password or token) for the rest, push-to-create into
 // one's own namespace (private by default), and protected branches that
-// refuse force-pushes and deletion. The caller may set more fields
+// refuse force-pushes and deletion. Its git processes are counted into
+// the slowlog.Work of their request. The caller may set more fields
 // (caches, admission, limits) before serving.
 func (f *Forge) GitHandler() *gitproto.Handler {
 	p := f.GitPolicy()
 	return &gitproto.Handler{
+		Engine: &gitproto.GitEngine{OnRun: func(ctx context.Context, _ gitproto.Service, d time.Duration) {
+			slowlog.Count(ctx, slowlog.GitRun, d)
+		}},
 		Resolver:      f.Store.Resolver(),
 		Realm:         "forgekit",
 		Authorizer:    p,

@@ -16,6 +16,8 @@ import (
 
 	_ "github.com/jackc/pgx/v5/stdlib" // the database/sql driver "pgx"
 	_ "github.com/mattn/go-sqlite3"    // the database/sql driver "sqlite3"
+
+	"github.com/forgekit/forgekit/slowlog"
 )
 
 //go:embed migrations/sqlite/*.sql migrations/postgres/*.sql
@@ -129,16 +131,27 @@ type queryer interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
+// Every statement goes through exec, query or queryRow, which count it
+// (with its time until the database answered, and its arguments for the
+// repeated-work watch) into the Work of the request or job of ctx.
+
 func (m *Meta) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	defer counted(ctx, time.Now(), q, args)
 	return m.db.ExecContext(ctx, m.rebind(q), args...)
 }
 
 func (m *Meta) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	defer counted(ctx, time.Now(), q, args)
 	return m.db.QueryContext(ctx, m.rebind(q), args...)
 }
 
 func (m *Meta) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
+	defer counted(ctx, time.Now(), q, args)
 	return m.db.QueryRowContext(ctx, m.rebind(q), args...)
+}
+
+func counted(ctx context.Context, start time.Time, q string, args []any) {
+	slowlog.CountKey(ctx, slowlog.Query, time.Since(start), q, args...)
 }
 
 // insert runs an INSERT ... RETURNING id and returns the id, or

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/forgekit/forgekit/gitproto"
+	"github.com/forgekit/forgekit/slowlog"
 )
 
 // MaxNameLen is the longest owner or repository name.
@@ -213,6 +214,7 @@ func (s *Store) findOwner(owner string) (string, bool) {
 }
 
 func (s *Store) run(ctx context.Context, dir string, args ...string) error {
+	defer func(start time.Time) { slowlog.Count(ctx, slowlog.GitRun, time.Since(start)) }(time.Now())
 	cmd := exec.CommandContext(ctx, s.git(), args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1")

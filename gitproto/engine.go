@@ -167,7 +167,20 @@ type GitEngine struct {
 	// nothing is logged.
 	Logger *slog.Logger
 
+	// OnRun, if set, is told of every git process Run and InfoRefs ran,
+	// with the context of the request it served and how long it took,
+	// for per-request accounting (slowlog's Work, which this package
+	// does not import).
+	OnRun func(ctx context.Context, svc Service, d time.Duration)
+
 	sweep sync.Once
+}
+
+// ran tells OnRun of a process started at start.
+func (e *GitEngine) ran(ctx context.Context, svc Service, start time.Time) {
+	if e.OnRun != nil {
+		e.OnRun(ctx, svc, time.Since(start))
+	}
 }
 
 func (e *GitEngine) path() (string, error) {
@@ -286,6 +299,7 @@ func (e *GitEngine) Run(ctx context.Context, inv *Invocation) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("gitproto: starting git: %w", err)
 	}
+	defer e.ran(ctx, inv.Service, time.Now())
 	if bridge != nil {
 		bridge.start(ctx)
 	}
@@ -357,6 +371,7 @@ func (e *GitEngine) InfoRefs(ctx context.Context, dir string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, git, "show-ref", "--dereference")
 	cmd.Dir = dir
 	cmd.Env = cleanEnv(os.Environ(), append([]string{"GIT_DIR=" + dir}, e.Env...))
+	defer e.ran(ctx, "git-show-ref", time.Now())
 	out, err := cmd.Output()
 	if xe, ok := err.(*exec.ExitError); ok && xe.ExitCode() == 1 && len(out) == 0 {
 		return nil, nil // no refs

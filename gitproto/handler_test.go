@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -449,4 +450,30 @@ func TestChunkedPushAnsweredEarly(t *testing.T) {
 	f.mustGit(dst, "-c", "pack.compression=0", "push", "-q", "origin", "main", "v9")
 	assert.Equal(t, strings.TrimSpace(f.mustGit(dst, "rev-parse", "HEAD")), f.serverRef("alice/proj.git", "main"))
 	f.mustGit(filepath.Join(f.root, "alice", "proj.git"), "fsck", "--no-dangling")
+}
+
+// TestOnRun: GitEngine.OnRun hears of every git process with the
+// context of the request it served.
+func TestOnRun(t *testing.T) {
+	t.Parallel()
+	type key struct{}
+	var mu sync.Mutex
+	var runs []string
+	engine := &gitproto.GitEngine{OnRun: func(ctx context.Context, svc gitproto.Service, d time.Duration) {
+		mu.Lock()
+		defer mu.Unlock()
+		runs = append(runs, fmt.Sprintf("%v %s", ctx.Value(key{}), svc))
+		assert.Positive(t, d)
+	}}
+	f := newFixture(t, testenv.RepoOptions{Commits: 3}, func(h *gitproto.Handler) { h.Engine = engine })
+	var seq atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), key{}, fmt.Sprint("req", seq.Add(1)))))
+	}))
+	defer srv.Close()
+	url := "http://alice:" + users["alice"] + "@" + strings.TrimPrefix(srv.URL, "http://") + "/alice/proj.git"
+	f.mustGit("", "-c", "protocol.version=0", "clone", "-q", url, filepath.Join(f.work, "c"))
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, []string{"req1 git-upload-pack", "req2 git-upload-pack"}, runs, "the advertisement, then the pack")
 }

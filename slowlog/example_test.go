@@ -58,3 +58,26 @@ func ExampleRedactURL() {
 	// Output:
 	// https://forge.example/search?page=REDACTED&q=REDACTED
 }
+
+// Work accounting: the middleware (or job) puts a Work in the context,
+// the code doing the work counts it there, and the access log line or
+// the slow report says how much there was.
+func ExampleWork() {
+	work := &slowlog.Work{
+		OnRepeat: func(r slowlog.Repeat) { fmt.Printf("N+1? %s %d times\n", r.Kind, r.Count) },
+	}
+	ctx := slowlog.WithWork(context.Background(), work)
+
+	// Deep in the handler: a store counts its queries, a cache its
+	// lookups, a git runner its processes.
+	for range 12 { // the same row each time
+		slowlog.CountKey(ctx, slowlog.Query, 0, "SELECT name FROM users WHERE id = ?", 7)
+	}
+	slowlog.CountKey(ctx, slowlog.CacheLookup, 0, "readme:alice/proj")
+	slowlog.Count(ctx, slowlog.GitRun, 0)
+
+	fmt.Println(work.Tally())
+	// Output:
+	// N+1? queries 11 times
+	// 12 queries, 1 cache lookup, 1 git run
+}

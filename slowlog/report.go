@@ -31,6 +31,7 @@ type Report struct {
 	Annotations []Annotation
 	Suppressed  int    // similar reports not sent since the group's last one
 	Trace       string // file with an execution-trace snapshot, if one was taken
+	Work        Tally  // what the request had done so far, if its context carries a Work
 
 	Final  bool   // the request ended; Elapsed is its duration
 	Status int    // its HTTP status, when Final
@@ -71,6 +72,9 @@ func (r *Report) String() string {
 	fmt.Fprintf(&b, "Started: %s\n", r.Start.Format(time.RFC3339Nano))
 	if r.Final {
 		fmt.Fprintf(&b, "Duration: %s\nStatus: %d\n", r.Elapsed.Round(time.Millisecond), r.Status)
+		if !r.Work.IsZero() {
+			fmt.Fprintf(&b, "Work: %s\n", r.Work)
+		}
 		if r.Panic != "" {
 			fmt.Fprintf(&b, "Panic: %s\n", r.Panic)
 		}
@@ -83,6 +87,9 @@ func (r *Report) String() string {
 	b.WriteByte('\n')
 	if r.Reason != "" {
 		fmt.Fprintf(&b, "Reason: %s\n", r.Reason)
+	}
+	if !r.Work.IsZero() {
+		fmt.Fprintf(&b, "Work: %s\n", r.Work)
 	}
 	fmt.Fprintf(&b, "Host: %s pid %d version %s goroutines %d\n", r.Host, r.PID, r.Version, r.Goroutines)
 	if r.Suppressed > 0 {

@@ -475,6 +475,9 @@ func (w *watched) report(now time.Time) *Report {
 		PID:       os.Getpid(),
 		Version:   w.wd.Version,
 	}
+	if wk := WorkFrom(w.Context); wk != nil {
+		r.Work = wk.Tally()
+	}
 	w.mu.Lock()
 	r.Annotations = append([]Annotation(nil), w.notes...)
 	w.mu.Unlock()

@@ -127,6 +127,14 @@ type Cache struct {
 	// does. If nil, renders just run.
 	RunDetached func(ctx context.Context, name string, f func(ctx context.Context))
 
+	// OnWork, if set, is told of the work done for a request, for
+	// per-request accounting (slowlog's Work, which this package does
+	// not import): an Asked for every fragment asked for, a RemoteGet
+	// for every round trip to memcached, a Rendered, with its time, for
+	// every render. key is the fragment's key (for Asked and Rendered).
+	// It runs on the request path and must be cheap.
+	OnWork func(ctx context.Context, ev WorkEvent, key string, d time.Duration)
+
 	prefix string
 	now    func() time.Time // the clock of expiries; nil means time.Now (tests set it)
 
@@ -362,10 +370,27 @@ func (c *Cache) genKey(dep string) string {
 // Render produces a fragment.
 type Render func(ctx context.Context) ([]byte, error)
 
+// WorkEvent is a kind of work Cache.OnWork is told of.
+type WorkEvent int
+
+// The events of Cache.OnWork.
+const (
+	Asked     WorkEvent = iota // a fragment asked for
+	RemoteGet                  // a round trip to memcached
+	Rendered                   // a fragment rendered, with its time
+)
+
+func (c *Cache) work(ctx context.Context, ev WorkEvent, key string, d time.Duration) {
+	if c.OnWork != nil {
+		c.OnWork(ctx, ev, key, d)
+	}
+}
+
 // GetOrRender returns the fragment for key, which depends on deps, from
 // the cache or from render. Only render's own error is ever returned.
 func (c *Cache) GetOrRender(ctx context.Context, key string, deps []string, render Render) ([]byte, error) {
 	c.init()
+	c.work(ctx, Asked, key, 0)
 	now := c.clock()
 
 	// L1.
@@ -393,7 +418,7 @@ func (c *Cache) GetOrRender(ctx context.Context, key string, deps []string, rend
 	// L2: the entry and its dependencies' generations in one round trip.
 	var stale *entry
 	if c.l2 != nil {
-		e, gens, err := c.fetch(key, deps)
+		e, gens, err := c.fetch(ctx, key, deps)
 		if err != nil && local != nil {
 			// memcached is unreachable: what this process has is the
 			// best there is.
@@ -493,7 +518,8 @@ func (c *Cache) localGens(deps []string) []uint64 {
 }
 
 // fetch gets the entry of key and the generations of deps from memcached.
-func (c *Cache) fetch(key string, deps []string) (*entry, []uint64, error) {
+func (c *Cache) fetch(ctx context.Context, key string, deps []string) (*entry, []uint64, error) {
+	c.work(ctx, RemoteGet, "", 0)
 	keys := make([]string, 0, len(deps)+1)
 	keys = append(keys, c.memKey("v:", key))
 	for _, d := range deps {
@@ -592,7 +618,7 @@ func (c *Cache) renderShared(ctx context.Context, key string, deps []string, ren
 					c.staleHits.Add(1)
 					return stale.value, nil
 				}
-				if e := c.awaitOther(key, deps); e != nil {
+				if e := c.awaitOther(ctx, key, deps); e != nil {
 					return e.value, nil
 				}
 			} else if err == nil {
@@ -616,7 +642,7 @@ func (c *Cache) renderShared(ctx context.Context, key string, deps []string, ren
 }
 
 // awaitOther polls memcached for the entry another process is rendering.
-func (c *Cache) awaitOther(key string, deps []string) *entry {
+func (c *Cache) awaitOther(ctx context.Context, key string, deps []string) *entry {
 	wait := c.LockWait
 	if wait <= 0 {
 		wait = DefaultLockWait
@@ -624,7 +650,7 @@ func (c *Cache) awaitOther(key string, deps []string) *entry {
 	deadline := time.Now().Add(wait)
 	for time.Now().Before(deadline) {
 		time.Sleep(wait / 10)
-		e, gens, err := c.fetch(key, deps)
+		e, gens, err := c.fetch(ctx, key, deps)
 		if err != nil {
 			return nil
 		}
@@ -643,7 +669,7 @@ func (c *Cache) awaitOther(key string, deps []string) *entry {
 func (c *Cache) renderStore(ctx context.Context, key string, deps []string, render Render) ([]byte, error) {
 	var gens []uint64
 	if c.l2 != nil {
-		if _, g, err := c.fetch(key, deps); err == nil {
+		if _, g, err := c.fetch(ctx, key, deps); err == nil {
 			gens = g
 		}
 	}
@@ -653,6 +679,7 @@ func (c *Cache) renderStore(ctx context.Context, key string, deps []string, rend
 	start := time.Now()
 	c.renders.Add(1)
 	value, err := safeRender(ctx, render)
+	c.work(ctx, Rendered, key, time.Since(start))
 	if err != nil {
 		return nil, err
 	}

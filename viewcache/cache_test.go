@@ -396,3 +396,56 @@ func newFakeClock() *fakeClock {
 
 func (c *fakeClock) now() time.Time          { return time.Unix(0, c.t.Load()) }
 func (c *fakeClock) advance(d time.Duration) { c.t.Add(int64(d)) }
+
+// TestOnWork: the hook hears of every lookup, memcached round trip and
+// render, in process and over memcached.
+func TestOnWork(t *testing.T) {
+	t.Parallel()
+	type event struct {
+		ev  viewcache.WorkEvent
+		key string
+	}
+	var mu sync.Mutex
+	var got []event
+	var rendered time.Duration
+	record := func(ctx context.Context, ev viewcache.WorkEvent, key string, d time.Duration) {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, event{ev, key})
+		rendered += d
+	}
+	take := func() []event {
+		mu.Lock()
+		defer mu.Unlock()
+		out := got
+		got = nil
+		return out
+	}
+	render := func(ctx context.Context) ([]byte, error) { time.Sleep(time.Millisecond); return []byte("x"), nil }
+	ctx := context.Background()
+
+	local := viewcache.New("t", "v1")
+	local.OnWork = record
+	_, err := local.GetOrRender(ctx, "a", nil, render)
+	require.NoError(t, err)
+	assert.Equal(t, []event{{viewcache.Asked, "a"}, {viewcache.Rendered, "a"}}, take())
+	assert.GreaterOrEqual(t, rendered, time.Millisecond)
+	_, err = local.GetOrRender(ctx, "a", nil, render)
+	require.NoError(t, err)
+	assert.Equal(t, []event{{viewcache.Asked, "a"}}, take(), "a hit is a lookup only")
+
+	mc, _ := memcached(t)
+	shared := viewcache.New("t", "v1")
+	shared.Memcache, shared.MaxBytes, shared.OnWork = mc, -1, record
+	_, err = shared.GetOrRender(ctx, "b", []string{"dep"}, render)
+	require.NoError(t, err)
+	// The lookup's round trip, then the render's own, then the render.
+	assert.Equal(t, []event{{viewcache.Asked, "b"}, {viewcache.RemoteGet, ""}, {viewcache.RemoteGet, ""}, {viewcache.Rendered, "b"}}, take())
+	_, err = shared.GetOrRenderMulti(ctx, []viewcache.Item{{Key: "b", Deps: []string{"dep"}, Render: render}, {Key: "c", Render: render}})
+	require.NoError(t, err)
+	ev := take()
+	require.GreaterOrEqual(t, len(ev), 3)
+	assert.Equal(t, []event{{viewcache.Asked, "b"}, {viewcache.Asked, "c"}, {viewcache.RemoteGet, ""}}, ev[:3])
+	assert.Contains(t, ev, event{viewcache.Rendered, "c"})
+	assert.NotContains(t, ev, event{viewcache.Rendered, "b"}, "b came from memcached")
+}

@@ -23,6 +23,9 @@ type Item struct {
 // succeeded still filled in).
 func (c *Cache) GetOrRenderMulti(ctx context.Context, items []Item) ([][]byte, error) {
 	c.init()
+	for _, it := range items {
+		c.work(ctx, Asked, it.Key, 0)
+	}
 	out := make([][]byte, len(items))
 	todo := make([]int, 0, len(items))
 	now := c.clock()
@@ -47,6 +50,7 @@ func (c *Cache) GetOrRenderMulti(ctx context.Context, items []Item) ([][]byte, e
 				keys = append(keys, c.genKey(d))
 			}
 		}
+		c.work(ctx, RemoteGet, "", 0)
 		found, err := c.l2.getMulti(keys)
 		if err != nil {
 			c.l2Error("get", err)

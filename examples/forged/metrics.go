@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/forgekit/forgekit/slowlog"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -17,6 +18,7 @@ type metrics struct {
 	reg      *prometheus.Registry
 	requests *prometheus.HistogramVec
 	bytes    *prometheus.CounterVec
+	queries  *prometheus.HistogramVec
 }
 
 func newMetrics(s *server) *metrics {
@@ -31,8 +33,13 @@ func newMetrics(s *server) *metrics {
 			Name: "forged_response_bytes_total",
 			Help: "Bytes of response bodies, by route.",
 		}, []string{"route"}),
+		queries: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "forged_request_queries",
+			Help:    "SQL queries per request, by route.",
+			Buckets: []float64{0, 1, 2, 4, 8, 16, 32, 64, 128},
+		}, []string{"route"}),
 	}
-	m.reg.MustRegister(m.requests, m.bytes,
+	m.reg.MustRegister(m.requests, m.bytes, m.queries,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	gauge := func(name, help string, f func() float64) {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
@@ -70,6 +77,11 @@ func (m *metrics) observe(method, route string, status int, d time.Duration, byt
 	}
 	m.requests.WithLabelValues(route, method, strconv.Itoa(status/100)+"xx").Observe(d.Seconds())
 	m.bytes.WithLabelValues(route).Add(float64(bytes))
+}
+
+// observeWork records what a request did.
+func (m *metrics) observeWork(route string, t slowlog.Tally) {
+	m.queries.WithLabelValues(route).Observe(float64(t.Queries))
 }
 
 func (m *metrics) handler() http.Handler {

@@ -275,7 +275,14 @@ func (s *server) accessLog(next http.Handler) http.Handler {
 		if id == "" || len(id) > 64 || !s.trusted(r) {
 			id = newRequestID()
 		}
-		r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
+		rt := s.route(r)
+		// The request's work (queries, fragment lookups, renders, git
+		// runs) is counted into work by whatever does it, through the
+		// context; work it detaches keeps the context's values and
+		// counts here too.
+		work := &slowlog.Work{OnRepeat: func(rep slowlog.Repeat) { s.repeated(rt, rep) }}
+		ctx := slowlog.WithWork(context.WithValue(r.Context(), requestIDKey{}, id), work)
+		r = r.WithContext(ctx)
 		w.Header().Set("X-Request-Id", id)
 		sw := &statusWriter{ResponseWriter: w}
 		next.ServeHTTP(sw, r)
@@ -283,10 +290,27 @@ func (s *server) accessLog(next http.Handler) http.Handler {
 			sw.status = http.StatusOK
 		}
 		d := time.Since(start)
-		rt := s.route(r)
+		t := work.Tally()
 		s.metrics.observe(r.Method, rt, sw.status, d, sw.bytes)
+		s.metrics.observeWork(rt, t)
 		s.log.Info("request", "id", id, "method", r.Method, "route", rt, "path", r.URL.Path,
 			"status", sw.status, "bytes", sw.bytes, "ms", float64(d.Microseconds())/1e3,
+			"queries", t.Queries, "query_ms", ms(t.QueryTime), "cache_lookups", t.CacheLookups,
+			"renders", t.Renders, "git_runs", t.GitRuns, "git_ms", ms(t.GitTime),
 			"client", s.clientIP(r), "agent", r.UserAgent())
 	})
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1e3 }
+
+// repeated logs work repeated within one request (an N+1), once per
+// route and statement or key for the life of the process, with the
+// stack of the call that crossed the limit.
+func (s *server) repeated(route string, rep slowlog.Repeat) {
+	key := route + "\x00" + rep.Kind.String() + "\x00" + rep.Key
+	if _, seen := s.repeats.LoadOrStore(key, true); seen {
+		return
+	}
+	s.log.Warn("repeated work in one request", "route", route, "kind", rep.Kind.String(), "count", rep.Count,
+		"key", rep.Key, "stack", rep.String())
 }

@@ -207,6 +207,7 @@ type server struct {
 	maint       *forge.Maintainer
 	hooks       *forge.Deliverer
 	watchdog    *slowlog.Watchdog
+	repeats     sync.Map // route, kind and key of repeated work logged
 	profiler    *slowlog.Profiler
 	tbox        *timebox.Handler
 	logins      *loginLimiter
@@ -264,12 +265,23 @@ func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server
 	}
 	s.views = counting.New(views)
 	s.views.Logger = logger
+	s.views.OnQuery = func(ctx context.Context, d time.Duration) { slowlog.Count(ctx, slowlog.Query, d) }
 
 	s.cache = viewcache.New("forged", templateVersion)
 	s.cache.SoftTTL = 5 * time.Minute
 	s.cache.Jitter = 0.1
 	s.cache.Logger = logger
 	s.cache.RunDetached = func(ctx context.Context, name string, f func(context.Context)) { s.watchdog.Do(ctx, name, f) }
+	s.cache.OnWork = func(ctx context.Context, ev viewcache.WorkEvent, key string, d time.Duration) {
+		switch ev {
+		case viewcache.Asked:
+			slowlog.CountKey(ctx, slowlog.CacheLookup, 0, key)
+		case viewcache.RemoteGet:
+			slowlog.Count(ctx, slowlog.CacheGet, 0)
+		case viewcache.Rendered:
+			slowlog.Count(ctx, slowlog.Render, d)
+		}
+	}
 	if len(cfg.memcached) > 0 {
 		servers := new(memcache.ServerList)
 		if err := servers.SetServers(cfg.memcached...); err != nil {
