@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -274,4 +275,70 @@ func BenchmarkPushSearchable(b *testing.B) {
 	}
 	b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "push-to-searchable-ms")
 	_ = s
+}
+
+// BenchmarkCLIStartup: wall time of forged commands that do one lookup
+// (and of version, which does none), each run as its own process from a
+// built binary against a data directory with a user, a token and a
+// repository; medians. Target: ≤ 50 ms each (the Bitbucket lesson: a
+// helper that loads everything for one lookup becomes the server's
+// load).
+func BenchmarkCLIStartup(b *testing.B) {
+	testenv.Git(b)
+	bin := filepath.Join(b.TempDir(), "forged")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		b.Fatalf("go build: %v: %s", err, out)
+	}
+	data := b.TempDir()
+	run := func(stdin string, args ...string) (time.Duration, string) {
+		cmd := exec.Command(bin, append(args, "-data", data)...)
+		cmd.Stdin = strings.NewReader(stdin)
+		start := time.Now()
+		out, err := cmd.CombinedOutput()
+		d := time.Since(start)
+		if err != nil {
+			b.Fatalf("forged %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+		return d, string(out)
+	}
+	run("alice-password\n", "user", "add", "alice", "-password-stdin")
+	run("", "repo", "create", "alice/proj")
+	commands := []struct {
+		metric string
+		args   func(i int) []string
+	}{
+		{"version-ms", func(int) []string { return []string{"version"} }},
+		{"user-list-ms", func(int) []string { return []string{"user", "list"} }},
+		{"token-create-ms", func(i int) []string { return []string{"token", "create", "alice", "-name", fmt.Sprint("t", i)} }},
+		{"token-list-ms", func(int) []string { return []string{"token", "list", "alice"} }},
+		{"repo-list-ms", func(int) []string { return []string{"repo", "list"} }},
+		{"key-list-ms", func(int) []string { return []string{"user", "key", "list", "alice"} }},
+	}
+	times := make([][]time.Duration, len(commands))
+	i := 0
+	for b.Loop() {
+		i++
+		for c, cmd := range commands {
+			args := cmd.args(i)
+			if args[0] == "version" {
+				start := time.Now()
+				if out, err := exec.Command(bin, "version").CombinedOutput(); err != nil {
+					b.Fatalf("forged version: %v: %s", err, out)
+				}
+				times[c] = append(times[c], time.Since(start))
+				continue
+			}
+			d, _ := run("", args...)
+			times[c] = append(times[c], d)
+		}
+	}
+	for c, cmd := range commands {
+		b.ReportMetric(float64(median(times[c]).Microseconds())/1000, cmd.metric)
+	}
+}
+
+func median(d []time.Duration) time.Duration {
+	s := append([]time.Duration(nil), d...)
+	slices.Sort(s)
+	return s[len(s)/2]
 }

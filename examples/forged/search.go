@@ -11,10 +11,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/forgekit/forgekit/forge"
 	"github.com/forgekit/forgekit/forge/codesearch"
 	"github.com/forgekit/forgekit/forge/codesearch/sqlite"
+	"github.com/forgekit/forgekit/slowlog"
 )
 
 // codeStore is where the code index lives: SQLite (DATA/search.db) or
@@ -189,7 +191,9 @@ func (s *site) searchResults(ctx context.Context, idx *codeIndex, q string, repo
 	if len(ids) == 0 {
 		return nil, "There is no repository you may search.", nil
 	}
+	start := time.Now()
 	res, err := idx.store.Search(ctx, codesearch.Query{Text: q, Repos: ids})
+	slowlog.Count(ctx, slowlog.Query, time.Since(start)) // the code index's one query
 	if errors.Is(err, codesearch.ErrShortQuery) {
 		return nil, "Search for at least " + strconv.Itoa(codesearch.MinQueryLen) + " characters.", nil
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http/httptest"
@@ -110,3 +111,79 @@ func TestRepeatedWorkLogged(t *testing.T) {
 	assert.Equal(t, "queries", lines[0]["kind"])
 	assert.Contains(t, lines[0]["stack"], "TestRepeatedWorkLogged")
 }
+
+// TestQueriesPerRoute: the SQL queries of every page and API route, on
+// its first view and on the next, are the same on a forge with one
+// repository and on one with 100 repositories and more users: no route
+// makes a query per repository, user or ref.
+func TestQueriesPerRoute(t *testing.T) {
+	t.Parallel()
+	measure := func(extraRepos, extraUsers int) map[string][2]int64 {
+		var logs syncBuffer
+		f := newLoggedForge(t, &logs)
+		f.user("alice", "-admin")
+		f.user("bob")
+		tok := f.token("alice")
+		f.mustCLI("", "repo", "create", "alice/proj")
+		work := f.pushSample("alice/proj", "alice", tok)
+		head := strings.TrimSpace(testenv.Run(t, work, "rev-parse", "HEAD"))
+		ctx := context.Background()
+		for i := range extraUsers {
+			_, err := f.s.forge.CreateUser(ctx, fmt.Sprint("user", i), "", "a long password", false)
+			require.NoError(t, err)
+		}
+		for i := range extraRepos {
+			owner := "alice"
+			if i%2 == 1 {
+				owner = "bob"
+			}
+			_, err := f.s.forge.CreateRepo(ctx, owner, fmt.Sprint("repo", i), i%3 == 0, "one of many")
+			require.NoError(t, err)
+		}
+		f.s.forge.Wait()
+		b := f.browser()
+		b.login("alice", "alice-password")
+		paths := []string{
+			"/", "/explore", "/explore?q=proj", "/search?q=main", "/new", "/settings", "/admin/",
+			"/alice", "/alice.atom", "/bob",
+			"/alice/proj", "/alice/proj/tree/main/src", "/alice/proj/blob/main/README.md",
+			"/alice/proj/blame/main/README.md", "/alice/proj/raw/main/README.md",
+			"/alice/proj/commits/main", "/alice/proj/commits/main.atom", "/alice/proj/commit/" + head,
+			"/alice/proj/branches", "/alice/proj/tags", "/alice/proj/tags.atom",
+			"/alice/proj/compare", "/alice/proj/compare/main...feature/login",
+			"/alice/proj/search?q=main", "/alice/proj/settings",
+			"/api/v1/user", "/api/v1/users/alice", "/api/v1/users/alice/repos", "/api/v1/repos/alice/proj",
+			"/api/v1/repos/alice/proj/branches", "/api/v1/repos/alice/proj/tags",
+			"/api/v1/repos/alice/proj/commits", "/api/v1/repos/alice/proj/commits/" + head,
+			"/api/v1/repos/alice/proj/contents/README.md",
+		}
+		ids := map[string][2]string{}
+		for _, p := range paths {
+			var pair [2]string
+			for i := range pair {
+				r := b.get(p, "Authorization", "token "+tok)
+				require.Less(t, r.code, 400, "%s: %s", p, r.body)
+				pair[i] = r.h.Get("X-Request-Id")
+			}
+			ids[p] = pair
+		}
+		byID := map[string]int64{}
+		for _, l := range logLines(t, logs.String(), "request") {
+			byID[l["id"].(string)] = int64(l["queries"].(float64))
+		}
+		out := map[string][2]int64{}
+		for p, pair := range ids {
+			out[p] = [2]int64{byID[pair[0]], byID[pair[1]]}
+		}
+		return out
+	}
+	one := measure(0, 0)
+	many := measure(100, 20)
+	for p, q := range one {
+		assert.Equal(t, q, many[p], "%s: queries on its first and second view, 1 repository vs 101", p)
+		assert.LessOrEqual(t, many[p][0], int64(maxQueriesPerRequest), "%s", p)
+	}
+}
+
+// maxQueriesPerRequest bounds the queries of any page or API request.
+const maxQueriesPerRequest = 12
