@@ -16,6 +16,7 @@ import (
 	"runtime/trace"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -409,10 +410,18 @@ func TestProfiler(t *testing.T) {
 		defer amu.Unlock()
 		audit = append(audit, subject+": "+outcome)
 	}
-	app := p.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	var profiled atomic.Bool
+	inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		profiled.Store(slowlog.Profiled(r.Context()))
+		slowlog.Count(r.Context(), slowlog.Query, time.Millisecond)
 		spin(300 * time.Millisecond)
 		io.WriteString(w, "page")
-	}))
+	})
+	mw := p.Middleware(inner)
+	// The request's Work, as an access log would put it.
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mw.ServeHTTP(w, r.WithContext(slowlog.WithWork(r.Context(), &slowlog.Work{})))
+	})
 
 	t.Run("tokens", func(t *testing.T) {
 		tok := p.Token("admin", "/page", time.Minute)
@@ -456,10 +465,32 @@ func TestProfiler(t *testing.T) {
 			rec := httptest.NewRecorder()
 			app.ServeHTTP(rec, req)
 			assert.Equal(t, "page", rec.Body.String())
+			assert.True(t, profiled.Load(), "the handler knows it is profiled")
 			u := rec.Header().Get("X-Profile-URL")
 			require.True(t, strings.HasPrefix(u, "/admin/profiles/profile-"), u)
+			// The page: work, flame graph, top functions, downloads.
+			page := httptest.NewRecorder()
+			p.Handler().ServeHTTP(page, httptest.NewRequest("GET", u, nil))
+			require.Equal(t, 200, page.Code, page.Body.String())
+			body := page.Body.String()
+			assert.Contains(t, body, "Work: 1 query (1ms)")
+			assert.Contains(t, body, `<svg xmlns="http://www.w3.org/2000/svg" class="flame"`)
+			assert.Contains(t, body, "slowlog_test.spin")
+			assert.Contains(t, body, "<h2>Top functions</h2>")
+			assert.NotContains(t, body, "<script")
+			downloads := []string{".pb.gz", "-heap.pb.gz"}
+			if !tc.busyCPU {
+				downloads = append(downloads, "-goroutine.pb.gz")
+			}
+			for _, ext := range downloads {
+				dl := httptest.NewRecorder()
+				p.Handler().ServeHTTP(dl, httptest.NewRequest("GET", u+ext, nil))
+				require.Equal(t, 200, dl.Code, ext)
+				_, err := profile.Parse(dl.Body)
+				require.NoError(t, err, ext)
+			}
 			dl := httptest.NewRecorder()
-			p.Handler().ServeHTTP(dl, httptest.NewRequest("GET", u, nil))
+			p.Handler().ServeHTTP(dl, httptest.NewRequest("GET", u+".pb.gz", nil))
 			require.Equal(t, 200, dl.Code)
 			prof, err := profile.Parse(dl.Body)
 			require.NoError(t, err)

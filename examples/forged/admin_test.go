@@ -2,12 +2,18 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"html"
+	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/textproto"
 	"net/url"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/forgekit/forgekit/internal/testenv"
+	"github.com/forgekit/forgekit/slowlog"
 )
 
 // TestAdminProfilingAndSlowReports: an administrator gets a signed link
@@ -44,10 +51,17 @@ func TestAdminProfilingAndSlowReports(t *testing.T) {
 	prof := r.h.Get("X-Profile-URL")
 	require.True(t, strings.HasPrefix(prof, "/admin/profiles/"), prof)
 	assert.Equal(t, http.StatusNotFound, anon.get(prof).code, "profiles are for administrators")
-	// The profile is written once the profiled response is complete.
+	// The profile is written once the profiled response is complete:
+	// a page to read, with the request's work, a flame graph and the
+	// top functions, and the files to download.
 	var p resp
-	waitFor(t, "the profile file", 10*time.Second, func() bool { p = boss.get(prof); return p.code == http.StatusOK })
-	assert.Equal(t, "\x1f\x8b", p.body[:2], "a gzipped pprof profile")
+	waitFor(t, "the profile page", 10*time.Second, func() bool { p = boss.get(prof); return p.code == http.StatusOK })
+	assert.Contains(t, p.body, "Work: ")
+	assert.Contains(t, p.body, `class="flame"`)
+	assert.Contains(t, p.body, "Top functions")
+	dl := boss.get(prof + ".pb.gz")
+	assert.Equal(t, "\x1f\x8b", dl.body[:2], "a gzipped pprof profile")
+	assert.Equal(t, http.StatusNotFound, anon.get(prof+".pb.gz").code)
 	forged := anon.get("/alice/proj?__profile__=not-a-token")
 	assert.Equal(t, http.StatusForbidden, forged.code)
 	again := anon.get(strings.TrimPrefix(link, f.ts.URL))
@@ -162,4 +176,168 @@ func TestTreeAndBlobRedirect(t *testing.T) {
 	assert.Equal(t, "/alice/proj/tree/main/src", r.h.Get("Location"))
 	assert.Equal(t, http.StatusNotFound, anon.get("/alice/proj/tree/main/nope").code)
 	assert.Equal(t, http.StatusNotFound, anon.get("/alice/proj/blob/main/nope").code)
+}
+
+// smtpServer is an SMTP server on loopback that keeps the messages it
+// receives: enough of RFC 5321 for net/smtp (EHLO, MAIL, RCPT, DATA,
+// QUIT), no TLS, no authentication.
+type smtpServer struct {
+	addr string
+	mu   sync.Mutex // guards msgs
+	msgs []string
+}
+
+func startSMTP(t *testing.T) *smtpServer {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	s := &smtpServer{addr: l.Addr().String()}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { l.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() { s.serve(c) })
+		}
+	})
+	return s
+}
+
+func (s *smtpServer) serve(c net.Conn) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	tp := textproto.NewConn(c)
+	tp.PrintfLine("220 test ESMTP")
+	for {
+		line, err := tp.ReadLine()
+		if err != nil {
+			return
+		}
+		switch verb := strings.ToUpper(strings.SplitN(line, " ", 2)[0]); verb {
+		case "EHLO", "HELO":
+			tp.PrintfLine("250-test")
+			tp.PrintfLine("250 8BITMIME")
+		case "MAIL", "RCPT", "RSET", "NOOP":
+			tp.PrintfLine("250 OK")
+		case "DATA":
+			tp.PrintfLine("354 go ahead")
+			body, err := tp.ReadDotBytes()
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.msgs = append(s.msgs, string(body))
+			s.mu.Unlock()
+			tp.PrintfLine("250 queued")
+		case "QUIT":
+			tp.PrintfLine("221 bye")
+			return
+		default:
+			tp.PrintfLine("502 not implemented")
+		}
+	}
+}
+
+func (s *smtpServer) messages() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.msgs...)
+}
+
+// TestSlowReportsReachPeople: with -slow-mail and -slow-webhook, slow
+// reports arrive by mail at an SMTP server and as JSON at a webhook
+// receiver, both on loopback, throttled by stack signature.
+func TestSlowReportsReachPeople(t *testing.T) {
+	t.Parallel()
+	mail := startSMTP(t)
+	var hmu sync.Mutex
+	var hooks []slowlog.Report
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var rep slowlog.Report
+		if err := json.NewDecoder(r.Body).Decode(&rep); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		hmu.Lock()
+		hooks = append(hooks, rep)
+		hmu.Unlock()
+	}))
+	defer receiver.Close()
+	f := newForge(t, "-slow", "1ms",
+		"-slow-mail", "smtp://"+mail.addr+"?from=forged@localhost&to=ops@localhost,dev@localhost",
+		"-slow-webhook", receiver.URL+"/hook")
+	f.user("alice")
+	tok := f.token("alice")
+	f.mustCLI("", "repo", "create", "alice/proj")
+	f.pushSample("alice/proj", "alice", tok)
+	hooked := func() int {
+		hmu.Lock()
+		defer hmu.Unlock()
+		return len(hooks)
+	}
+	waitFor(t, "a slow report by mail and by webhook", 60*time.Second, func() bool {
+		testenv.Run(t, "", "clone", "-q", f.gitURL("alice/proj", "", ""), filepath.Join(t.TempDir(), "c"))
+		return len(mail.messages()) > 0 && hooked() > 0
+	})
+	msg := mail.messages()[0]
+	assert.Contains(t, msg, "To: ops@localhost, dev@localhost")
+	assert.Contains(t, msg, "Subject: slow request:")
+	assert.Contains(t, msg, "goroutine")
+	assert.Contains(t, msg, "\nWork: ", "what the request had done so far")
+	hmu.Lock()
+	assert.NotEmpty(t, hooks[0].Route)
+	hmu.Unlock()
+	// A storm of the same slow request: a few messages, not one each.
+	for range 15 {
+		testenv.Run(t, "", "clone", "-q", f.gitURL("alice/proj", "", ""), filepath.Join(t.TempDir(), "c"))
+	}
+	assert.LessOrEqual(t, len(mail.messages()), slowlog.DefaultThrottleMax)
+
+	_, err := parseFlags([]string{"-slow-mail", "smtp://localhost:25?from=x"}, io.Discard)
+	assert.ErrorContains(t, err, "-slow-mail")
+	_, err = parseFlags([]string{"-slow-webhook", "ftp://x"}, io.Discard)
+	assert.ErrorContains(t, err, "-slow-webhook")
+}
+
+// TestProfiledRequestBudget: a profiled request runs under
+// -profile-timeout instead of the page's limit; others keep theirs.
+func TestProfiledRequestBudget(t *testing.T) {
+	t.Parallel()
+	f := newForge(t, "-profile-timeout", "45s", "-page-timeout", "2s")
+	var got time.Duration
+	probe := f.s.profiler.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = f.s.tbox.TimeoutFor(r)
+	}))
+	r := httptest.NewRequest("GET", "/alice/proj", nil)
+	r.Header.Set("X-Profile-Token", f.s.profiler.Token("root", "/alice/proj", time.Minute))
+	probe.ServeHTTP(httptest.NewRecorder(), r)
+	assert.Equal(t, 45*time.Second, got)
+	probe.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/alice/proj", nil))
+	assert.Zero(t, got, "the page's own limit")
+}
+
+// TestFlightRecorderTrace: with -trace-window, a profile comes with an
+// execution-trace snapshot of the request's last moments.
+func TestFlightRecorderTrace(t *testing.T) {
+	t.Parallel()
+	f := newForge(t, "-trace-window", "2s")
+	require.NotNil(t, f.s.flight, "the process's one flight recorder")
+	anon := f.browser()
+	r := anon.get("/explore?__profile__=" + url.QueryEscape(f.s.profiler.Token("root", "/explore", time.Minute)))
+	require.Equal(t, http.StatusOK, r.code)
+	page := r.h.Get("X-Profile-URL")
+	var body string
+	waitFor(t, "the profile page", 10*time.Second, func() bool {
+		rec := httptest.NewRecorder()
+		f.s.profiler.Handler().ServeHTTP(rec, httptest.NewRequest("GET", page, nil))
+		body = rec.Body.String()
+		return rec.Code == http.StatusOK
+	})
+	assert.Contains(t, body, ".trace\">execution trace</a>")
+	rec := httptest.NewRecorder()
+	f.s.profiler.Handler().ServeHTTP(rec, httptest.NewRequest("GET", page+".trace", nil))
+	assert.Equal(t, http.StatusOK, rec.Code)
+	assert.Positive(t, rec.Body.Len())
 }

@@ -144,8 +144,8 @@ func (t *routeTable) mux(r *http.Request) *http.ServeMux {
 }
 
 // routes builds the handler: request ids and the access log outermost,
-// then slowlog's watchdog, timebox's per-route limits and on-demand
-// profiling; then git traffic goes to gitproto and the rest, gzipped and
+// then slowlog's watchdog, on-demand profiling and timebox's per-route
+// limits (longer for a profiled request); then git traffic goes to gitproto and the rest, gzipped and
 // guarded against cross-origin form posts, to the pages.
 func (s *server) routes() http.Handler {
 	t := &routeTable{site: http.NewServeMux(), repo: http.NewServeMux()}
@@ -170,12 +170,14 @@ func (s *server) routes() http.Handler {
 		}
 		site.ServeHTTP(w, r)
 	})
-	h = s.profiler.Middleware(h)
 	h = &timebox.Handler{
 		Handler: h,
 		Timeout: s.cfg.pageTimeout,
 		Route:   s.route,
 		TimeoutFor: func(r *http.Request) time.Duration {
+			if slowlog.Profiled(r.Context()) {
+				return s.cfg.profileTimeout // bounded, but outside the page's limit
+			}
 			switch rt := s.route(r); {
 			case strings.HasPrefix(rt, "git "):
 				return s.cfg.gitTimeout
@@ -190,6 +192,9 @@ func (s *server) routes() http.Handler {
 		Logger: s.log,
 	}
 	s.tbox = h.(*timebox.Handler)
+	// The profiler outside the time limits, so that they know a profiled
+	// request when they see one.
+	h = s.profiler.Middleware(h)
 	h = s.watchdog.Handler(h)
 	return s.accessLog(h)
 }

@@ -10,11 +10,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/mail"
 	"net/netip"
+	"net/smtp"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/trace"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -42,6 +45,9 @@ const (
 	defaultPageTimeout   = 10 * time.Second
 	defaultGitTimeout    = time.Hour
 	defaultSlowThreshold = 2 * time.Second
+	// A profiled request (an administrator's signed link) runs outside
+	// the page's limit, up to this.
+	defaultProfileTimeout = 60 * time.Second
 	// lastCommitBudget is how long the first view of a directory waits
 	// for the last commit of each entry before it is sent without them,
 	// to be filled in by its script once the walk completes.
@@ -63,10 +69,14 @@ type config struct {
 	pageTimeout    time.Duration
 	gitTimeout     time.Duration
 	slowThreshold  time.Duration
+	profileTimeout time.Duration
+	traceWindow    time.Duration // of the flight recorder; 0 for none
 	webhookPrivate bool
 	purge          []string
 	registration   bool   // visitors may create their own accounts
 	sshAddr        string // git over SSH; "" for none
+	slowMail       *slowlog.EmailSink
+	slowWebhook    string
 	gitAddr        string // git://; "" for none
 }
 
@@ -91,6 +101,11 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.slowThreshold, "slow", defaultSlowThreshold, "requests still running after this are reported with their stacks")
 	fs.StringVar(&purge, "purge", "", "front cache `URLs` (http://varnish:6081/,...) told to drop a repository's pages when it stops being public or a force-push drops commits")
 	fs.StringVar(&registration, "registration", "closed", "`closed`: only the administrator adds users (forged user add); open: visitors sign up at /register, as fast as the sign-in limits let them")
+	fs.DurationVar(&c.profileTimeout, "profile-timeout", defaultProfileTimeout, "time limit of a request profiled through an administrator's link (instead of -page-timeout or -git-timeout)")
+	fs.DurationVar(&c.traceWindow, "trace-window", 0, "keep an execution trace of the last `duration` in memory (Go's flight recorder), written beside slow reports and profiles; 0 for none")
+	var slowMail string
+	fs.StringVar(&slowMail, "slow-mail", "", "mail slow-request reports through this SMTP server: `smtp://[user:pass@]host:port?from=ADDR&to=ADDR[,ADDR]` (one per stack signature per 10 minutes, at most 10 per 10 minutes)")
+	fs.StringVar(&c.slowWebhook, "slow-webhook", "", "POST slow-request reports as JSON to this `URL`, throttled as -slow-mail")
 	fs.StringVar(&c.sshAddr, "ssh-addr", "", "serve git over SSH on this `address` (127.0.0.1:2222, say), with a host key kept in the data directory; off by default")
 	fs.StringVar(&c.gitAddr, "git-addr", "", "serve git:// (anonymous, read-only, public repositories) on this `address` (127.0.0.1:9418, say); off by default")
 	fs.BoolVar(&c.webhookPrivate, "webhook-private", false, "let webhooks reach loopback and private addresses (refused by default: repository admins could reach internal services)")
@@ -181,7 +196,22 @@ Flags of serve:
 			c.trustedProxies = append(c.trustedProxies, pfx.Masked())
 		}
 	}
-	for name, d := range map[string]time.Duration{"-page-timeout": c.pageTimeout, "-git-timeout": c.gitTimeout, "-slow": c.slowThreshold} {
+	if slowMail != "" {
+		m, err := parseSlowMail(slowMail)
+		if err != nil {
+			return nil, fmt.Errorf("-slow-mail: %v", err)
+		}
+		c.slowMail = m
+	}
+	if c.slowWebhook != "" {
+		if u, err := url.Parse(c.slowWebhook); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("-slow-webhook: want an http or https URL, not %q", c.slowWebhook)
+		}
+	}
+	if c.traceWindow < 0 {
+		return nil, fmt.Errorf("-trace-window: must not be negative")
+	}
+	for name, d := range map[string]time.Duration{"-page-timeout": c.pageTimeout, "-git-timeout": c.gitTimeout, "-slow": c.slowThreshold, "-profile-timeout": c.profileTimeout} {
 		if d <= 0 {
 			return nil, fmt.Errorf("%s: must be positive", name)
 		}
@@ -207,7 +237,8 @@ type server struct {
 	maint       *forge.Maintainer
 	hooks       *forge.Deliverer
 	watchdog    *slowlog.Watchdog
-	repeats     sync.Map // route, kind and key of repeated work logged
+	flight      *trace.FlightRecorder // nil without -trace-window
+	repeats     sync.Map              // route, kind and key of repeated work logged
 	profiler    *slowlog.Profiler
 	tbox        *timebox.Handler
 	logins      *loginLimiter
@@ -341,9 +372,18 @@ func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server
 	s.maint = &forge.Maintainer{Store: s.forge.Store, Logger: logger}
 	s.maint.Start(0)
 
+	sinks := slowlog.Sinks{slowlog.SlogSink{Logger: logger}, &slowlog.DirSink{Dir: filepath.Join(cfg.data, "slow")}}
+	// Reports that reach people are throttled: one per stack signature
+	// and a few per window, whatever the storm.
+	if cfg.slowMail != nil {
+		sinks = append(sinks, &slowlog.Throttle{Sink: cfg.slowMail})
+	}
+	if cfg.slowWebhook != "" {
+		sinks = append(sinks, &slowlog.Throttle{Sink: slowlog.WebhookSink{URL: cfg.slowWebhook, Client: &http.Client{Timeout: 10 * time.Second}}})
+	}
 	s.watchdog = &slowlog.Watchdog{
 		Threshold: cfg.slowThreshold,
-		Sink:      slowlog.Sinks{slowlog.SlogSink{Logger: logger}, &slowlog.DirSink{Dir: filepath.Join(cfg.data, "slow")}},
+		Sink:      sinks,
 		Logger:    logger,
 		Route:     func(r *http.Request) string { return s.route(r) },
 		RequestID: requestID,
@@ -355,7 +395,20 @@ func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server
 			return name
 		},
 	}
+	if cfg.traceWindow > 0 {
+		// One flight recorder per process: a second server in the same
+		// process (tests) goes without.
+		fr := trace.NewFlightRecorder(trace.FlightRecorderConfig{MinAge: cfg.traceWindow})
+		if err := fr.Start(); err != nil {
+			logger.Warn("no flight recorder", "err", err)
+		} else {
+			s.flight = fr
+			s.watchdog.FlightRecorder = fr
+			s.watchdog.TraceDir = filepath.Join(cfg.data, "slow")
+		}
+	}
 	s.profiler = slowlog.NewProfiler(s.key)
+	s.profiler.FlightRecorder = s.flight
 	s.profiler.Dir = filepath.Join(cfg.data, "profiles")
 	if err := os.MkdirAll(s.profiler.Dir, 0o700); err != nil {
 		return nil, err
@@ -424,6 +477,9 @@ func (s *server) stats() string {
 
 // Close stops the background work and closes the databases.
 func (s *server) Close() error {
+	if s.flight != nil {
+		s.flight.Stop()
+	}
 	if s.forge != nil {
 		s.forge.Wait() // pushes' records and webhooks, before their Meta and Deliverer close
 	}
@@ -688,4 +744,33 @@ func (f *freshConns) wait(d time.Duration) {
 	for f.n.Load() > 0 && time.Now().Before(deadline) {
 		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+// parseSlowMail reads -slow-mail: smtp://[user:pass@]host:port?from=...&to=a,b.
+func parseSlowMail(v string) (*slowlog.EmailSink, error) {
+	u, err := url.Parse(v)
+	if err != nil {
+		return nil, err
+	}
+	if u.Scheme != "smtp" || u.Hostname() == "" || u.Port() == "" {
+		return nil, fmt.Errorf("want smtp://host:port?from=...&to=..., not %q", v)
+	}
+	q := u.Query()
+	m := &slowlog.EmailSink{Addr: u.Host, From: q.Get("from")}
+	for _, to := range strings.Split(q.Get("to"), ",") {
+		if to = strings.TrimSpace(to); to != "" {
+			m.To = append(m.To, to)
+		}
+	}
+	for _, a := range append([]string{m.From}, m.To...) {
+		if _, err := mail.ParseAddress(a); err != nil {
+			return nil, fmt.Errorf("bad address %q in %q: need from= and to=", a, v)
+		}
+	}
+	if u.User != nil {
+		pass, _ := u.User.Password()
+		// net/smtp sends PLAIN credentials only over TLS or to localhost.
+		m.Auth = smtp.PlainAuth("", u.User.Username(), pass, u.Hostname())
+	}
+	return m, nil
 }
