@@ -31,7 +31,7 @@ type Report struct {
 	Annotations []Annotation
 	Suppressed  int    // similar reports not sent since the group's last one
 	Trace       string // file with an execution-trace snapshot, if one was taken
-	Work        Tally  // what the request had done so far, if its context carries a Work
+	Work        *Tally // what the request had done so far; nil if its context carries no Work
 
 	Final  bool   // the request ended; Elapsed is its duration
 	Status int    // its HTTP status, when Final
@@ -72,7 +72,7 @@ func (r *Report) String() string {
 	fmt.Fprintf(&b, "Started: %s\n", r.Start.Format(time.RFC3339Nano))
 	if r.Final {
 		fmt.Fprintf(&b, "Duration: %s\nStatus: %d\n", r.Elapsed.Round(time.Millisecond), r.Status)
-		if !r.Work.IsZero() {
+		if r.Work != nil {
 			fmt.Fprintf(&b, "Work: %s\n", r.Work)
 		}
 		if r.Panic != "" {
@@ -88,7 +88,7 @@ func (r *Report) String() string {
 	if r.Reason != "" {
 		fmt.Fprintf(&b, "Reason: %s\n", r.Reason)
 	}
-	if !r.Work.IsZero() {
+	if r.Work != nil {
 		fmt.Fprintf(&b, "Work: %s\n", r.Work)
 	}
 	fmt.Fprintf(&b, "Host: %s pid %d version %s goroutines %d\n", r.Host, r.PID, r.Version, r.Goroutines)

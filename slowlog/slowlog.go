@@ -476,7 +476,8 @@ func (w *watched) report(now time.Time) *Report {
 		Version:   w.wd.Version,
 	}
 	if wk := WorkFrom(w.Context); wk != nil {
-		r.Work = wk.Tally()
+		t := wk.Tally()
+		r.Work = &t
 	}
 	w.mu.Lock()
 	r.Annotations = append([]Annotation(nil), w.notes...)

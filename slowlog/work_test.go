@@ -2,6 +2,8 @@ package slowlog_test
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -113,4 +115,28 @@ func BenchmarkCountKey(b *testing.B) {
 	for b.Loop() {
 		slowlog.CountKey(ctx, slowlog.Query, time.Microsecond, "SELECT id FROM repos WHERE owner_id = ? AND name = ?", int64(42), "proj")
 	}
+}
+
+// TestReportCarriesWork: a slow report of a request whose context has a
+// Work says what it had done so far.
+func TestReportCarriesWork(t *testing.T) {
+	t.Parallel()
+	reports := make(chan *slowlog.Report, 16)
+	wd := &slowlog.Watchdog{Threshold: 10 * time.Millisecond, Sink: slowlog.SinkFunc(func(ctx context.Context, r *slowlog.Report) error {
+		reports <- r
+		return nil
+	})}
+	defer wd.Close()
+	got := make(chan *slowlog.Report, 1)
+	h := wd.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		slowlog.CountKey(r.Context(), slowlog.Query, time.Millisecond, "SELECT 1")
+		got <- <-reports // stay slow until the report is out
+	}))
+	work := &slowlog.Work{}
+	req := httptest.NewRequest("GET", "/slow", nil)
+	h.ServeHTTP(httptest.NewRecorder(), req.WithContext(slowlog.WithWork(req.Context(), work)))
+	r := <-got
+	require.NotNil(t, r.Work)
+	assert.Equal(t, int64(1), r.Work.Queries)
+	assert.Contains(t, r.String(), "\nWork: 1 query (1ms)\n")
 }
