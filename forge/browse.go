@@ -73,7 +73,7 @@ type Ref struct {
 // Refs returns the branches and tags (tags peeled to their commits), and
 // the default branch (HEAD's target).
 func (b *Browser) Refs(ctx context.Context) (refs []Ref, defaultBranch string, err error) {
-	objs, err := b.objects()
+	objs, err := b.objects(ctx)
 	if err != nil {
 		return nil, "", err
 	}
@@ -91,9 +91,15 @@ func (b *Browser) Refs(ctx context.Context) (refs []Ref, defaultBranch string, e
 	return refs, defaultBranch, nil
 }
 
-// objects opens a reader of the repository's objects for one call.
-func (b *Browser) objects() (*objectReader, error) {
-	return openObjectReader(b.dir, len(plumbing.ZeroHash))
+// objects opens a reader of the repository's objects for one call; the
+// objects it reads are counted into the slowlog.Work of ctx when it is
+// closed.
+func (b *Browser) objects(ctx context.Context) (*objectReader, error) {
+	r, err := openObjectReader(b.dir, len(plumbing.ZeroHash))
+	if r != nil {
+		r.ctx = ctx
+	}
+	return r, err
 }
 
 // Resolve turns a branch, a tag (with slashes too), a full or short
@@ -104,7 +110,7 @@ func (b *Browser) Resolve(ctx context.Context, rev string) (string, error) {
 	if rev == "" || strings.ContainsAny(rev, "^~:@{}\\ ") || strings.HasPrefix(rev, "-") {
 		return "", fmt.Errorf("%w: revision %q", ErrNotFound, rev)
 	}
-	objs, err := b.objects()
+	objs, err := b.objects(ctx)
 	if err != nil {
 		return "", err
 	}
@@ -173,7 +179,7 @@ func (b *Browser) dirEntries(objs *objectReader, commit, dir string) ([]rawEntry
 // Tree lists the directory dir ("" for the root) of commit, directories
 // first, as git ls-tree -l would.
 func (b *Browser) Tree(ctx context.Context, commit, dir string) ([]Entry, error) {
-	objs, err := b.objects()
+	objs, err := b.objects(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -218,7 +224,7 @@ type Blob struct {
 
 // Blob reads the file at p of commit, at most max bytes.
 func (b *Browser) Blob(ctx context.Context, commit, p string, max int64) (*Blob, error) {
-	objs, err := b.objects()
+	objs, err := b.objects(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -268,7 +274,7 @@ func (b *Browser) Log(ctx context.Context, commit string, skip, limit int) ([]*C
 // commit-graph's changed-path Bloom filters ruling out most commits
 // without a tree read. A limit of 0 or less returns them all.
 func (b *Browser) LogPath(ctx context.Context, commit, p string, skip, limit int) ([]*CommitInfo, error) {
-	objs, err := b.objects()
+	objs, err := b.objects(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -322,7 +328,7 @@ func (b *Browser) LastCommits(ctx context.Context, commit, dir string, budget ti
 // walk's counters.
 func (b *Browser) lastCommits(ctx context.Context, commit, dir string, deadline time.Time, known func(plumbing.Hash) map[string]plumbing.Hash) (map[string]plumbing.Hash, bool, walkStats, error) {
 	dir = strings.Trim(dir, "/")
-	objs, err := b.objects()
+	objs, err := b.objects(ctx)
 	if err != nil {
 		return nil, false, walkStats{}, err
 	}
@@ -365,7 +371,7 @@ func (b *Browser) commitInfos(ctx context.Context, found map[string]plumbing.Has
 	if len(found) == 0 {
 		return out, nil
 	}
-	objs, err := b.objects()
+	objs, err := b.objects(ctx)
 	if err != nil {
 		return nil, err
 	}

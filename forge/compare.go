@@ -37,11 +37,11 @@ type Comparison struct {
 // ahead and behind counts, up to maxCommits of the commits between (30
 // if zero) and the diff from the merge base to head within lim.
 func (b *Browser) Compare(ctx context.Context, base, head string, maxCommits int, lim DiffLimits) (*Comparison, error) {
-	hc, err := b.readCommit(head)
+	hc, err := b.readCommit(ctx, head)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := b.readCommit(base); err != nil {
+	if _, err := b.readCommit(ctx, base); err != nil {
 		return nil, err
 	}
 	if maxCommits <= 0 {
@@ -135,7 +135,7 @@ func (b *Browser) output(ctx context.Context, args ...string) (string, error) {
 
 // CommitInfos reads the commits ids names, in that order.
 func (b *Browser) CommitInfos(ctx context.Context, ids []string) ([]*CommitInfo, error) {
-	objs, err := b.objects()
+	objs, err := b.objects(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -157,7 +157,7 @@ func cleanGitEnv() []string {
 // rename and copy detection), which no reimplementation matches line for
 // line, and a commit page is cached forever once made.
 func (b *Browser) Commit(ctx context.Context, commit string, lim DiffLimits) (*CommitDiff, error) {
-	c, err := b.readCommit(commit)
+	c, err := b.readCommit(ctx, commit)
 	if err != nil {
 		return nil, err
 	}
@@ -445,7 +445,7 @@ func truncateString(s string, n int) string {
 // which format-patch does not show, is written in the same form with its
 // diff against the first parent.
 func (b *Browser) Patch(ctx context.Context, commit string, w io.Writer) error {
-	c, err := b.readCommit(commit)
+	c, err := b.readCommit(ctx, commit)
 	if err != nil {
 		return err
 	}
@@ -460,7 +460,7 @@ func (b *Browser) Patch(ctx context.Context, commit string, w io.Writer) error {
 // merge, against its first parent; for a root commit, against the empty
 // tree).
 func (b *Browser) RawDiff(ctx context.Context, commit string, w io.Writer) error {
-	c, err := b.readCommit(commit)
+	c, err := b.readCommit(ctx, commit)
 	if err != nil {
 		return err
 	}

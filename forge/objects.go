@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"compress/zlib"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"syscall"
 
+	"github.com/forgekit/forgekit/slowlog"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/format/packfile"
 	lru "github.com/hashicorp/golang-lru/v2/simplelru"
@@ -38,6 +40,9 @@ type objectReader struct {
 	cacheMem int
 	zr       io.ReadCloser
 	br       *bufio.Reader
+
+	ctx   context.Context // of the call the reader serves, for its Work; may be nil
+	reads int64           // objects read, counted at close
 }
 
 type packOffset struct {
@@ -162,6 +167,10 @@ func (p *packIndex) find(h plumbing.Hash, hashLen int) (int64, bool) {
 }
 
 func (r *objectReader) close() {
+	if r.ctx != nil && r.reads > 0 {
+		slowlog.CountN(r.ctx, slowlog.Object, r.reads, 0)
+		r.reads = 0
+	}
 	for _, p := range r.packs {
 		p.close()
 	}
@@ -171,6 +180,7 @@ func (r *objectReader) close() {
 // read returns the type and content of object h. The content is the
 // caller's, but must not be changed (it may be a cached delta base).
 func (r *objectReader) read(h plumbing.Hash) (plumbing.ObjectType, []byte, error) {
+	r.reads++
 	for i, p := range r.packs {
 		if off, ok := p.find(h, r.hashLen); ok {
 			return r.readAt(i, off, 0)

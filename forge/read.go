@@ -2,6 +2,7 @@ package forge
 
 import (
 	"bytes"
+	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -69,8 +70,8 @@ func readCommit(objs *objectReader, id plumbing.Hash) (*rawCommit, error) {
 }
 
 // readCommit reads commit, a full commit id.
-func (b *Browser) readCommit(commit string) (*rawCommit, error) {
-	objs, err := b.objects()
+func (b *Browser) readCommit(ctx context.Context, commit string) (*rawCommit, error) {
+	objs, err := b.objects(ctx)
 	if err != nil {
 		return nil, err
 	}

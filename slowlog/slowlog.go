@@ -408,7 +408,14 @@ func (wd *Watchdog) Handler(next http.Handler) http.Handler {
 // background job or a render detached from the request that started it,
 // under name. If ctx carries the labels of a watched request or job (the
 // one that started the work), the job's reports name it as their Parent.
+// Its work is counted into the Work of ctx (the request that started it)
+// or, if there is none, into a Work of its own that its reports show.
 func (wd *Watchdog) Do(ctx context.Context, name string, f func(ctx context.Context)) {
+	if WorkFrom(ctx) == nil {
+		// A job of its own counts its own work, for its reports; one
+		// started by a request counts into the request's.
+		ctx = WithWork(ctx, &Work{})
+	}
 	w := wd.begin(ctx, "", name)
 	w.kind = "job"
 	wd.register(w)

@@ -113,6 +113,16 @@ func Count(ctx context.Context, kind Kind, d time.Duration) {
 	}
 }
 
+// CountN counts n units of kind, taking d in all, into the Work of ctx.
+func CountN(ctx context.Context, kind Kind, n int64, d time.Duration) {
+	if w, _ := ctx.Value(workKey{}).(*Work); w != nil && kind < numKinds && n > 0 {
+		w.n[kind].Add(n)
+		if d > 0 {
+			w.d[kind].Add(int64(d))
+		}
+	}
+}
+
 // CountKey is Count for work that has a key, a statement and its
 // arguments or a cache key, which the Work also watches for repeats.
 // The arguments are hashed, not kept.

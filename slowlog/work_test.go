@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -139,4 +140,44 @@ func TestReportCarriesWork(t *testing.T) {
 	require.NotNil(t, r.Work)
 	assert.Equal(t, int64(1), r.Work.Queries)
 	assert.Contains(t, r.String(), "\nWork: 1 query (1ms)\n")
+}
+
+// BenchmarkWorkOverhead: what work accounting adds to a request that
+// makes 3 queries and 5 fragment lookups: the Work and its context
+// value, the counts, the tally for the access log; against the same
+// request without a Work (where counting is a lookup that finds
+// nothing), in the same run.
+func BenchmarkWorkOverhead(b *testing.B) {
+	page := func(ctx context.Context) {
+		for i := range 3 {
+			slowlog.CountKey(ctx, slowlog.Query, time.Microsecond, "SELECT * FROM repos WHERE id = ?", int64(i))
+		}
+		for range 5 {
+			slowlog.CountKey(ctx, slowlog.CacheLookup, 0, "frag")
+		}
+	}
+	base := deepContext(b, nil)
+	var sink slowlog.Tally
+	measure := func(with bool) (time.Duration, float64) {
+		var ms0, ms1 runtime.MemStats
+		runtime.ReadMemStats(&ms0)
+		start := time.Now()
+		for range b.N {
+			if with {
+				w := &slowlog.Work{OnRepeat: func(slowlog.Repeat) {}}
+				page(slowlog.WithWork(base, w))
+				sink = w.Tally()
+			} else {
+				page(base)
+			}
+		}
+		d := time.Since(start)
+		runtime.ReadMemStats(&ms1)
+		return d, float64(ms1.Mallocs-ms0.Mallocs) / float64(b.N)
+	}
+	without, aw := measure(false)
+	with, bw := measure(true)
+	_ = sink
+	b.ReportMetric(float64(with-without)/float64(b.N), "added-ns/req")
+	b.ReportMetric(bw-aw, "added-allocs/req")
 }

@@ -301,7 +301,7 @@ func (s *server) accessLog(next http.Handler) http.Handler {
 		s.log.Info("request", "id", id, "method", r.Method, "route", rt, "path", r.URL.Path,
 			"status", sw.status, "bytes", sw.bytes, "ms", float64(d.Microseconds())/1e3,
 			"queries", t.Queries, "query_ms", ms(t.QueryTime), "cache_lookups", t.CacheLookups,
-			"renders", t.Renders, "git_runs", t.GitRuns, "git_ms", ms(t.GitTime),
+			"renders", t.Renders, "git_runs", t.GitRuns, "git_ms", ms(t.GitTime), "objects", t.Objects,
 			"client", s.clientIP(r), "agent", r.UserAgent())
 	})
 }

@@ -70,7 +70,7 @@ func TestRequestWork(t *testing.T) {
 	var page map[string]any
 	var gitRuns float64
 	for _, l := range logLines(t, logs.String(), "request") {
-		for _, k := range []string{"queries", "query_ms", "cache_lookups", "renders", "git_runs", "git_ms"} {
+		for _, k := range []string{"queries", "query_ms", "cache_lookups", "renders", "git_runs", "git_ms", "objects"} {
 			require.Contains(t, l, k, "every access log line has the work fields")
 		}
 		if l["path"] == "/alice/proj" && l["method"] == "GET" {
