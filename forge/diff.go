@@ -131,8 +131,8 @@ func (b *Browser) git() string {
 // so that its output is git's own (byte-identical to git run with a
 // clean configuration, as a test oracle is).
 func (b *Browser) command(ctx context.Context, args ...string) *timebox.Cmd {
-	slowlog.Count(ctx, slowlog.GitRun, 0) // its time is the caller's: most stream
 	cmd := timebox.Command(ctx, b.git(), args...)
+	cmd.OnExit = func(d time.Duration) { slowlog.Count(ctx, slowlog.GitRun, d) }
 	cmd.Dir = b.dir
 	cmd.Env = append(cleanGitEnv(), "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null", "LC_ALL=C")
 	cmd.Grace = time.Second

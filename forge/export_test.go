@@ -53,3 +53,6 @@ func (m *Meta) PushedForTest(ctx context.Context, repoID int64, at time.Time, si
 // SetClockForTest sets the clock of the metadata (token expiry, the
 // times it records).
 func (m *Meta) SetClockForTest(now func() time.Time) { m.now = now }
+
+// LabelledForTest is labelled, the context of a detached walk.
+var LabelledForTest = labelled

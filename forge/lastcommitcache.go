@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/forgekit/forgekit/slowlog"
 	"github.com/go-git/go-git/v5/plumbing"
 	lru "github.com/hashicorp/golang-lru/v2"
 )
@@ -223,8 +224,9 @@ func (c *LastCommitCache) Get(ctx context.Context, b *Browser, commit, dir strin
 }
 
 // labelled is a context free of ctx's deadline and cancellation that
-// carries its pprof labels (request id, route), so that profiles and
-// slow reports tie the walk to the request that started it.
+// carries its pprof labels (request id, route) and its slowlog.Work, so
+// that profiles, slow reports and work accounting tie the walk to the
+// request that started it.
 func labelled(ctx context.Context) context.Context {
 	var kv []string
 	pprof.ForLabels(ctx, func(k, v string) bool {
@@ -234,6 +236,9 @@ func labelled(ctx context.Context) context.Context {
 	bg := context.Background()
 	if len(kv) > 0 {
 		bg = pprof.WithLabels(bg, pprof.Labels(kv...))
+	}
+	if w := slowlog.WorkFrom(ctx); w != nil {
+		bg = slowlog.WithWork(bg, w) // the walk's objects count as the request's work
 	}
 	return bg
 }

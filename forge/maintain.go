@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/forgekit/forgekit/slowlog"
 	"github.com/forgekit/forgekit/timebox"
 )
 
@@ -57,6 +58,14 @@ type Maintainer struct {
 	Slice int
 	// Logger receives the runs' outcomes. If nil, nothing is logged.
 	Logger *slog.Logger
+
+	// RunDetached, if set, runs each repository's maintenance of a Tick,
+	// for example with a slowlog Watchdog's Do, so that a slow run is
+	// reported with its stacks and its work (its git processes are
+	// counted into the slowlog.Work of its context). It must call f,
+	// with a context derived from ctx, and return when f does. If nil,
+	// runs just run.
+	RunDetached func(ctx context.Context, name string, f func(ctx context.Context))
 
 	mu      sync.Mutex // guards cursor, results and stop
 	cursor  string
@@ -207,7 +216,16 @@ func (m *Maintainer) Tick(ctx context.Context) []MaintainResult {
 		if ok, _, _ := m.needs(r.Dir); !ok {
 			continue
 		}
-		res, err := m.Run(ctx, r)
+		var res MaintainResult
+		var err error
+		ran := false
+		run := func(ctx context.Context) { ran = true; res, err = m.Run(ctx, r) }
+		if m.RunDetached != nil {
+			m.RunDetached(ctx, "maintain "+r.Owner+"/"+r.Name, run)
+		}
+		if !ran {
+			run(ctx) // no hook, or a broken one: the run is not lost
+		}
 		if errors.Is(err, ErrBusy) {
 			continue
 		}
@@ -245,7 +263,9 @@ func (m *Maintainer) Run(ctx context.Context, r Repo) (MaintainResult, error) {
 			cmd := timebox.Command(ctx, git, args...)
 			cmd.Dir = r.Dir
 			cmd.Grace = 5 * time.Second
-			if out, err := cmd.CombinedOutput(); err != nil {
+			cmd.OnExit = func(d time.Duration) { slowlog.Count(ctx, slowlog.GitRun, d) }
+			out, err := cmd.CombinedOutput()
+			if err != nil {
 				return fmt.Errorf("forge: git %s: %w: %s", args[0], err, out)
 			}
 		}

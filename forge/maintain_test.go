@@ -16,6 +16,7 @@ import (
 
 	"github.com/forgekit/forgekit/forge"
 	"github.com/forgekit/forgekit/internal/testenv"
+	"github.com/forgekit/forgekit/slowlog"
 	"github.com/forgekit/forgekit/timebox"
 )
 
@@ -46,9 +47,21 @@ func TestMaintainer(t *testing.T) {
 	require.GreaterOrEqual(t, before, 10)
 
 	m := &forge.Maintainer{Store: s, LooseThreshold: 10, Slice: 1}
+	// Each run goes through RunDetached (a watchdog's Do, in forged),
+	// which sees its work.
+	var jobs []string
+	var work slowlog.Tally
+	m.RunDetached = func(ctx context.Context, name string, f func(context.Context)) {
+		jobs = append(jobs, name)
+		w := &slowlog.Work{}
+		f(slowlog.WithWork(ctx, w))
+		work = w.Tally()
+	}
 	// One repository per tick: the first tick sees ops/busy.
 	res := m.Tick(ctx)
 	require.Len(t, res, 1)
+	assert.Equal(t, []string{"maintain ops/busy"}, jobs)
+	assert.Equal(t, int64(4), work.GitRuns, "repack, commit-graph, prune-packed, prune")
 	assert.NoError(t, res[0].Err)
 	assert.Equal(t, "ops/busy", res[0].Repo)
 	assert.Equal(t, before, res[0].Loose)

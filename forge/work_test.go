@@ -34,3 +34,15 @@ func TestBrowsingWork(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, before+1, work.Tally().Queries)
 }
+
+// TestDetachedWalkCountsForItsRequest: a last-commit walk outlives its
+// request's cancellation but counts into the request's Work.
+func TestDetachedWalkCountsForItsRequest(t *testing.T) {
+	t.Parallel()
+	work := &slowlog.Work{}
+	ctx, cancel := context.WithCancel(slowlog.WithWork(context.Background(), work))
+	cancel()
+	bg := forge.LabelledForTest(ctx)
+	assert.NoError(t, bg.Err(), "not cancelled with the request")
+	assert.Same(t, work, slowlog.WorkFrom(bg))
+}

@@ -34,7 +34,13 @@ type Cmd struct {
 	// DefaultGrace is used.
 	Grace time.Duration
 
-	ctx context.Context
+	// OnExit, if set, is called when Wait returns, with the time since
+	// Start: for accounting of the work a request did (slowlog's Work,
+	// which this package does not import).
+	OnExit func(d time.Duration)
+
+	ctx     context.Context
+	started time.Time
 
 	mu     sync.Mutex // guards the fields below
 	termed bool
@@ -83,12 +89,16 @@ func (c *Cmd) Start() error {
 	if c.WaitDelay == 0 {
 		c.WaitDelay = c.grace() + time.Second
 	}
+	c.started = time.Now()
 	return c.Cmd.Start()
 }
 
 // Wait waits for the command to exit and for the process group to be
 // gone if it was stopped.
 func (c *Cmd) Wait() error {
+	if c.OnExit != nil {
+		defer func() { c.OnExit(time.Since(c.started)) }()
+	}
 	err := c.Cmd.Wait()
 	c.mu.Lock()
 	termed := c.termed

@@ -85,4 +85,12 @@ func TestCommandCompletes(t *testing.T) {
 	_, err = timebox.Command(context.Background(), sh, "-c", "exit 3").CombinedOutput()
 	assert.Error(t, err)
 	assert.NotErrorIs(t, err, timebox.ErrTerminated)
+
+	// OnExit hears of the run once, with its duration, failed or not.
+	var runs []time.Duration
+	cmd := timebox.Command(context.Background(), sh, "-c", "exit 3")
+	cmd.OnExit = func(d time.Duration) { runs = append(runs, d) }
+	assert.Error(t, cmd.Run())
+	require.Len(t, runs, 1)
+	assert.Positive(t, runs[0])
 }

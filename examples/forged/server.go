@@ -370,7 +370,6 @@ func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server
 	}
 
 	s.maint = &forge.Maintainer{Store: s.forge.Store, Logger: logger}
-	s.maint.Start(0)
 
 	sinks := slowlog.Sinks{slowlog.SlogSink{Logger: logger}, &slowlog.DirSink{Dir: filepath.Join(cfg.data, "slow")}}
 	// Reports that reach people are throttled: one per stack signature
@@ -409,6 +408,9 @@ func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server
 	}
 	s.profiler = slowlog.NewProfiler(s.key)
 	s.profiler.FlightRecorder = s.flight
+	// Each repository's maintenance is a watched job with its own work.
+	s.maint.RunDetached = func(ctx context.Context, name string, f func(context.Context)) { s.watchdog.Do(ctx, name, f) }
+	s.maint.Start(0)
 	s.profiler.Dir = filepath.Join(cfg.data, "profiles")
 	if err := os.MkdirAll(s.profiler.Dir, 0o700); err != nil {
 		return nil, err
