@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/forgekit/forgekit/gitproto/internal/netserve"
 )
 
 // Defaults for Daemon's zero fields.
@@ -59,18 +61,10 @@ type Daemon struct {
 	// Logger receives failed sessions. If nil, nothing is logged.
 	Logger *slog.Logger
 
-	once   sync.Once
-	ctx    context.Context // ended by Close
-	cancel context.CancelFunc
+	once sync.Once
+	set  netserve.Set // listeners, connections (each one a session), Close and Shutdown
 
-	mu        sync.Mutex // guards the fields below
-	listeners map[net.Listener]struct{}
-	conns     map[net.Conn]struct{}
-	byAddr    map[string]int
-	closed    bool
-
-	sessions sync.WaitGroup
-	stats    struct{ connections, sessions, refused, rejected, failed atomic.Int64 }
+	stats struct{ connections, sessions, refused, rejected, failed atomic.Int64 }
 }
 
 // DaemonStats are cumulative counters of a Daemon.
@@ -98,10 +92,6 @@ func (d *Daemon) init() {
 		if d.Handler == nil {
 			panic("gitproto: Daemon needs a Handler")
 		}
-		d.ctx, d.cancel = context.WithCancel(context.Background())
-		d.listeners = map[net.Listener]struct{}{}
-		d.conns = map[net.Conn]struct{}{}
-		d.byAddr = map[string]int{}
 	})
 }
 
@@ -109,78 +99,13 @@ func (d *Daemon) init() {
 // ErrDaemonClosed then.
 func (d *Daemon) Serve(l net.Listener) error {
 	d.init()
-	d.mu.Lock()
-	if d.closed {
-		d.mu.Unlock()
-		l.Close()
-		return ErrDaemonClosed
-	}
-	d.listeners[l] = struct{}{}
-	d.mu.Unlock()
-	defer func() {
-		d.mu.Lock()
-		delete(d.listeners, l)
-		d.mu.Unlock()
-	}()
-	var backoff time.Duration
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			d.mu.Lock()
-			closed := d.closed
-			d.mu.Unlock()
-			if closed {
-				return ErrDaemonClosed
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				time.Sleep(backoff)
-				continue
-			}
-			return err
-		}
-		backoff = 0
-		if !d.admit(c) {
-			continue
-		}
-		go d.serveConn(c)
-	}
-}
-
-// admit registers c, or closes it when its address has too many
-// connections; it reports whether c is to be served.
-func (d *Daemon) admit(c net.Conn) bool {
-	d.stats.connections.Add(1)
-	host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	limit := d.MaxConnsPerAddr
-	if limit <= 0 {
-		limit = DefaultMaxConnsPerAddr
-	}
-	if d.closed || d.byAddr[host] >= limit {
-		d.stats.refused.Add(1)
-		c.Close()
-		return false
-	}
-	d.byAddr[host]++
-	d.conns[c] = struct{}{}
-	d.sessions.Add(1)
-	return true
+	return d.set.Serve(l, ErrDaemonClosed, d.serveConn)
 }
 
 // Close stops the listeners and closes every connection at once.
 func (d *Daemon) Close() error {
 	d.init()
-	d.shut()
-	d.cancel()
-	d.mu.Lock()
-	for c := range d.conns {
-		c.Close()
-	}
-	d.mu.Unlock()
-	d.sessions.Wait()
+	d.set.Close()
 	return nil
 }
 
@@ -188,38 +113,26 @@ func (d *Daemon) Close() error {
 // for ctx; then it closes what remains as Close does.
 func (d *Daemon) Shutdown(ctx context.Context) error {
 	d.init()
-	d.shut()
-	done := make(chan struct{})
-	go func() { d.sessions.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-	}
-	d.Close()
-	return ctx.Err()
-}
-
-func (d *Daemon) shut() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.closed = true
-	for l := range d.listeners {
-		l.Close()
-	}
+	return d.set.Shutdown(ctx)
 }
 
 func (d *Daemon) serveConn(c net.Conn) {
-	host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
-	defer func() {
-		c.Close()
-		d.mu.Lock()
-		delete(d.conns, c)
-		if d.byAddr[host]--; d.byAddr[host] <= 0 {
-			delete(d.byAddr, host)
-		}
-		d.mu.Unlock()
-		d.sessions.Done()
-	}()
+	defer c.Close()
+	d.stats.connections.Add(1)
+	limit := d.MaxConnsPerAddr
+	if limit <= 0 {
+		limit = DefaultMaxConnsPerAddr
+	}
+	release := d.set.Admit(c, c.RemoteAddr(), limit)
+	if release == nil {
+		d.stats.refused.Add(1)
+		return
+	}
+	defer release()
+	if !d.set.Begin() {
+		return
+	}
+	defer d.set.End()
 	ic := &IdleConn{Conn: c, Timeout: orDefault(d.IdleTimeout, DefaultIdleTimeout)}
 	c.SetDeadline(time.Now().Add(orDefault(d.RequestTimeout, DefaultRequestTimeout)))
 	p := newPktReader(ic)
@@ -240,7 +153,7 @@ func (d *Daemon) serveConn(c net.Conn) {
 	c.SetDeadline(time.Time{})
 	ic.Start()
 	d.stats.sessions.Add(1)
-	ctx, cancel := context.WithTimeout(d.ctx, orDefault(d.MaxSessionTime, DefaultMaxSessionTime))
+	ctx, cancel := context.WithTimeout(d.set.Context(), orDefault(d.MaxSessionTime, DefaultMaxSessionTime))
 	defer cancel()
 	out := &countWriter{w: ic}
 	err = d.Handler.ServeSession(ctx, &Session{

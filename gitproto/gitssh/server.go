@@ -36,6 +36,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/forgekit/forgekit/gitproto"
+	"github.com/forgekit/forgekit/gitproto/internal/netserve"
 )
 
 // Defaults for Server's zero fields.
@@ -104,18 +105,12 @@ type Server struct {
 
 	once   sync.Once
 	config *ssh.ServerConfig
-	ctx    context.Context // ended by Close; parent of every session
-	cancel context.CancelFunc
+	set    netserve.Set // listeners, connections, running sessions; its Context is every session's parent
 
-	mu        sync.Mutex // guards the fields below
-	listeners map[net.Listener]struct{}
-	conns     map[*ssh.ServerConn]struct{}
-	byAddr    map[string]int // open connections per IP address
-	byKey     map[string]int // running sessions per key fingerprint
-	closed    bool
+	mu    sync.Mutex     // guards byKey
+	byKey map[string]int // running sessions per key fingerprint
 
-	sessions sync.WaitGroup // running sessions, for Shutdown
-	stats    serverStats
+	stats serverStats
 }
 
 // Stats are cumulative counters of a Server.
@@ -151,10 +146,6 @@ func (s *Server) init() {
 		if s.Handler == nil || len(s.HostKeys) == 0 || s.Authenticate == nil {
 			panic("gitssh: Server needs a Handler, HostKeys and Authenticate")
 		}
-		s.ctx, s.cancel = context.WithCancel(context.Background())
-		s.listeners = map[net.Listener]struct{}{}
-		s.conns = map[*ssh.ServerConn]struct{}{}
-		s.byAddr = map[string]int{}
 		s.byKey = map[string]int{}
 		banner := s.Banner
 		if banner == "" {
@@ -175,7 +166,7 @@ func (s *Server) init() {
 // a key offered without a signature as well; it remembers the answer for
 // the signed attempt that follows.
 func (s *Server) publicKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
-	ctx, cancel := context.WithTimeout(s.ctx, s.handshakeTimeout())
+	ctx, cancel := context.WithTimeout(s.set.Context(), s.handshakeTimeout())
 	defer cancel()
 	user, err := s.Authenticate(ctx, key)
 	if err != nil {
@@ -194,57 +185,14 @@ func (s *Server) publicKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permi
 // ErrServerClosed then; other errors of l end it too.
 func (s *Server) Serve(l net.Listener) error {
 	s.init()
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		l.Close()
-		return ErrServerClosed
-	}
-	s.listeners[l] = struct{}{}
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.listeners, l)
-		s.mu.Unlock()
-	}()
-	var backoff time.Duration
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			if s.isClosed() {
-				return ErrServerClosed
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				time.Sleep(backoff)
-				continue
-			}
-			return err
-		}
-		backoff = 0
-		go s.serveConn(c)
-	}
-}
-
-func (s *Server) isClosed() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closed
+	return s.set.Serve(l, ErrServerClosed, s.serveConn)
 }
 
 // Close stops the listeners and closes every connection at once; their
 // sessions' git processes are killed.
 func (s *Server) Close() error {
 	s.init()
-	s.shut()
-	s.cancel()
-	s.mu.Lock()
-	for c := range s.conns {
-		c.Close()
-	}
-	s.mu.Unlock()
-	s.sessions.Wait()
+	s.set.Close()
 	return nil
 }
 
@@ -252,47 +200,20 @@ func (s *Server) Close() error {
 // end, or for ctx; then it closes what remains as Close does.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.init()
-	s.shut()
-	done := make(chan struct{})
-	go func() { s.sessions.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-	}
-	s.Close()
-	return ctx.Err()
-}
-
-func (s *Server) shut() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.closed = true
-	for l := range s.listeners {
-		l.Close()
-	}
+	return s.set.Shutdown(ctx)
 }
 
 func (s *Server) serveConn(c net.Conn) {
 	s.stats.connections.Add(1)
-	host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
-	s.mu.Lock()
-	if s.closed || s.byAddr[host] >= knob(s.MaxConnsPerAddr, DefaultMaxConnsPerAddr) {
-		s.mu.Unlock()
+	release := s.set.Admit(c, c.RemoteAddr(), knob(s.MaxConnsPerAddr, DefaultMaxConnsPerAddr))
+	if release == nil {
 		s.stats.refused.Add(1)
 		c.Close()
 		return
 	}
-	s.byAddr[host]++
-	s.mu.Unlock()
+	defer release()
 	s.stats.open.Add(1)
-	defer func() {
-		s.stats.open.Add(-1)
-		s.mu.Lock()
-		if s.byAddr[host]--; s.byAddr[host] <= 0 {
-			delete(s.byAddr, host)
-		}
-		s.mu.Unlock()
-	}()
+	defer s.stats.open.Add(-1)
 	ic := &gitproto.IdleConn{Conn: c, Timeout: s.idleTimeout()}
 	defer ic.Close()
 	c.SetDeadline(time.Now().Add(s.handshakeTimeout()))
@@ -303,18 +224,15 @@ func (s *Server) serveConn(c net.Conn) {
 	}
 	c.SetDeadline(time.Time{})
 	ic.Start()
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	// Held as well, so that Close ends the SSH connection, not just
+	// the socket under it.
+	unhold := s.set.Hold(sc)
+	if unhold == nil {
 		sc.Close()
 		return
 	}
-	s.conns[sc] = struct{}{}
-	s.mu.Unlock()
 	defer func() {
-		s.mu.Lock()
-		delete(s.conns, sc)
-		s.mu.Unlock()
+		unhold()
 		sc.Close()
 	}()
 	go s.refuseGlobal(reqs)
@@ -407,8 +325,12 @@ func (s *Server) exec(sc *ssh.ServerConn, ch ssh.Channel, user, key, protocol, c
 		fmt.Fprintf(ch.Stderr(), "fatal: too many concurrent sessions for this key; try again later\n")
 		return 128
 	}
+	if !s.set.Begin() {
+		s.mu.Unlock()
+		fmt.Fprintf(ch.Stderr(), "fatal: the server is shutting down\n")
+		return 128
+	}
 	s.byKey[key]++
-	s.sessions.Add(1)
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
@@ -416,10 +338,10 @@ func (s *Server) exec(sc *ssh.ServerConn, ch ssh.Channel, user, key, protocol, c
 			delete(s.byKey, key)
 		}
 		s.mu.Unlock()
-		s.sessions.Done()
+		s.set.End()
 	}()
 	s.stats.sessions.Add(1)
-	ctx, cancel := context.WithTimeoutCause(context.WithValue(s.ctx, fingerprintKey{}, key), s.maxSessionTime(), errSessionTime)
+	ctx, cancel := context.WithTimeoutCause(context.WithValue(s.set.Context(), fingerprintKey{}, key), s.maxSessionTime(), errSessionTime)
 	defer cancel()
 	// A client that hangs up ends the session at once: the channel's
 	// close makes its reads fail, which stops the service's input, and
