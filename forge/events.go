@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -79,6 +80,14 @@ type Deliverer struct {
 	// Logger receives failed deliveries. If nil, nothing is logged.
 	Logger *slog.Logger
 
+	// Enqueue, if set, takes each delivery Push records, by its id, to
+	// a durable queue whose worker calls Attempt until it returns nil or
+	// the queue gives up (forged: a River job), so that a delivery
+	// outlives the process that recorded it. Push then starts no
+	// goroutine. If nil, deliveries are retried in this process's
+	// background, and one waiting when it stops is not sent.
+	Enqueue func(ctx context.Context, deliveryID int64) error
+
 	wg   sync.WaitGroup
 	stop chan struct{}
 	once sync.Once
@@ -117,6 +126,12 @@ func (d *Deliverer) Push(ctx context.Context, repoID int64, ev PushEvent) error 
 		if err != nil {
 			return fmt.Errorf("forge: %w", err)
 		}
+		if d.Enqueue != nil {
+			if err := d.Enqueue(ctx, id); err != nil {
+				return fmt.Errorf("forge: queueing delivery %d: %w", id, err)
+			}
+			continue
+		}
 		d.wg.Add(1)
 		go func() {
 			defer d.wg.Done()
@@ -124,6 +139,58 @@ func (d *Deliverer) Push(ctx context.Context, repoID int64, ev PushEvent) error 
 		}()
 	}
 	return nil
+}
+
+// Attempt makes one attempt of the recorded delivery id and records it.
+// It returns nil when the delivery succeeded, or when nothing is left to
+// do (it was delivered already, or its webhook is gone): a queue may run
+// it more than once. Otherwise it returns why the attempt failed, for
+// the queue to retry.
+func (d *Deliverer) Attempt(ctx context.Context, deliveryID int64) error {
+	var h Webhook
+	var payload string
+	var attempts int
+	var deliveredAt int64
+	err := d.Meta.queryRow(ctx, `SELECT w.id, w.repo_id, w.url, w.secret, d.payload, d.attempts, d.delivered_at
+		FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = ?`, deliveryID).
+		Scan(&h.ID, &h.RepoID, &h.URL, &h.Secret, &payload, &attempts, &deliveredAt)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && deliveredAt != 0) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("forge: delivery %d: %w", deliveryID, err)
+	}
+	client := d.Client
+	if client == nil {
+		client = webhookClient(d.AllowPrivate)
+	}
+	return d.attempt(ctx, client, h, deliveryID, []byte(payload), attempts+1)
+}
+
+// attempt sends delivery id, try n, and records the outcome.
+func (d *Deliverer) attempt(ctx context.Context, client *http.Client, h Webhook, deliveryID int64, body []byte, n int) error {
+	status, err := d.send(client, h, deliveryID, body)
+	errText := ""
+	if err != nil {
+		errText = err.Error()
+	}
+	ok := err == nil && status >= 200 && status < 300
+	var at int64
+	if ok {
+		at = time.Now().Unix()
+	}
+	d.Meta.exec(context.WithoutCancel(ctx), `UPDATE webhook_deliveries SET attempts = ?, status = ?, error = ?, delivered_at = ? WHERE id = ?`,
+		n, status, errText, at, deliveryID)
+	if ok {
+		return nil
+	}
+	if d.Logger != nil {
+		d.Logger.Warn("forge: webhook delivery failed", "url", h.URL, "attempt", n, "status", status, "err", err)
+	}
+	if err == nil {
+		err = fmt.Errorf("forge: webhook answered %d", status)
+	}
+	return err
 }
 
 func (d *Deliverer) deliver(h Webhook, deliveryID int64, body []byte) {
@@ -141,23 +208,8 @@ func (d *Deliverer) deliver(h Webhook, deliveryID int64, body []byte) {
 	}
 	ctx := context.Background()
 	for i := 1; i <= attempts; i++ {
-		status, err := d.send(client, h, deliveryID, body)
-		errText := ""
-		if err != nil {
-			errText = err.Error()
-		}
-		ok := err == nil && status >= 200 && status < 300
-		var at int64
-		if ok {
-			at = time.Now().Unix()
-		}
-		d.Meta.exec(ctx, `UPDATE webhook_deliveries SET attempts = ?, status = ?, error = ?, delivered_at = ? WHERE id = ?`,
-			i, status, errText, at, deliveryID)
-		if ok {
+		if d.attempt(ctx, client, h, deliveryID, body, i) == nil {
 			return
-		}
-		if d.Logger != nil {
-			d.Logger.Warn("forge: webhook delivery failed", "url", h.URL, "attempt", i, "status", status, "err", err)
 		}
 		if i == attempts {
 			return

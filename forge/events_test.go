@@ -3,6 +3,7 @@ package forge_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -128,4 +129,47 @@ func TestWebhooksStayOutside(t *testing.T) {
 	}, 10*time.Second, 5*time.Millisecond)
 	assert.Contains(t, log[0].Error, "loopback, private")
 	assert.Zero(t, hits.Load())
+}
+
+// TestWebhookQueued: with Enqueue, Push hands each recorded delivery to
+// the queue; Attempt sends it once per call, records each try, and does
+// nothing more once it succeeded (a queue may run a job twice).
+func TestWebhookQueued(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	var calls atomic.Int32
+	var ids []string
+	hook := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		ids = append(ids, r.Header.Get("X-Forgekit-Delivery"))
+		if calls.Add(1) == 1 {
+			rw.WriteHeader(http.StatusServiceUnavailable)
+		}
+	}))
+	defer hook.Close()
+	info, _ := w.f.Meta.RepoInfo(ctx, "owner", "public")
+	h, err := w.f.AddWebhook(ctx, info.ID, hook.URL, "k")
+	require.NoError(t, err)
+	var queued []int64
+	d := &forge.Deliverer{Meta: w.f.Meta, AllowPrivate: true, Enqueue: func(ctx context.Context, id int64) error {
+		queued = append(queued, id)
+		return nil
+	}}
+	defer d.Close()
+	require.NoError(t, d.Push(ctx, info.ID, forge.PushEvent{Repo: "owner/public"}))
+	require.Len(t, queued, 1)
+	assert.Zero(t, calls.Load(), "nothing sent by Push itself")
+
+	assert.ErrorContains(t, d.Attempt(ctx, queued[0]), "503")
+	assert.NoError(t, d.Attempt(ctx, queued[0]))
+	assert.NoError(t, d.Attempt(ctx, queued[0]), "delivered already: nothing to do")
+	assert.NoError(t, d.Attempt(ctx, 1<<40), "no such delivery: nothing to do")
+	assert.Equal(t, int32(2), calls.Load())
+	assert.Equal(t, []string{fmt.Sprint(queued[0]), fmt.Sprint(queued[0])}, ids, "one delivery id, for receivers to drop duplicates")
+	log, err := w.f.Meta.Deliveries(ctx, h.ID, 10)
+	require.NoError(t, err)
+	require.Len(t, log, 1)
+	assert.Equal(t, 2, log[0].Attempts)
+	assert.Equal(t, 200, log[0].Status)
+	assert.False(t, log[0].DeliveredAt.IsZero())
 }

@@ -236,6 +236,7 @@ type server struct {
 	lastCommits *forge.LastCommitCache
 	maint       *forge.Maintainer
 	hooks       *forge.Deliverer
+	queue       *queue // River: webhook deliveries
 	watchdog    *slowlog.Watchdog
 	flight      *trace.FlightRecorder // nil without -trace-window
 	repeats     sync.Map              // route, kind and key of repeated work logged
@@ -288,6 +289,12 @@ func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server
 	s.forge.Logger = logger
 	s.hooks = &forge.Deliverer{Meta: s.forge.Meta, Logger: logger, AllowPrivate: cfg.webhookPrivate}
 	s.forge.Deliverer = s.hooks
+	// Deliveries are jobs of the durable queue: one waiting for its
+	// retry when this process stops is sent by the next.
+	if s.queue, err = openQueue(ctx, cfg.data, cfg.db, s.hooks, forge.DefaultBackoff, logger); err != nil {
+		return nil, err
+	}
+	s.hooks.Enqueue = s.queue.enqueueDelivery
 	s.forge.OnPush = append(s.forge.OnPush, func(ctx context.Context, ev forge.PushEvent) { s.settings.pushed(ctx, ev) })
 
 	var views counting.Store
@@ -484,6 +491,9 @@ func (s *server) Close() error {
 	}
 	if s.forge != nil {
 		s.forge.Wait() // pushes' records and webhooks, before their Meta and Deliverer close
+	}
+	if s.queue != nil {
+		s.queue.close() // its workers use the Deliverer and the Meta
 	}
 	if s.purger != nil {
 		s.purger.wait()

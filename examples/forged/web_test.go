@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -639,6 +640,7 @@ func TestDataIsPrivate(t *testing.T) {
 		{"cache/lastcommits", 0o700},
 		{"forge.db", 0o600},
 		{"views.db", 0o600},
+		{"queue.db", 0o600},
 		{"secret.key", 0o600},
 	} {
 		fi, err := os.Stat(filepath.Join(data, tc.path))
@@ -796,4 +798,56 @@ func TestLoginLimitsHold(t *testing.T) {
 	assert.Equal(t, http.StatusServiceUnavailable, r.code)
 	_, ok := f.s.logins.begin("192.0.2.50", "bob")
 	assert.True(t, ok, "outages are not failed logins")
+}
+
+// TestWebhookSurvivesRestart: a delivery whose receiver is down when
+// forged stops is sent by the next forged on the same data directory,
+// once the receiver is back: deliveries are jobs of the durable queue,
+// not goroutines of a process.
+func TestWebhookSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	data := t.TempDir()
+	// The receiver's address, refusing connections until it starts.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	l.Close()
+
+	a := newInstance(t, data, "-webhook-private")
+	a.user("alice")
+	tok := a.token("alice")
+	a.mustCLI("", "repo", "create", "alice/proj")
+	ctx := context.Background()
+	info, err := a.s.forge.Meta.RepoInfo(ctx, "alice", "proj")
+	require.NoError(t, err)
+	h, err := a.s.forge.AddWebhook(ctx, info.ID, "http://"+addr+"/hook", "s")
+	require.NoError(t, err)
+	a.pushSample("alice/proj", "alice", tok)
+	waitFor(t, "the first, failed attempt", 20*time.Second, func() bool {
+		d, _ := a.s.forge.Meta.Deliveries(ctx, h.ID, 10)
+		return len(d) == 1 && d[0].Attempts >= 1
+	})
+	a.ts.Close()
+	a.s.Close() // stopped with the delivery waiting for its retry
+
+	got := make(chan string, 4)
+	rl, err := net.Listen("tcp", addr)
+	require.NoError(t, err)
+	recv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Header.Get("X-Forgekit-Delivery")
+	})}
+	go recv.Serve(rl)
+	defer recv.Close()
+
+	b := newInstance(t, data, "-webhook-private")
+	select {
+	case id := <-got:
+		assert.NotEmpty(t, id)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the delivery was lost with the process that recorded it")
+	}
+	waitFor(t, "the delivery log", 10*time.Second, func() bool {
+		d, _ := b.s.forge.Meta.Deliveries(ctx, h.ID, 10)
+		return len(d) == 1 && !d[0].DeliveredAt.IsZero() && d[0].Status == http.StatusOK
+	})
 }
