@@ -47,11 +47,9 @@ func (w *deliveryWorker) Work(ctx context.Context, job *river.Job[deliveryArgs])
 	return w.hooks.Attempt(ctx, job.Args.DeliveryID)
 }
 
-// Timeout bounds one attempt: a receiver that hangs does not hold a
+// jobTimeout bounds one attempt: a receiver that hangs does not hold a
 // worker past the webhook client's own limit.
-func (w *deliveryWorker) Timeout(*river.Job[deliveryArgs]) time.Duration {
-	return forge.DefaultHookWait + 5*time.Second
-}
+const jobTimeout = forge.DefaultHookWait + 5*time.Second
 
 // backoff retries after backoffBase, doubling per failed attempt.
 type backoff struct{ base time.Duration }
@@ -76,12 +74,17 @@ func openQueue(ctx context.Context, data, dsn string, hooks *forge.Deliverer, re
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &deliveryWorker{hooks: hooks})
 	cfg := &river.Config{
-		Queues:            map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 10}},
-		Workers:           workers,
-		RetryPolicy:       backoff{base: retry},
-		Logger:            logger,
-		FetchCooldown:     20 * time.Millisecond,
-		FetchPollInterval: 200 * time.Millisecond,
+		Queues:      map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 10}},
+		Workers:     workers,
+		RetryPolicy: backoff{base: retry},
+		// A job of a process killed while it ran stays "running" until
+		// the rescuer (every 30 s) finds it older than this, and
+		// retries it: at least once, across kill -9.
+		JobTimeout:           jobTimeout,
+		RescueStuckJobsAfter: 2 * jobTimeout,
+		Logger:               logger,
+		FetchCooldown:        20 * time.Millisecond,
+		FetchPollInterval:    200 * time.Millisecond,
 	}
 	if dsn == "" {
 		path := filepath.Join(data, "queue.db")
