@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -77,7 +78,9 @@ func (ir *idleReader) done() {
 }
 
 // limitReader fails with ErrTooLarge, rather than a quiet EOF, when the
-// input exceeds limit.
+// input exceeds limit. It counts into *n atomically: a session's input
+// is read by a goroutine that may still run when the session's record
+// is made.
 type limitReader struct {
 	r     io.Reader
 	limit int64 // 0: unlimited
@@ -86,7 +89,7 @@ type limitReader struct {
 
 func (l *limitReader) Read(p []byte) (int, error) {
 	if l.limit > 0 {
-		left := l.limit - *l.n
+		left := l.limit - atomic.LoadInt64(l.n)
 		if left <= 0 {
 			// Probe for one more byte: exactly limit bytes is fine.
 			var one [1]byte
@@ -102,6 +105,6 @@ func (l *limitReader) Read(p []byte) (int, error) {
 		}
 	}
 	n, err := l.r.Read(p)
-	*l.n += int64(n)
+	atomic.AddInt64(l.n, int64(n))
 	return n, err
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -65,8 +66,10 @@ func (h *Handler) ServeSession(ctx context.Context, s *Session) (err error) {
 	info := &RequestInfo{Service: s.Service, Repo: strings.TrimPrefix(s.Repo, "/")}
 	start := time.Now()
 	out := &countWriter{w: s.Stdout}
+	var bytesIn int64 // counted by the goroutine feeding git, which may outlive the session
 	defer func() {
 		info.Duration, info.BytesOut, info.Err = time.Since(start), out.n, err
+		info.BytesIn = atomic.LoadInt64(&bytesIn)
 		h.stats.bytesOut.Add(out.n)
 		h.stats.bytesIn.Add(info.BytesIn)
 		if err != nil {
@@ -111,7 +114,7 @@ func (h *Handler) ServeSession(ctx context.Context, s *Session) (err error) {
 	if stderr != nil {
 		stderr = bestEffort{stderr}
 	}
-	in := &limitReader{r: s.Stdin, n: &info.BytesIn}
+	in := &limitReader{r: s.Stdin, n: &bytesIn}
 	switch {
 	case s.Service == ReceivePack:
 		h.stats.receivePacks.Add(1)
