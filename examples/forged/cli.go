@@ -94,6 +94,7 @@ type command struct {
 // cli is what a command runs with.
 type cli struct {
 	f              *forge.Forge
+	data, db       string // the -data directory and -db DSN
 	stdin          io.Reader
 	stdout, stderr io.Writer
 }
@@ -120,6 +121,9 @@ var commands = []command{
 	{name: "token create", args: "USER", nargs: 1, help: "create an access token (shown once)", flags: tokenCreate},
 	{name: "token list", args: "USER", nargs: 1, help: "list a user's tokens", flags: noFlags(tokenList)},
 	{name: "token revoke", args: "USER TOKEN-NAME", nargs: 2, help: "revoke a token, at once", flags: noFlags(tokenRevoke)},
+	{name: "jobs list", help: "list the background jobs (webhook deliveries), newest first (-state: only those)", flags: jobsList},
+	{name: "jobs retry", args: "ID", nargs: 1, help: "run a failed, cancelled or waiting job again now", flags: noFlags(jobsRetry)},
+	{name: "jobs cancel", args: "ID", nargs: 1, help: "cancel a job that has not completed", flags: noFlags(jobsCancel)},
 }
 
 func findCommand(name string) *command {
@@ -210,7 +214,7 @@ func operate(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		return err
 	}
 	defer f.Meta.Close()
-	return run(ctx, &cli{f: f, stdin: stdin, stdout: stdout, stderr: stderr}, pos)
+	return run(ctx, &cli{f: f, data: *data, db: *db, stdin: stdin, stdout: stdout, stderr: stderr}, pos)
 }
 
 // ownerName splits OWNER/NAME.

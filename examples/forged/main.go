@@ -52,7 +52,7 @@ func main() {
 func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) > 0 {
 		switch args[0] {
-		case "user", "repo", "token":
+		case "user", "repo", "token", "jobs":
 			return operate(ctx, args, stdin, stdout, stderr)
 		case "version":
 			return version(stdout)

@@ -3,11 +3,17 @@ package main
 import (
 	"context"
 	"database/sql"
+	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -69,11 +75,13 @@ type queue struct {
 // openQueue opens the queue's database, migrates River's tables and
 // starts its workers.
 func openQueue(ctx context.Context, data, dsn string, hooks *forge.Deliverer, retry time.Duration, logger *slog.Logger) (*queue, error) {
-	q := &queue{hooks: hooks}
-	var err error
+	driver, db, err := openQueueDB(ctx, data, dsn)
+	if err != nil {
+		return nil, err
+	}
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &deliveryWorker{hooks: hooks})
-	cfg := &river.Config{
+	client, err := river.NewClient(driver, &river.Config{
 		Queues:      map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 10}},
 		Workers:     workers,
 		RetryPolicy: backoff{base: retry},
@@ -85,61 +93,81 @@ func openQueue(ctx context.Context, data, dsn string, hooks *forge.Deliverer, re
 		Logger:               logger,
 		FetchCooldown:        20 * time.Millisecond,
 		FetchPollInterval:    200 * time.Millisecond,
+	})
+	if err == nil {
+		err = client.Start(context.WithoutCancel(ctx))
 	}
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("queue: %w", err)
+	}
+	return &queue{client: client, db: db, hooks: hooks}, nil
+}
+
+// openQueueAdmin opens the queue for forged jobs: a client that runs
+// nothing, to list, retry and cancel jobs.
+func openQueueAdmin(ctx context.Context, data, dsn string) (*river.Client[*sql.Tx], *sql.DB, error) {
+	driver, db, err := openQueueDB(ctx, data, dsn)
+	if err != nil {
+		return nil, nil, err
+	}
+	client, err := river.NewClient(driver, &river.Config{})
+	if err != nil {
+		db.Close()
+		return nil, nil, fmt.Errorf("queue: %w", err)
+	}
+	return client, db, nil
+}
+
+// openQueueDB opens the queue's database, DATA/queue.db or the
+// PostgreSQL database of dsn, and migrates River's tables.
+func openQueueDB(ctx context.Context, data, dsn string) (riverdriver.Driver[*sql.Tx], *sql.DB, error) {
 	if dsn == "" {
 		path := filepath.Join(data, "queue.db")
 		// Private from the start: SQLite gives its -wal and -shm files
 		// the mode of the database's.
-		f, ferr := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
-		if ferr != nil {
-			return nil, fmt.Errorf("queue: %w", ferr)
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+		if err != nil {
+			return nil, nil, fmt.Errorf("queue: %w", err)
 		}
 		f.Close()
-		if q.db, err = sql.Open("sqlite3", "file:"+path+"?_journal_mode=WAL&_busy_timeout=5000&_txlock=immediate"); err != nil {
-			return nil, fmt.Errorf("queue: %w", err)
+		db, err := sql.Open("sqlite3", "file:"+path+"?_journal_mode=WAL&_busy_timeout=5000&_txlock=immediate")
+		if err != nil {
+			return nil, nil, fmt.Errorf("queue: %w", err)
 		}
-		q.db.SetMaxOpenConns(1)
-		driver := riversqlite.New(q.db)
+		db.SetMaxOpenConns(1)
+		driver := riversqlite.New(db)
 		if err := migrateQueue(ctx, driver); err != nil {
-			q.db.Close()
-			return nil, err
+			db.Close()
+			return nil, nil, err
 		}
-		q.client, err = river.NewClient(driver, cfg)
-	} else {
-		if q.db, err = sql.Open("pgx", dsn); err != nil {
-			return nil, fmt.Errorf("queue: %w", err)
-		}
-		driver := riverdatabasesql.New(q.db)
-		// Instances starting together on one database migrate in turn.
-		conn, cerr := q.db.Conn(ctx)
-		if cerr == nil {
-			_, cerr = conn.ExecContext(ctx, `SELECT pg_advisory_lock(7270006)`)
-		}
-		if cerr != nil {
-			q.db.Close()
-			return nil, fmt.Errorf("queue: %w", cerr)
-		}
-		merr := migrateQueue(ctx, driver)
-		conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(7270006)`)
-		conn.Close()
-		if merr != nil {
-			q.db.Close()
-			return nil, merr
-		}
-		q.client, err = river.NewClient(driver, cfg)
+		return driver, db, nil
+	}
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		return nil, nil, fmt.Errorf("queue: %w", err)
+	}
+	driver := riverdatabasesql.New(db)
+	// Instances starting together on one database migrate in turn.
+	conn, err := db.Conn(ctx)
+	if err == nil {
+		_, err = conn.ExecContext(ctx, `SELECT pg_advisory_lock(7270006)`)
 	}
 	if err != nil {
-		q.db.Close()
-		return nil, fmt.Errorf("queue: %w", err)
+		db.Close()
+		return nil, nil, fmt.Errorf("queue: %w", err)
 	}
-	if err := q.client.Start(context.WithoutCancel(ctx)); err != nil {
-		q.db.Close()
-		return nil, fmt.Errorf("queue: %w", err)
+	err = migrateQueue(ctx, driver)
+	conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(7270006)`)
+	conn.Close()
+	if err != nil {
+		db.Close()
+		return nil, nil, err
 	}
-	return q, nil
+	return driver, db, nil
 }
 
-func migrateQueue[T any](ctx context.Context, driver riverdriver.Driver[T]) error {
+func migrateQueue(ctx context.Context, driver riverdriver.Driver[*sql.Tx]) error {
 	m, err := rivermigrate.New(driver, nil)
 	if err != nil {
 		return fmt.Errorf("queue: %w", err)
@@ -170,4 +198,100 @@ func (q *queue) close() {
 		q.client.StopAndCancel(context.Background())
 	}
 	q.db.Close()
+}
+
+// jobStates are River's job states, for forged jobs list -state.
+var jobStates = []rivertype.JobState{
+	rivertype.JobStateAvailable, rivertype.JobStateCancelled, rivertype.JobStateCompleted, rivertype.JobStateDiscarded,
+	rivertype.JobStatePending, rivertype.JobStateRetryable, rivertype.JobStateRunning, rivertype.JobStateScheduled,
+}
+
+func jobsList(fs *flag.FlagSet) func(context.Context, *cli, []string) error {
+	state := fs.String("state", "", "only jobs in this `state`: available, scheduled, running, retryable, discarded (failed for good), cancelled, completed")
+	limit := fs.Int("n", 100, "at most this many jobs")
+	return func(ctx context.Context, c *cli, _ []string) error {
+		client, db, err := openQueueAdmin(ctx, c.data, c.db)
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		params := river.NewJobListParams().OrderBy(river.JobListOrderByID, river.SortOrderDesc).First(max(*limit, 1))
+		if *state != "" {
+			if !slices.Contains(jobStates, rivertype.JobState(*state)) {
+				return fmt.Errorf("-state: %q is not a job state", *state)
+			}
+			params = params.States(rivertype.JobState(*state))
+		}
+		res, err := client.JobList(ctx, params)
+		if err != nil {
+			return fmt.Errorf("queue: %w", err)
+		}
+		tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tKIND\tSTATE\tATTEMPTS\tARGS\tAT\tLAST ERROR")
+		for _, j := range res.Jobs {
+			at := j.ScheduledAt
+			if j.FinalizedAt != nil {
+				at = *j.FinalizedAt
+			}
+			lastErr := ""
+			if n := len(j.Errors); n > 0 {
+				lastErr = truncateLine(j.Errors[n-1].Error, 80)
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%d/%d\t%s\t%s\t%s\n", j.ID, j.Kind, j.State, j.Attempt, j.MaxAttempts,
+				j.EncodedArgs, at.UTC().Format(time.RFC3339), lastErr)
+		}
+		return tw.Flush()
+	}
+}
+
+func jobID(s string) (int64, error) {
+	id, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || id <= 0 {
+		return 0, fmt.Errorf("%q is not a job id (see forged jobs list)", s)
+	}
+	return id, nil
+}
+
+func jobsRetry(ctx context.Context, c *cli, pos []string) error {
+	return jobAction(ctx, c, pos[0], "retried", func(client *river.Client[*sql.Tx], id int64) (*rivertype.JobRow, error) {
+		return client.JobRetry(ctx, id)
+	})
+}
+
+func jobsCancel(ctx context.Context, c *cli, pos []string) error {
+	return jobAction(ctx, c, pos[0], "cancelled", func(client *river.Client[*sql.Tx], id int64) (*rivertype.JobRow, error) {
+		return client.JobCancel(ctx, id)
+	})
+}
+
+func jobAction(ctx context.Context, c *cli, arg, done string, act func(*river.Client[*sql.Tx], int64) (*rivertype.JobRow, error)) error {
+	id, err := jobID(arg)
+	if err != nil {
+		return err
+	}
+	client, db, err := openQueueAdmin(ctx, c.data, c.db)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	j, err := act(client, id)
+	if errors.Is(err, rivertype.ErrNotFound) {
+		return fmt.Errorf("no job %d", id)
+	}
+	if err != nil {
+		return fmt.Errorf("queue: %w", err)
+	}
+	fmt.Fprintf(c.stdout, "job %d (%s) %s: now %s\n", j.ID, j.Kind, done, j.State)
+	return nil
+}
+
+// truncateLine is the first line of s, at most n bytes.
+func truncateLine(s string, n int) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	if len(s) > n {
+		s = s[:n-3] + "..."
+	}
+	return s
 }

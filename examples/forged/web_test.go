@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -850,4 +851,62 @@ func TestWebhookSurvivesRestart(t *testing.T) {
 		d, _ := b.s.forge.Meta.Deliveries(ctx, h.ID, 10)
 		return len(d) == 1 && !d[0].DeliveredAt.IsZero() && d[0].Status == http.StatusOK
 	})
+}
+
+// TestJobsCommands: a delivery that keeps failing ends up visible as
+// discarded in forged jobs list, never silently dropped; forged jobs
+// retry runs it again; unknown ids and states are clear errors.
+func TestJobsCommands(t *testing.T) {
+	t.Parallel()
+	var fail atomic.Bool
+	fail.Store(true)
+	got := make(chan string, 4)
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if fail.Load() {
+			w.WriteHeader(http.StatusInternalServerError)
+			return
+		}
+		got <- r.Header.Get("X-Forgekit-Delivery")
+	}))
+	defer recv.Close()
+	f := newForge(t, "-webhook-private")
+	f.s.hooks.Attempts = 1 // given up after one failure
+	f.user("alice")
+	tok := f.token("alice")
+	f.mustCLI("", "repo", "create", "alice/proj")
+	ctx := context.Background()
+	info, err := f.s.forge.Meta.RepoInfo(ctx, "alice", "proj")
+	require.NoError(t, err)
+	_, err = f.s.forge.AddWebhook(ctx, info.ID, recv.URL, "s")
+	require.NoError(t, err)
+	f.pushSample("alice/proj", "alice", tok)
+
+	var line string
+	waitFor(t, "the discarded job", 20*time.Second, func() bool {
+		out := f.mustCLI("", "jobs", "list", "-state", "discarded")
+		for _, l := range strings.Split(out, "\n") {
+			if strings.Contains(l, "webhook_delivery") {
+				line = l
+				return true
+			}
+		}
+		return false
+	})
+	assert.Contains(t, line, "1/1")
+	assert.Contains(t, line, "500")
+	id := strings.Fields(line)[0]
+
+	fail.Store(false)
+	assert.Contains(t, f.mustCLI("", "jobs", "retry", id), "retried: now available")
+	select {
+	case <-got:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the retried job did not run")
+	}
+	_, err = f.cli("", "jobs", "cancel", "999999")
+	assert.ErrorContains(t, err, "no job 999999")
+	_, err = f.cli("", "jobs", "list", "-state", "sleeping")
+	assert.ErrorContains(t, err, "not a job state")
+	_, err = f.cli("", "jobs", "retry", "x")
+	assert.ErrorContains(t, err, "not a job id")
 }
