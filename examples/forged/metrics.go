@@ -41,6 +41,9 @@ func newMetrics(s *server) *metrics {
 	}
 	m.reg.MustRegister(m.requests, m.bytes, m.queries,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if s.queue != nil {
+		m.reg.MustRegister(newJobsCollector(s.queue))
+	}
 	gauge := func(name, help string, f func() float64) {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
 	}

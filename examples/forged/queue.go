@@ -16,6 +16,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver"
 	"github.com/riverqueue/river/riverdriver/riverdatabasesql"
@@ -294,4 +295,51 @@ func truncateLine(s string, n int) string {
 		s = s[:n-3] + "..."
 	}
 	return s
+}
+
+// jobsCollector reports the queue to Prometheus at each scrape: jobs by
+// kind and state (depth: available, scheduled, retryable, running;
+// failures for good: discarded), and the age of the oldest job waiting
+// for a worker.
+type jobsCollector struct {
+	q             *queue
+	jobs, waiting *prometheus.Desc
+}
+
+func newJobsCollector(q *queue) *jobsCollector {
+	return &jobsCollector{
+		q: q,
+		jobs: prometheus.NewDesc("forged_jobs", "Background jobs by kind and state (discarded: failed for good).",
+			[]string{"kind", "state"}, nil),
+		waiting: prometheus.NewDesc("forged_jobs_oldest_waiting_seconds", "Age of the oldest job waiting for a worker.", nil, nil),
+	}
+}
+
+func (c *jobsCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.jobs
+	ch <- c.waiting
+}
+
+func (c *jobsCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	rows, err := c.q.db.QueryContext(ctx, `SELECT kind, state, COUNT(*) FROM river_job
+		WHERE state IN ('available', 'scheduled', 'retryable', 'running', 'discarded') GROUP BY kind, state`)
+	if err == nil {
+		for rows.Next() {
+			var kind, state string
+			var n int64
+			if rows.Scan(&kind, &state, &n) == nil {
+				ch <- prometheus.MustNewConstMetric(c.jobs, prometheus.GaugeValue, float64(n), kind, state)
+			}
+		}
+		rows.Close()
+	}
+	oldest := 0.0
+	res, err := c.q.client.JobList(ctx, river.NewJobListParams().States(rivertype.JobStateAvailable).
+		OrderBy(river.JobListOrderByScheduledAt, river.SortOrderAsc).First(1))
+	if err == nil && len(res.Jobs) == 1 {
+		oldest = max(time.Since(res.Jobs[0].ScheduledAt).Seconds(), 0)
+	}
+	ch <- prometheus.MustNewConstMetric(c.waiting, prometheus.GaugeValue, oldest)
 }

@@ -895,6 +895,9 @@ func TestJobsCommands(t *testing.T) {
 	assert.Contains(t, line, "1/1")
 	assert.Contains(t, line, "500")
 	id := strings.Fields(line)[0]
+	metrics := f.browser().get("/metrics").body
+	assert.Contains(t, metrics, `forged_jobs{kind="webhook_delivery",state="discarded"} 1`)
+	assert.Contains(t, metrics, "forged_jobs_oldest_waiting_seconds 0")
 
 	fail.Store(false)
 	assert.Contains(t, f.mustCLI("", "jobs", "retry", id), "retried: now available")
