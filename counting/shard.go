@@ -112,10 +112,14 @@ func (ss *shards) remove(s *shard) {
 	}
 }
 
-// get returns id's count not yet drained.
+// get returns id's count not yet drained. Total calls it on every page
+// that shows a count: it walks the shards under ss.mu rather than
+// copying their list (ss.mu before a shard's lock, never the reverse).
 func (ss *shards) get(id string) int64 {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
 	var total int64
-	for _, s := range ss.list() {
+	for _, s := range ss.all {
 		s.mu.Lock()
 		total += s.n[id]
 		s.mu.Unlock()
@@ -124,9 +128,11 @@ func (ss *shards) get(id string) int64 {
 }
 
 // each calls fn with every id's count not yet drained, shard by shard
-// (an id may come more than once).
+// (an id may come more than once). fn must not count.
 func (ss *shards) each(fn func(id string, n int64)) {
-	for _, s := range ss.list() {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	for _, s := range ss.all {
 		s.mu.Lock()
 		for id, n := range s.n {
 			fn(id, n)

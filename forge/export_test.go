@@ -45,9 +45,13 @@ func (m *Meta) CreateRepoInfoForTest(ctx context.Context, r RepoInfo) (*RepoInfo
 	return m.createRepoInfo(ctx, r)
 }
 
-// PushedForTest records a push as PostReceive does.
+// PushedForTest records a push's time and the repository's new size, as
+// PostReceive does (the time before answering, the size after).
 func (m *Meta) PushedForTest(ctx context.Context, repoID int64, at time.Time, size int64) error {
-	return m.pushed(ctx, repoID, at, size)
+	if _, err := m.exec(ctx, `UPDATE repos SET pushed_at = ? WHERE id = ?`, at.Unix(), repoID); err != nil {
+		return err
+	}
+	return m.resized(ctx, repoID, size)
 }
 
 // SetClockForTest sets the clock of the metadata (token expiry, the

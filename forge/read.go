@@ -61,8 +61,7 @@ func parseCommitInfo(h plumbing.Hash, data []byte) *CommitInfo {
 
 // readCommit reads commit id (a tag is peeled to its commit).
 func readCommit(objs *objectReader, id plumbing.Hash) (*rawCommit, error) {
-	h := peel(objs, id)
-	typ, data, err := objs.read(h)
+	h, typ, data, err := peelRead(objs, id)
 	if err != nil || typ != plumbing.CommitObject {
 		return nil, fmt.Errorf("%w: commit %s", ErrNotFound, id)
 	}

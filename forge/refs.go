@@ -119,19 +119,26 @@ func readRefs(dir string, objs *objectReader) ([]Ref, error) {
 
 // peel follows tag objects from h to what they tag at last.
 func peel(objs *objectReader, h plumbing.Hash) plumbing.Hash {
+	h, _, _, _ = peelRead(objs, h)
+	return h
+}
+
+// peelRead is peel that also returns the object it ends at, read once.
+func peelRead(objs *objectReader, h plumbing.Hash) (plumbing.Hash, plumbing.ObjectType, []byte, error) {
 	for range 16 {
 		typ, data, err := objs.read(h)
 		if err != nil || typ != plumbing.TagObject {
-			return h
+			return h, typ, data, err
 		}
 		line, _, _ := bytes.Cut(data, []byte{'\n'})
 		rest, ok := bytes.CutPrefix(line, []byte("object "))
 		if !ok || len(rest) != 40 {
-			return h
+			return h, typ, data, nil
 		}
 		h = plumbing.NewHash(string(rest))
 	}
-	return h
+	typ, data, err := objs.read(h)
+	return h, typ, data, err
 }
 
 // parseSignature splits "NAME <EMAIL> TIME ZONE".

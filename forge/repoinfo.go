@@ -372,12 +372,6 @@ func (m *Meta) setDefaultBranch(ctx context.Context, repoID int64, branch string
 	return nil
 }
 
-// pushed records a push: its time and the repository's new size.
-func (m *Meta) pushed(ctx context.Context, repoID int64, at time.Time, size int64) error {
-	_, err := m.exec(ctx, `UPDATE repos SET pushed_at = ?, size = ? WHERE id = ?`, at.Unix(), size, repoID)
-	return err
-}
-
 // resized records the repository's size after a push.
 func (m *Meta) resized(ctx context.Context, repoID int64, size int64) error {
 	_, err := m.exec(ctx, `UPDATE repos SET size = ? WHERE id = ?`, size, repoID)

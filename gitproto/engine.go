@@ -170,7 +170,8 @@ type GitEngine struct {
 	// OnRun, if set, is told of every git process Run and InfoRefs ran,
 	// with the context of the request it served and how long it took,
 	// for per-request accounting (slowlog's Work, which this package
-	// does not import).
+	// does not import). svc is the invocation's service, or
+	// "git-show-ref" for InfoRefs (not a Service the Handler routes).
 	OnRun func(ctx context.Context, svc Service, d time.Duration)
 
 	sweep sync.Once

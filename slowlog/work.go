@@ -115,11 +115,8 @@ func Count(ctx context.Context, kind Kind, d time.Duration) {
 
 // CountN counts n units of kind, taking d in all, into the Work of ctx.
 func CountN(ctx context.Context, kind Kind, n int64, d time.Duration) {
-	if w, _ := ctx.Value(workKey{}).(*Work); w != nil && kind < numKinds && n > 0 {
-		w.n[kind].Add(n)
-		if d > 0 {
-			w.d[kind].Add(int64(d))
-		}
+	if w, _ := ctx.Value(workKey{}).(*Work); w != nil {
+		w.add(kind, n, d)
 	}
 }
 
@@ -134,11 +131,13 @@ func CountKey(ctx context.Context, kind Kind, d time.Duration, key string, args 
 }
 
 // Add counts one unit of kind, taking d.
-func (w *Work) Add(kind Kind, d time.Duration) {
-	if kind >= numKinds {
+func (w *Work) Add(kind Kind, d time.Duration) { w.add(kind, 1, d) }
+
+func (w *Work) add(kind Kind, n int64, d time.Duration) {
+	if kind >= numKinds || n <= 0 {
 		return
 	}
-	w.n[kind].Add(1)
+	w.n[kind].Add(n)
 	if d > 0 {
 		w.d[kind].Add(int64(d))
 	}

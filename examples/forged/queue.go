@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -58,12 +57,13 @@ func (w *deliveryWorker) Work(ctx context.Context, job *river.Job[deliveryArgs])
 // worker past the webhook client's own limit.
 const jobTimeout = forge.DefaultHookWait + 5*time.Second
 
-// backoff retries after backoffBase, doubling per failed attempt.
+// backoff is River's RetryPolicy for forged's jobs: the first retry
+// after base, doubling per failed attempt (at most 1024 x base).
 type backoff struct{ base time.Duration }
 
 func (b backoff) NextRetry(job *rivertype.JobRow) time.Time {
 	n := max(len(job.Errors), 1)
-	return time.Now().Add(b.base * time.Duration(math.Pow(2, float64(min(n-1, 10)))))
+	return time.Now().Add(b.base << min(n-1, 10))
 }
 
 // queue is forged's River client and its database.
