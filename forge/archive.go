@@ -214,6 +214,19 @@ func (a *Archiver) Archive(ctx context.Context, repoDir, commit, format, prefix 
 	return v.(string), nil
 }
 
+// archiveBase is the name of the archive of commit of the repository
+// name, without its extension, and the directory of its files.
+func archiveBase(name, commit string) string { return name + "-" + commit[:min(12, len(commit))] }
+
+// Prepare makes the archive that Serve answers with for the same
+// arguments and keeps it (as its cache keeps any), so that the first
+// request for it is served from disk: a queue's job runs it for a new
+// tag.
+func (a *Archiver) Prepare(ctx context.Context, repoDir, name, commit, format string) error {
+	_, err := a.Archive(ctx, repoDir, commit, format, archiveBase(name, commit))
+	return err
+}
+
 // Serve answers r with the archive: ETag (the commit and format),
 // If-None-Match, Content-Disposition with name-<short commit>.<format>,
 // Cache-Control public and immutable unless the caller set one, and the
@@ -224,7 +237,7 @@ func (a *Archiver) Serve(w http.ResponseWriter, r *http.Request, repoDir, name, 
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
-	base := name + "-" + commit[:min(12, len(commit))]
+	base := archiveBase(name, commit)
 	path, err := a.Archive(r.Context(), repoDir, commit, format, base)
 	switch {
 	case errors.Is(err, ErrFormat), errors.Is(err, ErrNotFound):

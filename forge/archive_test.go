@@ -182,3 +182,24 @@ func TestArchiveBounds(t *testing.T) {
 		assert.ErrorIs(t, err, context.Canceled)
 	}
 }
+
+// TestArchivePrepare: an archive prepared ahead (a new tag's, by a job)
+// is the one the first request is served, from disk.
+func TestArchivePrepare(t *testing.T) {
+	t.Parallel()
+	testenv.Git(t)
+	repo := filepath.Join(t.TempDir(), "r.git")
+	testenv.BareRepo(t, repo, testenv.RepoOptions{Commits: 2})
+	commit := strings.TrimSpace(testenv.Run(t, repo, "rev-parse", "main"))
+	a, err := forge.NewArchiver(filepath.Join(t.TempDir(), "archives"), 0)
+	require.NoError(t, err)
+	ctx := context.Background()
+	require.NoError(t, a.Prepare(ctx, repo, "proj", commit, "tar.gz"))
+	require.NoError(t, a.Prepare(ctx, repo, "proj", commit, "tar.gz"))
+	assert.Equal(t, int64(1), a.Stats().Generated)
+	rec := httptest.NewRecorder()
+	a.Serve(rec, httptest.NewRequest("GET", "/", nil), repo, "proj", commit, "tar.gz")
+	assert.Equal(t, 200, rec.Code)
+	assert.Equal(t, int64(1), a.Stats().Generated, "served what was prepared")
+	assert.ErrorIs(t, a.Prepare(ctx, repo, "proj", commit, "rar"), forge.ErrFormat)
+}

@@ -24,6 +24,9 @@ import (
 
 // PushEvent is what happened in one push.
 type PushEvent struct {
+	// ID is the push's id in the feeds (0 if it has none): every
+	// delivery of one push to one webhook carries it, once.
+	ID      int64                `json:"id,omitempty"`
 	Repo    string               `json:"repository"` // owner/name
 	RepoID  int64                `json:"-"`
 	Dir     string               `json:"-"` // the repository's directory
@@ -88,13 +91,21 @@ type Deliverer struct {
 	// background, and one waiting when it stops is not sent.
 	Enqueue func(ctx context.Context, deliveryID int64) error
 
-	wg   sync.WaitGroup
-	stop chan struct{}
-	once sync.Once
+	wg     sync.WaitGroup
+	stop   chan struct{}
+	once   sync.Once
+	client *http.Client // the default client, made once: its connections are reused, not leaked per attempt
+
 }
 
 func (d *Deliverer) init() {
-	d.once.Do(func() { d.stop = make(chan struct{}) })
+	d.once.Do(func() {
+		d.stop = make(chan struct{})
+		d.client = d.Client
+		if d.client == nil {
+			d.client = webhookClient(d.AllowPrivate)
+		}
+	})
 }
 
 // Close stops retrying and waits for the deliveries in flight.
@@ -109,7 +120,12 @@ func (d *Deliverer) Close() error {
 	return nil
 }
 
-// Push queues the deliveries of ev to the webhooks of the repository.
+// Push records the deliveries of ev to the webhooks of the repository
+// and sends them (Enqueue, or this process's background). A push (ev.ID
+// not 0) is recorded once per webhook: called again for the same push,
+// as a retried job does, Push records nothing new and hands the
+// deliveries already recorded to Enqueue again (which Attempt makes
+// harmless for those already sent).
 func (d *Deliverer) Push(ctx context.Context, repoID int64, ev PushEvent) error {
 	d.init()
 	hooks, err := d.Meta.Webhooks(ctx, repoID)
@@ -120,9 +136,20 @@ func (d *Deliverer) Push(ctx context.Context, repoID int64, ev PushEvent) error 
 	if err != nil {
 		return fmt.Errorf("forge: %w", err)
 	}
+	var pushID any // NULL: not deduplicated
+	if ev.ID != 0 {
+		pushID = ev.ID
+	}
 	for _, h := range hooks {
-		id, err := d.Meta.insert(ctx, `INSERT INTO webhook_deliveries (webhook_id, event, payload, created_at) VALUES (?, 'push', ?, ?) RETURNING id`,
-			h.ID, string(body), time.Now().Unix())
+		id, err := d.Meta.insert(ctx, `INSERT INTO webhook_deliveries (webhook_id, event, payload, created_at, push_id) VALUES (?, 'push', ?, ?, ?)
+			ON CONFLICT (webhook_id, push_id) WHERE push_id IS NOT NULL DO NOTHING RETURNING id`,
+			h.ID, string(body), time.Now().Unix(), pushID)
+		if errors.Is(err, sql.ErrNoRows) {
+			if d.Enqueue == nil {
+				continue // this process sent it, or is sending it
+			}
+			err = d.Meta.queryRow(ctx, `SELECT id FROM webhook_deliveries WHERE webhook_id = ? AND push_id = ?`, h.ID, pushID).Scan(&id)
+		}
 		if err != nil {
 			return fmt.Errorf("forge: %w", err)
 		}
@@ -160,16 +187,13 @@ func (d *Deliverer) Attempt(ctx context.Context, deliveryID int64) error {
 	if err != nil {
 		return fmt.Errorf("forge: delivery %d: %w", deliveryID, err)
 	}
-	client := d.Client
-	if client == nil {
-		client = webhookClient(d.AllowPrivate)
-	}
-	return d.attempt(ctx, client, h, deliveryID, []byte(payload), attempts+1)
+	d.init()
+	return d.attempt(ctx, d.client, h, deliveryID, []byte(payload), attempts+1)
 }
 
 // attempt sends delivery id, try n, and records the outcome.
 func (d *Deliverer) attempt(ctx context.Context, client *http.Client, h Webhook, deliveryID int64, body []byte, n int) error {
-	status, err := d.send(client, h, deliveryID, body)
+	status, err := d.send(ctx, client, h, deliveryID, body)
 	errText := ""
 	if err != nil {
 		errText = err.Error()
@@ -202,10 +226,7 @@ func (d *Deliverer) deliver(h Webhook, deliveryID int64, body []byte) {
 	if wait <= 0 {
 		wait = DefaultBackoff
 	}
-	client := d.Client
-	if client == nil {
-		client = webhookClient(d.AllowPrivate)
-	}
+	client := d.client
 	ctx := context.Background()
 	for i := 1; i <= attempts; i++ {
 		if d.attempt(ctx, client, h, deliveryID, body, i) == nil {
@@ -223,8 +244,8 @@ func (d *Deliverer) deliver(h Webhook, deliveryID int64, body []byte) {
 	}
 }
 
-func (d *Deliverer) send(client *http.Client, h Webhook, deliveryID int64, body []byte) (int, error) {
-	req, err := http.NewRequest(http.MethodPost, h.URL, bytes.NewReader(body))
+func (d *Deliverer) send(ctx context.Context, client *http.Client, h Webhook, deliveryID int64, body []byte) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.URL, bytes.NewReader(body))
 	if err != nil {
 		return 0, err
 	}

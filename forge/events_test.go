@@ -173,3 +173,72 @@ func TestWebhookQueued(t *testing.T) {
 	assert.Equal(t, 200, log[0].Status)
 	assert.False(t, log[0].DeliveredAt.IsZero())
 }
+
+// TestPushWorkOnAQueue: with Enqueue set, a push hands its work to the
+// queue before its answer (and starts nothing itself); FinishPush, run
+// twice as a queue may, records the push's delivery to each webhook
+// once and hands the same delivery to the queue both times.
+func TestPushWorkOnAQueue(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	info, err := w.f.Meta.RepoInfo(ctx, "owner", "public")
+	require.NoError(t, err)
+	h1, err := w.f.AddWebhook(ctx, info.ID, "http://127.0.0.1:1/a", "k")
+	require.NoError(t, err)
+	h2, err := w.f.AddWebhook(ctx, info.ID, "http://127.0.0.1:1/b", "k")
+	require.NoError(t, err)
+	var queued []int64
+	var mu sync.Mutex
+	w.f.Deliverer = &forge.Deliverer{Meta: w.f.Meta, Enqueue: func(_ context.Context, id int64) error {
+		mu.Lock()
+		defer mu.Unlock()
+		queued = append(queued, id)
+		return nil
+	}}
+	defer w.f.Deliverer.Close()
+	works := make(chan forge.PushWork, 1)
+	w.f.Enqueue = func(_ context.Context, pw forge.PushWork) error { works <- pw; return nil }
+
+	srv := httptest.NewServer(w.f.GitHandler())
+	defer srv.Close()
+	src := filepath.Join(t.TempDir(), "src")
+	testenv.BareRepo(t, src, testenv.RepoOptions{Commits: 2})
+	testenv.Run(t, src, "push", "-q", "http://writer:password-writer@"+srv.Listener.Addr().String()+"/owner/public.git", "main")
+	var pw forge.PushWork
+	select {
+	case pw = <-works: // handed over before git's push returned
+	default:
+		t.Fatal("the push's work was not queued before its answer")
+	}
+	assert.Equal(t, info.ID, pw.RepoID)
+	assert.NotZero(t, pw.Event.ID, "the push's id, which deliveries are recorded once by")
+	w.f.Wait()
+	d, err := w.f.Meta.Deliveries(ctx, h1.ID, 10)
+	require.NoError(t, err)
+	assert.Empty(t, d, "nothing recorded until the queue runs the work")
+
+	// A job survives the queue as JSON.
+	b, err := json.Marshal(pw)
+	require.NoError(t, err)
+	var back forge.PushWork
+	require.NoError(t, json.Unmarshal(b, &back))
+	require.NoError(t, w.f.FinishPush(ctx, back))
+	require.NoError(t, w.f.FinishPush(ctx, back))
+	for _, h := range []*forge.Webhook{h1, h2} {
+		d, err := w.f.Meta.Deliveries(ctx, h.ID, 10)
+		require.NoError(t, err)
+		assert.Len(t, d, 1, "one delivery per push and webhook, however many runs")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, queued, 4)
+	assert.ElementsMatch(t, queued[:2], queued[2:], "the second run hands the same deliveries again")
+	size, err := w.f.Meta.RepoInfoByID(ctx, info.ID)
+	require.NoError(t, err)
+	assert.NotZero(t, size.Size)
+
+	// A repository deleted meanwhile leaves nothing to do.
+	require.NoError(t, w.f.DeleteRepo(ctx, "owner", "public"))
+	assert.NoError(t, w.f.FinishPush(ctx, back))
+}

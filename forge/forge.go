@@ -26,6 +26,13 @@ type Forge struct {
 	// server uses them to invalidate fragment caches and count activity).
 	OnPush []func(ctx context.Context, ev PushEvent)
 
+	// Enqueue, if set, takes what a push leaves for after its answer
+	// (see PushWork) to a durable queue, before the push is answered,
+	// whose worker calls FinishPush until it returns nil: the work then
+	// outlives this process (forged: a River job). If Enqueue fails, or
+	// is nil, the work runs in this process's background (see Wait).
+	Enqueue func(ctx context.Context, w PushWork) error
+
 	// Logger receives what goes wrong in the background. If nil, nothing
 	// is logged.
 	Logger *slog.Logger

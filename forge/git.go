@@ -249,17 +249,60 @@ func (f *Forge) afterPush(ctx context.Context, r *RepoInfo, dir, pusher string, 
 	// they happened, and a page right after the push shows its time (and
 	// has the ETag it will keep). Only the size, a walk of the
 	// repository's files, is left for later.
-	if err := f.Meta.recordPush(ctx, r.ID, pusher, updates, now); err != nil {
+	var err error
+	if ev.ID, err = f.Meta.recordPush(ctx, r.ID, pusher, updates, now); err != nil {
 		f.logger().WarnContext(ctx, "forge: recording a push for the feeds", "repo", ev.Repo, "err", err)
 	}
+	w := PushWork{RepoID: r.ID, Event: ev}
+	if f.Enqueue != nil {
+		err := f.Enqueue(ctx, w)
+		if err == nil {
+			return
+		}
+		f.logger().WarnContext(ctx, "forge: queueing a push's work: doing it in this process", "repo", ev.Repo, "err", err)
+	}
 	f.background(func() {
-		if err := f.Meta.resized(ctx, r.ID, dirSize(dir)); err != nil {
+		if err := f.FinishPush(ctx, w); err != nil {
 			f.logger().WarnContext(ctx, "forge: recording a push", "repo", ev.Repo, "err", err)
 		}
-		if f.Deliverer != nil {
-			f.Deliverer.Push(ctx, r.ID, ev)
-		}
 	})
+}
+
+// PushWork is what a push leaves for after its answer: recording the
+// repository's new size (a walk of its files) and its webhook
+// deliveries. It is plain data, for a queue to keep.
+type PushWork struct {
+	RepoID int64     `json:"repo_id"`
+	Event  PushEvent `json:"event"`
+}
+
+// FinishPush does w: it records the repository's size and the push's
+// webhook deliveries, and hands those to the Deliverer. It may run more
+// than once for one push (a queue's retry, a process killed midway):
+// a delivery is recorded once per push and webhook (see Deliverer.Push).
+// A repository deleted since has nothing left to do.
+func (f *Forge) FinishPush(ctx context.Context, w PushWork) error {
+	r, err := f.Meta.RepoInfoByID(ctx, w.RepoID)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	repo, err := f.Store.Get(r.Owner, r.Name)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := f.Meta.resized(ctx, r.ID, dirSize(repo.Dir)); err != nil {
+		return err
+	}
+	if f.Deliverer != nil {
+		return f.Deliverer.Push(ctx, r.ID, w.Event)
+	}
+	return nil
 }
 
 // adoptPushedHead points HEAD at a branch the push created when the

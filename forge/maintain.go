@@ -40,7 +40,9 @@ type MaintainResult struct {
 // looks at a slice of the repositories, so the work spreads over time;
 // each run is time-boxed (its git process group killed past Limit) and
 // holds a lock file inside the repository, so that no two processes
-// sharing the data directory maintain one repository at once. A
+// sharing the data directory maintain one repository at once (unless
+// NoLock: a queue with unique jobs schedules the runs instead, with Due
+// and Run). A
 // Maintainer is safe for concurrent use; set its fields before use.
 type Maintainer struct {
 	Store *Store
@@ -66,6 +68,11 @@ type Maintainer struct {
 	// with a context derived from ctx, and return when f does. If nil,
 	// runs just run.
 	RunDetached func(ctx context.Context, name string, f func(ctx context.Context))
+
+	// NoLock leaves out Run's lock file, for a caller that already runs
+	// at most one maintenance of a repository at a time across
+	// processes: a durable queue's unique job per repository (forged).
+	NoLock bool
 
 	mu      sync.Mutex // guards cursor, results and stop
 	cursor  string
@@ -194,8 +201,12 @@ func (m *Maintainer) needs(dir string) (bool, int, int) {
 	return loose >= lt || packs >= pt, loose, packs
 }
 
-// Tick maintains, among the next Slice repositories, those that need it.
-func (m *Maintainer) Tick(ctx context.Context) []MaintainResult {
+// Due sweeps the next Slice repositories (removing what interrupted
+// pushes left, see StaleAge) and returns those whose counts call for a
+// Run. Each call moves on to the next slice, and starts over after the
+// last: a scheduler calling it every minute (Tick, or a queue's
+// periodic job) spreads the work over time.
+func (m *Maintainer) Due(ctx context.Context) ([]Repo, error) {
 	slice := m.Slice
 	if slice <= 0 {
 		slice = DefaultMaintainSlice
@@ -205,17 +216,30 @@ func (m *Maintainer) Tick(ctx context.Context) []MaintainResult {
 	m.mu.Unlock()
 	page, next, err := m.Store.List(ctx, "", after, slice)
 	if err != nil {
-		return nil
+		return nil, err
 	}
 	m.mu.Lock()
 	m.cursor = next // "" starts over at the next tick
 	m.mu.Unlock()
-	var out []MaintainResult
+	var due []Repo
 	for _, r := range page {
 		sweepRepo(r.Dir, StaleAge)
-		if ok, _, _ := m.needs(r.Dir); !ok {
-			continue
+		if ok, _, _ := m.needs(r.Dir); ok {
+			due = append(due, r)
 		}
+	}
+	return due, nil
+}
+
+// Tick maintains, among the next Slice repositories, those that need it
+// (see Due).
+func (m *Maintainer) Tick(ctx context.Context) []MaintainResult {
+	page, err := m.Due(ctx)
+	if err != nil {
+		return nil
+	}
+	var out []MaintainResult
+	for _, r := range page {
 		var res MaintainResult
 		var err error
 		ran := false
@@ -238,15 +262,17 @@ func (m *Maintainer) Tick(ctx context.Context) []MaintainResult {
 func (m *Maintainer) Run(ctx context.Context, r Repo) (MaintainResult, error) {
 	res := MaintainResult{Repo: r.Owner + "/" + r.Name, Start: time.Now()}
 	_, res.Loose, res.Packs = m.needs(r.Dir)
-	lock, err := os.OpenFile(filepath.Join(r.Dir, "forgekit-maintenance.lock"), os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return res, fmt.Errorf("forge: %w", err)
+	if !m.NoLock {
+		lock, err := os.OpenFile(filepath.Join(r.Dir, "forgekit-maintenance.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+		if err != nil {
+			return res, fmt.Errorf("forge: %w", err)
+		}
+		defer lock.Close()
+		if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			return res, ErrBusy
+		}
+		defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
 	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		return res, ErrBusy
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
 	res.Before = dirSize(r.Dir)
 	limit := m.Limit
 	if limit <= 0 {

@@ -75,6 +75,49 @@ func TestMaintainer(t *testing.T) {
 	assert.Len(t, m.Results(), 1)
 }
 
+// TestMaintainerDue: Due walks the repositories a slice at a time and
+// names those that need a run, for a queue to schedule; with NoLock, Run
+// takes no lock file (the queue's unique job stands for it).
+func TestMaintainerDue(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	var repos []*forge.Repo
+	for _, n := range []string{"a-busy", "b-quiet", "c-busy"} {
+		r, err := s.Create(ctx, "ops", n)
+		require.NoError(t, err)
+		repos = append(repos, r)
+	}
+	fragment(t, repos[0].Dir, 3)
+	fragment(t, repos[2].Dir, 3)
+	m := &forge.Maintainer{Store: s, LooseThreshold: 3, Slice: 2, NoLock: true}
+	names := func(rs []forge.Repo) (out []string) {
+		for _, r := range rs {
+			out = append(out, r.Name)
+		}
+		return out
+	}
+	due, err := m.Due(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"a-busy"}, names(due), "first slice: a-busy, b-quiet")
+	due, err = m.Due(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"c-busy"}, names(due), "second slice")
+	due, err = m.Due(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"a-busy"}, names(due), "then over again")
+
+	_, err = m.Run(ctx, due[0])
+	require.NoError(t, err)
+	assert.NoFileExists(t, filepath.Join(due[0].Dir, "forgekit-maintenance.lock"))
+	due, err = m.Due(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"c-busy"}, names(due))
+	due, err = m.Due(ctx)
+	require.NoError(t, err)
+	assert.Empty(t, due, "a-busy is maintained")
+}
+
 func TestMaintainerLockAndLimit(t *testing.T) {
 	t.Parallel()
 	s := newStore(t)

@@ -2,7 +2,9 @@ package forge
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -67,26 +69,30 @@ func (f *Forge) Pushes(ctx context.Context, viewer *Principal, user string, limi
 }
 
 // recordPush records a push of pusher (a user name) for the feeds, and
-// its time as the repository's last push, in one transaction.
-func (m *Meta) recordPush(ctx context.Context, repoID int64, pusher string, updates []gitproto.RefUpdate, at time.Time) error {
+// its time as the repository's last push, in one transaction. It returns
+// the push's id, 0 when pusher is no user (nothing is recorded for the
+// feeds then).
+func (m *Meta) recordPush(ctx context.Context, repoID int64, pusher string, updates []gitproto.RefUpdate, at time.Time) (int64, error) {
 	refs, err := json.Marshal(updates)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	tx, err := m.db.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("forge: %w", err)
+		return 0, fmt.Errorf("forge: %w", err)
 	}
 	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, m.rebind(`INSERT INTO pushes (repo_id, pusher_id, refs, at)
-		SELECT ?, id, ?, ? FROM users WHERE name_lower = ?`), repoID, string(refs), at.Unix(), strings.ToLower(pusher)); err != nil {
-		return fmt.Errorf("forge: %w", err)
+	var id int64
+	err = tx.QueryRowContext(ctx, m.rebind(`INSERT INTO pushes (repo_id, pusher_id, refs, at)
+		SELECT ?, id, ?, ? FROM users WHERE name_lower = ? RETURNING id`), repoID, string(refs), at.Unix(), strings.ToLower(pusher)).Scan(&id)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return 0, fmt.Errorf("forge: %w", err)
 	}
 	if _, err := tx.ExecContext(ctx, m.rebind(`UPDATE repos SET pushed_at = ? WHERE id = ?`), at.Unix(), repoID); err != nil {
-		return fmt.Errorf("forge: %w", err)
+		return 0, fmt.Errorf("forge: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("forge: %w", err)
+		return 0, fmt.Errorf("forge: %w", err)
 	}
-	return nil
+	return id, nil
 }

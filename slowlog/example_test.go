@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"time"
@@ -50,6 +51,36 @@ func ExampleCapture() {
 	// Output:
 	// job reindex time box expired true
 	// true
+}
+
+// A request queues a job in a database; the job runs later, perhaps in
+// another process, and its reports name the request that queued it.
+func ExampleWithOrigin() {
+	reports := make(chan *slowlog.Report, 2)
+	wd := &slowlog.Watchdog{
+		Sink: slowlog.SinkFunc(func(ctx context.Context, r *slowlog.Report) error {
+			reports <- r
+			return nil
+		}),
+		RequestID: func(r *http.Request) string { return r.Header.Get("X-Request-Id") },
+	}
+	var queued string // a column of the job's row
+	push := wd.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		queued = slowlog.Origin(r.Context())
+	}))
+	req := httptest.NewRequest("POST", "/owner/repo.git/git-receive-pack", nil)
+	req.Header.Set("X-Request-Id", "4f2a")
+	push.ServeHTTP(httptest.NewRecorder(), req)
+
+	// Later, the queue's worker:
+	wd.Do(slowlog.WithOrigin(context.Background(), queued), "job webhook_delivery", func(ctx context.Context) {
+		slowlog.Capture(ctx, "shown")
+	})
+	wd.Close()
+	r := <-reports
+	fmt.Println(r.Route, "started by", r.Parent)
+	// Output:
+	// job webhook_delivery started by 4f2a
 }
 
 func ExampleRedactURL() {

@@ -429,6 +429,25 @@ func (wd *Watchdog) Do(ctx context.Context, name string, f func(ctx context.Cont
 	f(w)
 }
 
+// Origin returns the id of the watched request or job that ctx belongs
+// to, or "": what a durable queue records with a job it is given, so
+// that the job's reports name their origin even when the job runs in
+// another process, or after a restart (see WithOrigin).
+func Origin(ctx context.Context) string {
+	id, _ := pprof.Label(ctx, labelKey)
+	return id
+}
+
+// WithOrigin returns ctx naming id (an Origin recorded earlier) as the
+// request or job that started the work about to run under it: Do then
+// reports it as the job's Parent. An empty id returns ctx unchanged.
+func WithOrigin(ctx context.Context, id string) context.Context {
+	if id == "" {
+		return ctx
+	}
+	return pprof.WithLabels(ctx, pprof.Labels(labelKey, id))
+}
+
 // Annotation is a breadcrumb a handler left in its request's report.
 type Annotation struct {
 	Time  time.Time

@@ -698,6 +698,36 @@ func TestJobsNameTheirParent(t *testing.T) {
 	next(t, sink) // its end
 }
 
+// TestOriginAcrossAQueue: a request's Origin, kept with a job queued in
+// a database, names the request in the reports of the job when it runs
+// later, from a context that has nothing else of the request.
+func TestOriginAcrossAQueue(t *testing.T) {
+	t.Parallel()
+	sink := make(chanSink, 16)
+	wd := &slowlog.Watchdog{Threshold: 30 * time.Millisecond, Tick: 5 * time.Millisecond, Sink: sink,
+		RequestID: func(*http.Request) string { return "req-7" }}
+	defer wd.Close()
+	var kept string
+	h := wd.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { kept = slowlog.Origin(r.Context()) }))
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/push", nil))
+	assert.Equal(t, "req-7", kept)
+	assert.Empty(t, slowlog.Origin(context.Background()))
+	assert.Equal(t, context.Background(), slowlog.WithOrigin(context.Background(), ""), "no origin: ctx unchanged")
+
+	release := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		wd.Do(slowlog.WithOrigin(context.Background(), kept), "job webhook_delivery", func(ctx context.Context) { blockInHandler(release) })
+	}()
+	rep := next(t, sink)
+	assert.Equal(t, "job", rep.Kind)
+	assert.Equal(t, "req-7", rep.Parent)
+	close(release)
+	<-done
+	next(t, sink) // its end
+}
+
 // TestDefaultSink: a watchdog given neither sink nor logger reports to
 // slog.Default().
 func TestDefaultSink(t *testing.T) {

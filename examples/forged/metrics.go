@@ -42,7 +42,7 @@ func newMetrics(s *server) *metrics {
 	m.reg.MustRegister(m.requests, m.bytes, m.queries,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if s.queue != nil {
-		m.reg.MustRegister(newJobsCollector(s.queue))
+		m.reg.MustRegister(newJobsCollector(s.queue), s.queue.done, s.queue.took)
 	}
 	gauge := func(name, help string, f func() float64) {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))

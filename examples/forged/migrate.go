@@ -16,6 +16,8 @@ import (
 	"github.com/forgekit/forgekit/counting"
 	"github.com/forgekit/forgekit/counting/sqlite"
 	"github.com/forgekit/forgekit/forge"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
 )
 
 // The tables a forge keeps, in an order that respects foreign keys.
@@ -164,6 +166,11 @@ func migrate(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if bad {
 		return errors.New("the copy does not match its source")
 	}
+	jobs, err := copyJobs(ctx, dir, *to)
+	if err != nil {
+		return fmt.Errorf("queued jobs: %w", err)
+	}
+	fmt.Fprintf(stdout, "queued jobs copied: %d\n", jobs)
 	fmt.Fprintf(stdout, "migrated %s to PostgreSQL; serve with -db %s\n", dir, redactDSN(*to))
 	return nil
 }
@@ -258,4 +265,59 @@ func redactDSN(dsn string) string {
 		return u.Redacted()
 	}
 	return "the target"
+}
+
+// rawJob is a job's kind and encoded arguments, to queue it again
+// elsewhere.
+type rawJob struct {
+	kind string
+	args []byte
+}
+
+func (j rawJob) Kind() string                 { return j.kind }
+func (j rawJob) MarshalJSON() ([]byte, error) { return j.args, nil }
+
+// copyJobs queues in the PostgreSQL database dsn the jobs of DIR/queue.db
+// that have not run to their end: waiting, scheduled, waiting for a
+// retry, or running when the server stopped (queued as waiting). Their
+// arguments, queue, metadata, tries left and times carry over; the
+// attempts made so far start again from zero.
+func copyJobs(ctx context.Context, dir, dsn string) (int, error) {
+	if _, err := os.Stat(filepath.Join(dir, "queue.db")); errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	src, srcDB, err := openQueueAdmin(ctx, dir, "")
+	if err != nil {
+		return 0, err
+	}
+	defer srcDB.Close()
+	dst, dstDB, err := openQueueAdmin(ctx, "", dsn)
+	if err != nil {
+		return 0, err
+	}
+	defer dstDB.Close()
+	params := river.NewJobListParams().States(rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateScheduled,
+		rivertype.JobStateRetryable, rivertype.JobStateRunning).OrderBy(river.JobListOrderByID, river.SortOrderAsc).First(500)
+	n := 0
+	for {
+		res, err := src.JobList(ctx, params)
+		if err != nil {
+			return n, err
+		}
+		if len(res.Jobs) == 0 {
+			return n, nil
+		}
+		batch := make([]river.InsertManyParams, len(res.Jobs))
+		for i, j := range res.Jobs {
+			batch[i] = river.InsertManyParams{Args: rawJob{kind: j.Kind, args: j.EncodedArgs}, InsertOpts: &river.InsertOpts{
+				Queue: j.Queue, Priority: j.Priority, Metadata: j.Metadata, Tags: j.Tags,
+				MaxAttempts: max(j.MaxAttempts-j.Attempt, 1), ScheduledAt: j.ScheduledAt,
+			}}
+		}
+		if _, err := dst.InsertMany(ctx, batch); err != nil {
+			return n, err
+		}
+		n += len(batch)
+		params = params.After(res.LastCursor)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -28,17 +29,28 @@ func TestMigrateToPostgres(t *testing.T) {
 	f.user("bob")
 	tok := f.token("alice")
 	f.mustCLI("", "repo", "create", "alice/secret", "-private", "-description", "hush")
-	f.pushSample("alice/secret", "alice", tok)
+	work := f.pushSample("alice/secret", "alice", tok)
 	alice := f.browser()
 	alice.login("alice", "alice-password")
 	alice.get("/alice/secret/settings")
 	r := alice.post("/alice/secret/settings", url.Values{"action": {"collab"}, "user": {"bob"}, "level": {"read"}})
 	require.Equal(t, http.StatusSeeOther, r.code)
 	alice.post("/alice/secret/settings", url.Values{"action": {"hook"}, "url": {"http://127.0.0.1:9/hook"}, "secret": {"s"}})
+	// A push whose delivery waits for its retry (loopback is refused)
+	// when the server stops: the job moves with the data.
+	require.NoError(t, os.WriteFile(filepath.Join(work, "n"), []byte("n"), 0o644))
+	testenv.Run(t, work, "add", "n")
+	testenv.Run(t, work, "commit", "-qm", "n")
+	testenv.Run(t, work, "push", "-q", f.gitURL("alice/secret", "alice", tok), "main")
+	waitFor(t, "the delivery waiting for its retry", 20*time.Second, func() bool {
+		return strings.Contains(f.mustCLI("", "jobs", "list", "-state", "retryable"), "webhook_delivery")
+	})
 	for range 5 {
 		alice.get("/alice/secret")
 	}
 	require.NoError(t, f.s.views.Flush(context.Background()))
+	// What migrate expects: no server working on the data.
+	require.NoError(t, f.s.queue.client.Stop(context.Background()))
 
 	migrate := func() (string, error) {
 		var out strings.Builder
@@ -51,6 +63,7 @@ func TestMigrateToPostgres(t *testing.T) {
 	assert.Regexp(t, `(?m)^users\s+2\s+2\s+2`, out)
 	assert.Regexp(t, `(?m)^views \(sum of n\)\s+\d+\s+5\s+5`, out)
 	assert.Contains(t, out, "migrated")
+	assert.Regexp(t, `queued jobs copied: [1-9]`, out)
 	_, err = migrate()
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "already has users")
@@ -67,6 +80,7 @@ func TestMigrateToPostgres(t *testing.T) {
 	assert.Equal(t, "6", views[1], "the 5 views migrated and this one")
 	testenv.Run(t, "", "clone", "-q", g.gitURL("alice/secret", "alice", tok), filepath.Join(t.TempDir(), "c"))
 	assert.Equal(t, http.StatusNotFound, g.browser().get("/alice/secret").code)
+	assert.Contains(t, g.mustCLI("", "jobs", "list", "-db", dsn), "webhook_delivery", "the waiting delivery, queued on PostgreSQL")
 	alice2 := g.browser()
 	alice2.login("alice", "alice-password")
 	assert.Contains(t, alice2.get("/alice/secret/settings").body, "http://127.0.0.1:9/hook")

@@ -6,8 +6,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
-	"sync"
-	"time"
 )
 
 // Front caches keep public pages that name a commit for a year. When a
@@ -20,39 +18,29 @@ import (
 // surrogateKey is a repository's key in front caches.
 func surrogateKey(repoID int64) string { return "repo-" + strconv.FormatInt(repoID, 10) }
 
-// purger sends purges to the front caches. It is safe for concurrent
-// use.
+// purger sends purges to the front caches. A purge is a job of the
+// queue per cache (purgeJob), retried with backoff, so that one a cache
+// missed while it restarted, or one this process was stopped before
+// sending, is sent by the next worker. It is safe for concurrent use.
 type purger struct {
 	urls   []string
 	client *http.Client
 	log    *slog.Logger
-	wg     sync.WaitGroup
+
+	// enqueue queues a purge (the queue's insertion, set before use).
+	enqueue func(ctx context.Context, a purgeArgs) error
 }
 
-// purge asks every cache to drop the repository's objects, in the
-// background: each cache is tried three times, a few seconds apart.
-func (p *purger) purge(repoID int64, why string) {
+// purge queues the purges of the repository's objects, one per cache.
+func (p *purger) purge(ctx context.Context, repoID int64, why string) {
 	for _, u := range p.urls {
-		p.wg.Add(1)
-		go func() {
-			defer p.wg.Done()
-			var err error
-			for attempt := range 3 {
-				if attempt > 0 {
-					time.Sleep(time.Duration(attempt) * 2 * time.Second)
-				}
-				if err = p.send(u, repoID); err == nil {
-					return
-				}
-			}
-			p.log.Error("purge failed: a front cache may still serve the repository's old pages", "cache", u, "repo_id", repoID, "why", why, "err", err)
-		}()
+		if err := p.enqueue(ctx, purgeArgs{RepoID: repoID, Cache: u, Why: why}); err != nil {
+			p.log.Error("purge not queued: a front cache may still serve the repository's old pages", "cache", u, "repo_id", repoID, "why", why, "err", err)
+		}
 	}
 }
 
-func (p *purger) send(u string, repoID int64) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
+func (p *purger) send(ctx context.Context, u string, repoID int64) error {
 	req, err := http.NewRequestWithContext(ctx, "PURGE", u, nil)
 	if err != nil {
 		return err
@@ -68,6 +56,3 @@ func (p *purger) send(u string, repoID int64) error {
 	}
 	return nil
 }
-
-// wait waits for the purges under way (at shutdown).
-func (p *purger) wait() { p.wg.Wait() }

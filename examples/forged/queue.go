@@ -6,7 +6,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -22,88 +21,7 @@ import (
 	"github.com/riverqueue/river/riverdriver/riversqlite"
 	"github.com/riverqueue/river/rivermigrate"
 	"github.com/riverqueue/river/rivertype"
-
-	"github.com/forgekit/forgekit/forge"
 )
-
-// The durable queue of work that outlives a request, on River: a
-// webhook delivery is a job, so one waiting for its retry when the
-// process stops (a crash, a restart) is sent by the next process that
-// runs the queue, on this machine or another sharing the database. The
-// queue lives in DATA/queue.db (SQLite, one connection, as River's
-// SQLite driver asks), or in the PostgreSQL database of -db.
-//
-// Only webhook deliveries are jobs so far; the rest of the background
-// work (search indexing, last-commit fills, purges, maintenance) still
-// runs as goroutines of the process.
-
-// deliveryArgs is the job of one recorded webhook delivery.
-type deliveryArgs struct {
-	DeliveryID int64 `json:"delivery_id"`
-}
-
-func (deliveryArgs) Kind() string { return "webhook_delivery" }
-
-type deliveryWorker struct {
-	river.WorkerDefaults[deliveryArgs]
-	hooks *forge.Deliverer
-}
-
-func (w *deliveryWorker) Work(ctx context.Context, job *river.Job[deliveryArgs]) error {
-	return w.hooks.Attempt(ctx, job.Args.DeliveryID)
-}
-
-// jobTimeout bounds one attempt: a receiver that hangs does not hold a
-// worker past the webhook client's own limit.
-const jobTimeout = forge.DefaultHookWait + 5*time.Second
-
-// backoff is River's RetryPolicy for forged's jobs: the first retry
-// after base, doubling per failed attempt (at most 1024 x base).
-type backoff struct{ base time.Duration }
-
-func (b backoff) NextRetry(job *rivertype.JobRow) time.Time {
-	n := max(len(job.Errors), 1)
-	return time.Now().Add(b.base << min(n-1, 10))
-}
-
-// queue is forged's River client and its database.
-type queue struct {
-	client *river.Client[*sql.Tx]
-	db     *sql.DB
-	hooks  *forge.Deliverer
-}
-
-// openQueue opens the queue's database, migrates River's tables and
-// starts its workers.
-func openQueue(ctx context.Context, data, dsn string, hooks *forge.Deliverer, retry time.Duration, logger *slog.Logger) (*queue, error) {
-	driver, db, err := openQueueDB(ctx, data, dsn)
-	if err != nil {
-		return nil, err
-	}
-	workers := river.NewWorkers()
-	river.AddWorker(workers, &deliveryWorker{hooks: hooks})
-	client, err := river.NewClient(driver, &river.Config{
-		Queues:      map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 10}},
-		Workers:     workers,
-		RetryPolicy: backoff{base: retry},
-		// A job of a process killed while it ran stays "running" until
-		// the rescuer (every 30 s) finds it older than this, and
-		// retries it: at least once, across kill -9.
-		JobTimeout:           jobTimeout,
-		RescueStuckJobsAfter: 2 * jobTimeout,
-		Logger:               logger,
-		FetchCooldown:        20 * time.Millisecond,
-		FetchPollInterval:    200 * time.Millisecond,
-	})
-	if err == nil {
-		err = client.Start(context.WithoutCancel(ctx))
-	}
-	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("queue: %w", err)
-	}
-	return &queue{client: client, db: db, hooks: hooks}, nil
-}
 
 // openQueueAdmin opens the queue for forged jobs: a client that runs
 // nothing, to list, retry and cancel jobs.
@@ -177,28 +95,6 @@ func migrateQueue(ctx context.Context, driver riverdriver.Driver[*sql.Tx]) error
 		return fmt.Errorf("queue: migrating River's tables: %w", err)
 	}
 	return nil
-}
-
-// enqueueDelivery is forge.Deliverer.Enqueue.
-// A delivery's tries are the Deliverer's Attempts.
-func (q *queue) enqueueDelivery(ctx context.Context, id int64) error {
-	attempts := q.hooks.Attempts
-	if attempts <= 0 {
-		attempts = forge.DefaultAttempts
-	}
-	_, err := q.client.Insert(ctx, deliveryArgs{DeliveryID: id}, &river.InsertOpts{MaxAttempts: attempts})
-	return err
-}
-
-// close stops the workers (a job running is given 10 s, then
-// cancelled and left to be retried) and closes the database.
-func (q *queue) close() {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := q.client.Stop(ctx); err != nil {
-		q.client.StopAndCancel(context.Background())
-	}
-	q.db.Close()
 }
 
 // jobStates are River's job states, for forged jobs list -state.
@@ -323,23 +219,50 @@ func (c *jobsCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *jobsCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	rows, err := c.q.db.QueryContext(ctx, `SELECT kind, state, COUNT(*) FROM river_job
-		WHERE state IN ('available', 'scheduled', 'retryable', 'running', 'discarded') GROUP BY kind, state`)
+	counts, err := c.q.counts(ctx)
 	if err == nil {
-		for rows.Next() {
-			var kind, state string
-			var n int64
-			if rows.Scan(&kind, &state, &n) == nil {
-				ch <- prometheus.MustNewConstMetric(c.jobs, prometheus.GaugeValue, float64(n), kind, state)
+		for kind, byState := range counts {
+			for state, n := range byState {
+				switch state {
+				case rivertype.JobStateAvailable, rivertype.JobStateScheduled, rivertype.JobStateRetryable,
+					rivertype.JobStateRunning, rivertype.JobStateDiscarded:
+					ch <- prometheus.MustNewConstMetric(c.jobs, prometheus.GaugeValue, float64(n), kind, string(state))
+				}
 			}
 		}
-		rows.Close()
 	}
-	oldest := 0.0
-	res, err := c.q.client.JobList(ctx, river.NewJobListParams().States(rivertype.JobStateAvailable).
+	ch <- prometheus.MustNewConstMetric(c.waiting, prometheus.GaugeValue, c.q.oldestWaiting(ctx).Seconds())
+}
+
+// counts returns how many jobs there are of each kind, by state.
+func (q *queue) counts(ctx context.Context) (map[string]map[rivertype.JobState]int64, error) {
+	rows, err := q.db.QueryContext(ctx, `SELECT kind, state, COUNT(*) FROM river_job GROUP BY kind, state`)
+	if err != nil {
+		return nil, fmt.Errorf("queue: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]map[rivertype.JobState]int64{}
+	for rows.Next() {
+		var kind, state string
+		var n int64
+		if err := rows.Scan(&kind, &state, &n); err != nil {
+			return nil, fmt.Errorf("queue: %w", err)
+		}
+		if out[kind] == nil {
+			out[kind] = map[rivertype.JobState]int64{}
+		}
+		out[kind][rivertype.JobState(state)] = n
+	}
+	return out, rows.Err()
+}
+
+// oldestWaiting returns the age of the oldest job waiting for a worker,
+// 0 if none is.
+func (q *queue) oldestWaiting(ctx context.Context) time.Duration {
+	res, err := q.client.JobList(ctx, river.NewJobListParams().States(rivertype.JobStateAvailable).
 		OrderBy(river.JobListOrderByScheduledAt, river.SortOrderAsc).First(1))
-	if err == nil && len(res.Jobs) == 1 {
-		oldest = max(time.Since(res.Jobs[0].ScheduledAt).Seconds(), 0)
+	if err != nil || len(res.Jobs) != 1 {
+		return 0
 	}
-	ch <- prometheus.MustNewConstMetric(c.waiting, prometheus.GaugeValue, oldest)
+	return max(time.Since(res.Jobs[0].ScheduledAt), 0)
 }

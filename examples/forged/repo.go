@@ -944,7 +944,7 @@ func (s *repoPages) archive(w http.ResponseWriter, r *http.Request) {
 // lists change. Fragments keyed by commit stay valid.
 func (s *repoSettings) pushed(ctx context.Context, ev forge.PushEvent) {
 	if ev.Dropped {
-		s.purger.purge(ev.RepoID, "commits dropped by a push")
+		s.purger.purge(ctx, ev.RepoID, "commits dropped by a push")
 	}
 	key := strings.ToLower(ev.Repo)
 	s.browsers.RefsChanged(ev.Dir)

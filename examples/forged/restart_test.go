@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,7 +20,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/forgekit/forgekit/forge"
 	"github.com/forgekit/forgekit/internal/testenv"
 )
 
@@ -159,90 +156,4 @@ func TestRestartRefusesNothing(t *testing.T) {
 	// SIGTERM: the new process stops.
 	require.NoError(t, syscall.Kill(pid, syscall.SIGTERM))
 	waitFor(t, "the new process to stop", 30*time.Second, func() bool { return !alive(pid) })
-}
-
-// TestWebhookSurvivesKill: forged killed with SIGKILL while a delivery
-// waits for its retry (the receiver was down) loses nothing: the next
-// forged on the data directory sends it once the receiver is back.
-func TestWebhookSurvivesKill(t *testing.T) {
-	t.Parallel()
-	testenv.Git(t)
-	bin := buildForged(t)
-	data := t.TempDir()
-	cli := func(stdin string, args ...string) string {
-		cmd := exec.Command(bin, append(args, "-data", data)...)
-		cmd.Stdin = strings.NewReader(stdin)
-		out, err := cmd.CombinedOutput()
-		require.NoError(t, err, "forged %s: %s", strings.Join(args, " "), out)
-		return string(out)
-	}
-	cli("alice-password\n", "user", "add", "alice", "-password-stdin")
-	tok := tokenRE.FindString(cli("", "token", "create", "alice", "-name", "t"))
-	require.NotEmpty(t, tok)
-	cli("", "repo", "create", "alice/proj")
-	// The receiver's address, refusing connections for now.
-	recvAddr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
-
-	start := func() (*exec.Cmd, string) {
-		addr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
-		cmd := exec.Command(bin, "-addr", addr, "-data", data, "-webhook-private")
-		out, err := os.Create(filepath.Join(t.TempDir(), "out"))
-		require.NoError(t, err)
-		t.Cleanup(func() { out.Close() })
-		cmd.Stdout, cmd.Stderr = out, out
-		require.NoError(t, cmd.Start())
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		testenv.WaitListening(t, addr, 20*time.Second)
-		return cmd, "http://" + addr
-	}
-	first, base := start()
-	req, err := http.NewRequest("POST", base+"/api/v1/repos/alice/proj/hooks",
-		strings.NewReader(`{"config": {"url": "http://`+recvAddr+`/hook", "secret": "s"}, "events": ["push"]}`))
-	require.NoError(t, err)
-	req.Header.Set("Authorization", "token "+tok)
-	res, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	res.Body.Close()
-	require.Equal(t, http.StatusCreated, res.StatusCode)
-
-	work := t.TempDir()
-	testenv.Run(t, "", "init", "-q", "-b", "main", work)
-	require.NoError(t, os.WriteFile(filepath.Join(work, "a"), []byte("a\n"), 0o644))
-	testenv.Run(t, work, "add", ".")
-	testenv.Run(t, work, "commit", "-q", "-m", "a")
-	u, _ := url.Parse(base + "/alice/proj.git")
-	u.User = url.UserPassword("alice", tok)
-	testenv.Run(t, work, "push", "-q", u.String(), "main")
-
-	// The first attempt fails (connection refused); then SIGKILL.
-	meta, err := forge.OpenMeta(context.Background(), filepath.Join(data, "forge.db"))
-	require.NoError(t, err)
-	defer meta.Close()
-	info, err := meta.RepoInfo(context.Background(), "alice", "proj")
-	require.NoError(t, err)
-	hooks, err := meta.Webhooks(context.Background(), info.ID)
-	require.NoError(t, err)
-	require.Len(t, hooks, 1)
-	waitFor(t, "the first, failed attempt", 20*time.Second, func() bool {
-		d, _ := meta.Deliveries(context.Background(), hooks[0].ID, 10)
-		return len(d) == 1 && d[0].Attempts >= 1
-	})
-	require.NoError(t, first.Process.Signal(syscall.SIGKILL))
-	first.Wait()
-
-	got := make(chan string, 4)
-	rl, err := net.Listen("tcp", recvAddr)
-	require.NoError(t, err)
-	recv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got <- r.Header.Get("X-Forgekit-Delivery")
-	})}
-	go recv.Serve(rl)
-	defer recv.Close()
-	start()
-	select {
-	case id := <-got:
-		assert.NotEmpty(t, id)
-	case <-time.After(2 * time.Minute): // the rescuer's 30 s, after the stuck job's 30 s
-		t.Fatal("the delivery was lost with the killed process")
-	}
 }

@@ -45,6 +45,8 @@ var pages = []struct {
 	{"POST /settings", func(s *server) http.Handler { return http.HandlerFunc(s.account.settingsPost) }},
 	{"GET /admin/{$}", func(s *server) http.Handler { return http.HandlerFunc(s.admin.adminHome) }},
 	{"POST /admin/{$}", func(s *server) http.Handler { return http.HandlerFunc(s.admin.adminPost) }},
+	{"GET /admin/jobs", func(s *server) http.Handler { return s.adminOnly(http.HandlerFunc(s.admin.jobs)) }},
+	{"POST /admin/jobs", func(s *server) http.Handler { return http.HandlerFunc(s.admin.jobsPost) }},
 	{"GET /admin/slow/", func(s *server) http.Handler {
 		return s.adminOnly(http.StripPrefix("/admin/slow", s.watchdog.ReportsHandler()))
 	}},

@@ -48,9 +48,11 @@ func openCodeStore(ctx context.Context, data, db string) (codeStore, io.Closer, 
 
 // codeIndex keeps the index of every repository's default branch
 // current: at start every repository is marked, and after a push or a
-// settings change the one concerned; one worker brings the marked ones
-// up to date, each reading only the blobs that changed. It is safe for
-// concurrent use.
+// settings change the one concerned. A mark is a job of the queue
+// (indexJob), unique per repository until it has run, so that one
+// repository is indexed by one worker at a time across the processes
+// sharing the database; each update reads only the blobs that changed.
+// It is safe for concurrent use.
 type codeIndex struct {
 	store    codeStore
 	indexer  *codesearch.Indexer
@@ -58,19 +60,15 @@ type codeIndex struct {
 	browsers *forge.Browsers
 	log      *slog.Logger
 
-	mu    sync.Mutex     // guards dirty
-	dirty map[int64]bool // repositories to bring up to date
-	wake  chan struct{}  // a repository was marked
-	stop  context.CancelFunc
-	done  chan struct{} // closed when the worker has ended
+	// enqueue queues an update of the repositories (the queue's
+	// insertion, set before use).
+	enqueue func(ctx context.Context, repos ...int64) error
+
+	running sync.Map // repository id → *sync.Mutex: one update of a repository at a time here
 }
 
 func newCodeIndex(st codeStore, f *forge.Forge, b *forge.Browsers, log *slog.Logger) *codeIndex {
-	ctx, cancel := context.WithCancel(context.Background())
-	x := &codeIndex{store: st, indexer: &codesearch.Indexer{Store: st}, forge: f, browsers: b, log: log,
-		dirty: map[int64]bool{}, wake: make(chan struct{}, 1), stop: cancel, done: make(chan struct{})}
-	go x.work(ctx)
-	return x
+	return &codeIndex{store: st, indexer: &codesearch.Indexer{Store: st}, forge: f, browsers: b, log: log}
 }
 
 // markAll marks every repository (at start: pushes made while no
@@ -81,78 +79,93 @@ func (x *codeIndex) markAll(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for _, r := range repos {
-		x.mark(r.ID)
+	ids := make([]int64, len(repos))
+	for i, r := range repos {
+		ids[i] = r.ID
+	}
+	return x.enqueue(ctx, ids...)
+}
+
+// mark queues repo for an update.
+func (x *codeIndex) mark(ctx context.Context, repo int64) {
+	if err := x.enqueue(ctx, repo); err != nil {
+		x.log.Warn("code index: queueing an update", "repo", repo, "err", err)
+	}
+}
+
+// run is the job: it brings repo's index to its default branch, and
+// again while the branch moved meanwhile (a push whose mark found this
+// job running was not queued: see indexJob).
+func (x *codeIndex) run(ctx context.Context, repo int64) error {
+	// A follow-up job and a job queued after the first ended may run at
+	// once; here they take turns.
+	mu, _ := x.running.LoadOrStore(repo, new(sync.Mutex))
+	mu.(*sync.Mutex).Lock()
+	defer mu.(*sync.Mutex).Unlock()
+	for range 10 {
+		indexed, err := x.update(ctx, repo)
+		if err != nil || indexed == "" {
+			return err
+		}
+		if now, _ := x.head(ctx, repo); now == indexed {
+			return nil
+		}
 	}
 	return nil
 }
 
-// mark queues repo for an update.
-func (x *codeIndex) mark(repo int64) {
-	x.mu.Lock()
-	x.dirty[repo] = true
-	x.mu.Unlock()
-	select {
-	case x.wake <- struct{}{}:
-	default:
+// head returns the commit of repo's default branch ("" if none), read
+// afresh.
+func (x *codeIndex) head(ctx context.Context, id int64) (string, error) {
+	_, dir, err := x.repo(ctx, id)
+	if err != nil || dir == "" {
+		return "", err
 	}
-}
-
-func (x *codeIndex) work(ctx context.Context) {
-	defer close(x.done)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-x.wake:
-		}
-		x.mu.Lock()
-		batch := x.dirty
-		x.dirty = map[int64]bool{}
-		x.mu.Unlock()
-		for repo := range batch {
-			if ctx.Err() != nil {
-				return
-			}
-			if err := x.update(ctx, repo); err != nil && ctx.Err() == nil {
-				x.log.Warn("code index", "repo", repo, "err", err)
-			}
-		}
-	}
-}
-
-// update brings repo's index to its default branch, or forgets a
-// repository that is gone or empty.
-func (x *codeIndex) update(ctx context.Context, id int64) error {
-	info, err := x.forge.Meta.RepoInfoByID(ctx, id)
-	if errors.Is(err, forge.ErrNotFound) {
-		return x.store.Forget(ctx, id)
-	}
+	x.browsers.RefsChanged(dir) // another process may have moved them
+	refs, head, err := x.browsers.Refs(ctx, dir)
 	if err != nil {
-		return err
-	}
-	repo, err := x.forge.Store.Get(info.Owner, info.Name)
-	if err != nil {
-		return x.store.Forget(ctx, id)
-	}
-	refs, head, err := x.browsers.Refs(ctx, repo.Dir)
-	if err != nil {
-		return err
+		return "", err
 	}
 	branch := defaultBranch(refs, head)
 	for _, r := range refs {
 		if !r.Tag && r.Name == branch {
-			return x.indexer.Update(ctx, id, repo.Dir, r.Commit)
+			return r.Commit, nil
 		}
 	}
-	return x.store.Forget(ctx, id) // empty
+	return "", nil
 }
 
-// close stops the worker; an update under way is cut (the next start
-// does it again).
-func (x *codeIndex) close() {
-	x.stop()
-	<-x.done
+// repo returns repo's metadata and directory, or "" when it is gone.
+func (x *codeIndex) repo(ctx context.Context, id int64) (*forge.RepoInfo, string, error) {
+	info, err := x.forge.Meta.RepoInfoByID(ctx, id)
+	if errors.Is(err, forge.ErrNotFound) {
+		return nil, "", nil
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	repo, err := x.forge.Store.Get(info.Owner, info.Name)
+	if err != nil {
+		return nil, "", nil
+	}
+	return info, repo.Dir, nil
+}
+
+// update brings repo's index to its default branch and returns the
+// commit indexed, or forgets a repository that is gone or empty.
+func (x *codeIndex) update(ctx context.Context, id int64) (string, error) {
+	commit, err := x.head(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	if commit == "" {
+		return "", x.store.Forget(ctx, id)
+	}
+	_, dir, err := x.repo(ctx, id)
+	if err != nil || dir == "" {
+		return "", err
+	}
+	return commit, x.indexer.Update(ctx, id, dir, commit)
 }
 
 // Pages.

@@ -236,7 +236,7 @@ type server struct {
 	lastCommits *forge.LastCommitCache
 	maint       *forge.Maintainer
 	hooks       *forge.Deliverer
-	queue       *queue // River: webhook deliveries
+	queue       *queue // River: the work that outlives a request (jobs.go)
 	watchdog    *slowlog.Watchdog
 	flight      *trace.FlightRecorder // nil without -trace-window
 	repeats     sync.Map              // route, kind and key of repeated work logged
@@ -289,12 +289,6 @@ func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server
 	s.forge.Logger = logger
 	s.hooks = &forge.Deliverer{Meta: s.forge.Meta, Logger: logger, AllowPrivate: cfg.webhookPrivate}
 	s.forge.Deliverer = s.hooks
-	// Deliveries are jobs of the durable queue: one waiting for its
-	// retry when this process stops is sent by the next.
-	if s.queue, err = openQueue(ctx, cfg.data, cfg.db, s.hooks, forge.DefaultBackoff, logger); err != nil {
-		return nil, err
-	}
-	s.hooks.Enqueue = s.queue.enqueueDelivery
 	s.forge.OnPush = append(s.forge.OnPush, func(ctx context.Context, ev forge.PushEvent) { s.settings.pushed(ctx, ev) })
 
 	var views counting.Store
@@ -416,8 +410,9 @@ func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server
 	s.profiler = slowlog.NewProfiler(s.key)
 	s.profiler.FlightRecorder = s.flight
 	// Each repository's maintenance is a watched job with its own work.
-	s.maint.RunDetached = func(ctx context.Context, name string, f func(context.Context)) { s.watchdog.Do(ctx, name, f) }
-	s.maint.Start(0)
+	// Maintenance runs as jobs of the queue (see maintainDue), under
+	// its watchdog; the queue's uniqueness replaces the lock file.
+	s.maint.NoLock = true
 	s.profiler.Dir = filepath.Join(cfg.data, "profiles")
 	if err := os.MkdirAll(s.profiler.Dir, 0o700); err != nil {
 		return nil, err
@@ -436,12 +431,20 @@ func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server
 	}
 	s.codeDB = codeDB
 	s.code = newCodeIndex(codeStore, s.forge, s.browsers, logger)
-	s.forge.OnPush = append(s.forge.OnPush, func(_ context.Context, ev forge.PushEvent) { s.code.mark(ev.RepoID) })
-	go func() {
-		if err := s.code.markAll(context.WithoutCancel(ctx)); err != nil {
-			logger.Warn("code index: listing the repositories", "err", err)
-		}
-	}()
+
+	// The work that outlives a request is jobs of the durable queue:
+	// what waits when this process stops is done by the next.
+	if s.queue, err = openQueue(ctx, s, forge.DefaultBackoff); err != nil {
+		return nil, err
+	}
+	s.forge.Enqueue = s.queue.enqueuePush
+	s.hooks.Enqueue = s.queue.enqueueDelivery
+	s.purger.enqueue = s.queue.enqueuePurge
+	s.code.enqueue = s.queue.enqueueIndex
+	// Pushes made while no process ran are found.
+	if err := s.code.markAll(ctx); err != nil {
+		logger.Warn("code index: listing the repositories", "err", err)
+	}
 	s.logins = newLoginLimiter()
 	if s.assets, err = loadAssets(); err != nil {
 		return nil, err
@@ -458,10 +461,13 @@ func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server
 	s.account = &accountPages{site: s.site, logins: s.logins, profiler: s.profiler}
 	s.explore = &explorePages{site: s.site, views: s.views, code: s.code}
 	s.api = &apiPages{site: s.site, pages: s.repo, browsers: s.browsers, logins: s.logins}
-	s.admin = &adminPages{site: s.site, profiler: s.profiler, watchdog: s.watchdog, maint: s.maint, stats: s.stats}
+	s.admin = &adminPages{site: s.site, profiler: s.profiler, watchdog: s.watchdog, maint: s.maint, queue: s.queue, stats: s.stats}
 	s.gitFront = &gitFront{site: s.site, git: s.git, logins: s.logins}
 	s.ops = &ops{site: s.site, mc: s.mc, metrics: s.metrics}
 	s.handler = s.routes()
+	if err := s.queue.start(ctx); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -493,19 +499,10 @@ func (s *server) Close() error {
 		s.forge.Wait() // pushes' records and webhooks, before their Meta and Deliverer close
 	}
 	if s.queue != nil {
-		s.queue.close() // its workers use the Deliverer and the Meta
-	}
-	if s.purger != nil {
-		s.purger.wait()
-	}
-	if s.maint != nil {
-		s.maint.Close()
+		s.queue.close() // its workers use every component
 	}
 	if s.repo != nil {
 		s.repo.blames.close()
-	}
-	if s.code != nil {
-		s.code.close()
 	}
 	if s.codeDB != nil {
 		s.codeDB.Close()

@@ -73,11 +73,11 @@ func (s *repoSettings) repoSettingsPost(w http.ResponseWriter, r *http.Request) 
 				break
 			}
 			s.browsers.RefsChanged(rv.dir)
-			s.code.mark(id) // the index follows the default branch
+			s.code.mark(ctx, id) // the index follows the default branch
 		}
 		err = f.UpdateRepo(ctx, &info)
 		if err == nil && info.Private && !rv.Info.Private {
-			s.purger.purge(info.ID, "made private")
+			s.purger.purge(ctx, info.ID, "made private")
 		}
 	case "collab":
 		err = f.SetCollaborator(ctx, id, strings.TrimSpace(r.PostFormValue("user")), forge.Level(r.PostFormValue("level")))
@@ -120,7 +120,7 @@ func (s *repoSettings) repoSettingsPost(w http.ResponseWriter, r *http.Request) 
 		}
 		// The old name's pages go everywhere: a repository made under it
 		// later must not show this one's.
-		s.purger.purge(id, "renamed")
+		s.purger.purge(ctx, id, "renamed")
 		s.forget(rv)
 		s.cache.Invalidate(ctx, "repo:"+rv.key, "refs:"+rv.key, "explore")
 		redirect(w, r, "/"+info.Owner+"/"+info.Name+"/settings")
@@ -131,8 +131,8 @@ func (s *repoSettings) repoSettingsPost(w http.ResponseWriter, r *http.Request) 
 			return
 		}
 		if err = s.forge.DeleteRepo(ctx, rv.Info.Owner, rv.Info.Name); err == nil {
-			s.purger.purge(rv.Info.ID, "deleted")
-			s.code.mark(id) // gone: forgotten
+			s.purger.purge(ctx, rv.Info.ID, "deleted")
+			s.code.mark(ctx, id) // gone: forgotten
 			s.forget(rv)
 			s.cache.Invalidate(ctx, "repo:"+rv.key, "refs:"+rv.key, "explore")
 			redirect(w, r, "/"+rv.Info.Owner)

@@ -94,6 +94,7 @@ type adminPages struct {
 	profiler *slowlog.Profiler
 	watchdog *slowlog.Watchdog
 	maint    *forge.Maintainer
+	queue    *queue
 	stats    func() string // every component's counters
 }
 

@@ -469,6 +469,9 @@ func TestLastCommitsFilledAfter(t *testing.T) {
 	t.Parallel()
 	f := newForge(t)
 	f.s.repo.pageBudget = time.Nanosecond
+	// No job fills them after the push (see TestPushWarmsPages): the
+	// first view starts the walk.
+	require.NoError(t, f.s.queue.client.QueuePause(context.Background(), slowQueue, nil))
 	f.user("alice")
 	tok := f.token("alice")
 	f.mustCLI("", "repo", "create", "alice/proj")
