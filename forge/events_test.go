@@ -242,3 +242,29 @@ func TestPushWorkOnAQueue(t *testing.T) {
 	require.NoError(t, w.f.DeleteRepo(ctx, "owner", "public"))
 	assert.NoError(t, w.f.FinishPush(ctx, back))
 }
+
+// TestPushWorkQueueDown: a queue that refuses the push's work loses
+// nothing: the work runs in the process's background instead.
+func TestPushWorkQueueDown(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	ctx := context.Background()
+	info, err := w.f.Meta.RepoInfo(ctx, "owner", "public")
+	require.NoError(t, err)
+	h, err := w.f.AddWebhook(ctx, info.ID, "http://127.0.0.1:1/a", "k")
+	require.NoError(t, err)
+	queued := make(chan int64, 1)
+	w.f.Deliverer = &forge.Deliverer{Meta: w.f.Meta, Enqueue: func(_ context.Context, id int64) error { queued <- id; return nil }}
+	defer w.f.Deliverer.Close()
+	w.f.Enqueue = func(context.Context, forge.PushWork) error { return fmt.Errorf("queue: database is locked") }
+	srv := httptest.NewServer(w.f.GitHandler())
+	defer srv.Close()
+	src := filepath.Join(t.TempDir(), "src")
+	testenv.BareRepo(t, src, testenv.RepoOptions{Commits: 1})
+	testenv.Run(t, src, "push", "-q", "http://writer:password-writer@"+srv.Listener.Addr().String()+"/owner/public.git", "main")
+	w.f.Wait()
+	d, err := w.f.Meta.Deliveries(ctx, h.ID, 10)
+	require.NoError(t, err)
+	require.Len(t, d, 1)
+	assert.Equal(t, d[0].ID, <-queued)
+}

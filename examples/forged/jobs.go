@@ -498,7 +498,10 @@ func (s *server) fillLastCommits(ctx context.Context, repoID int64) error {
 // slice that need it, each unique until it has run: however many
 // processes share the database, one repository is maintained by one at
 // a time (which the lock file inside the repository did before, for
-// processes sharing a disk only).
+// processes sharing a disk only). Each process keeps its own place in
+// the list (the tick runs on whichever worker takes it), so a slice may
+// be looked at twice in a row by two of them: harmless, as each goes
+// round the whole list.
 func (s *server) maintainDue(ctx context.Context) error {
 	due, err := s.maint.Due(ctx)
 	if err != nil {
