@@ -94,8 +94,7 @@ type Deliverer struct {
 	wg     sync.WaitGroup
 	stop   chan struct{}
 	once   sync.Once
-	client *http.Client // the default client, made once: its connections are reused, not leaked per attempt
-
+	client *http.Client // Client, or the default client made once: its connections are reused, not leaked per attempt
 }
 
 func (d *Deliverer) init() {

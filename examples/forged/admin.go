@@ -42,13 +42,20 @@ func (s *adminPages) adminPage(w http.ResponseWriter, r *http.Request, sess *ses
 	s.render(w, r, sess, http.StatusOK, "admin", &page{Title: "Administration", Flash: flash, Data: d})
 }
 
-func (s *adminPages) adminPost(w http.ResponseWriter, r *http.Request) {
+// adminForm is post for the administrator's forms: anyone else gets
+// 404, as for the pages.
+func (s *adminPages) adminForm(w http.ResponseWriter, r *http.Request) (*http.Request, *session, bool) {
 	r, sess, ok := s.post(w, r)
-	if !ok {
-		return
-	}
-	if !sess.user.Admin {
+	if ok && !sess.user.Admin {
 		s.notFound(w, r)
+		return r, nil, false
+	}
+	return r, sess, ok
+}
+
+func (s *adminPages) adminPost(w http.ResponseWriter, r *http.Request) {
+	r, sess, ok := s.adminForm(w, r)
+	if !ok {
 		return
 	}
 	switch r.PostFormValue("action") {
@@ -171,12 +178,8 @@ func (s *adminPages) jobsPage(w http.ResponseWriter, r *http.Request, sess *sess
 }
 
 func (s *adminPages) jobsPost(w http.ResponseWriter, r *http.Request) {
-	r, sess, ok := s.post(w, r)
+	r, sess, ok := s.adminForm(w, r)
 	if !ok {
-		return
-	}
-	if !sess.user.Admin {
-		s.notFound(w, r)
 		return
 	}
 	id, err := jobID(r.PostFormValue("id"))

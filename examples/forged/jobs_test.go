@@ -249,6 +249,21 @@ func TestWebhooksExactlyOnceAcrossInstances(t *testing.T) {
 	}
 }
 
+// oneTryForge is a forge whose webhook deliveries are given up after
+// one failed attempt, reaching loopback receivers, with alice, her
+// token and her repository alice/proj.
+func oneTryForge(t *testing.T) (*testForge, string, *forge.RepoInfo) {
+	t.Helper()
+	f := newForge(t, "-webhook-private")
+	f.s.hooks.Attempts = 1
+	f.user("alice")
+	tok := f.token("alice")
+	f.mustCLI("", "repo", "create", "alice/proj")
+	info, err := f.s.forge.Meta.RepoInfo(context.Background(), "alice", "proj")
+	require.NoError(t, err)
+	return f, tok, info
+}
+
 // newReceiver serves a webhook receiver on loopback until the test
 // ends and returns its URL.
 func newReceiver(t *testing.T, h func(w http.ResponseWriter, r *http.Request, body []byte)) string {
@@ -271,14 +286,8 @@ func newReceiver(t *testing.T, h func(w http.ResponseWriter, r *http.Request, bo
 // kind in the metrics.
 func TestBadReceivers(t *testing.T) {
 	t.Parallel()
-	f := newForge(t, "-webhook-private")
-	f.s.hooks.Attempts = 1
-	f.user("alice")
-	tok := f.token("alice")
-	f.mustCLI("", "repo", "create", "alice/proj")
+	f, tok, info := oneTryForge(t)
 	ctx := context.Background()
-	info, err := f.s.forge.Meta.RepoInfo(ctx, "alice", "proj")
-	require.NoError(t, err)
 
 	release := make(chan struct{})
 	var once sync.Once
@@ -321,7 +330,7 @@ func TestBadReceivers(t *testing.T) {
 		require.NoError(t, err)
 		hookIDs[i] = h.ID
 	}
-	_, err = f.s.forge.AddWebhook(ctx, info.ID, goodURL, "s")
+	_, err := f.s.forge.AddWebhook(ctx, info.ID, goodURL, "s")
 	require.NoError(t, err)
 	f.pushSample("alice/proj", "alice", tok)
 
@@ -426,15 +435,9 @@ func TestJobsCarryTheirOrigin(t *testing.T) {
 // state, and retries and cancels jobs; nobody else sees the page.
 func TestAdminJobsPage(t *testing.T) {
 	t.Parallel()
-	f := newForge(t, "-webhook-private")
-	f.s.hooks.Attempts = 1
+	f, tok, info := oneTryForge(t)
 	f.user("root", "-admin")
-	f.user("alice")
-	tok := f.token("alice")
-	f.mustCLI("", "repo", "create", "alice/proj")
 	ctx := context.Background()
-	info, err := f.s.forge.Meta.RepoInfo(ctx, "alice", "proj")
-	require.NoError(t, err)
 	var fail sync.Map
 	fail.Store("on", true)
 	got := make(chan string, 4)
@@ -445,7 +448,7 @@ func TestAdminJobsPage(t *testing.T) {
 		}
 		got <- r.Header.Get("X-Forgekit-Delivery")
 	})
-	_, err = f.s.forge.AddWebhook(ctx, info.ID, recv, "s")
+	_, err := f.s.forge.AddWebhook(ctx, info.ID, recv, "s")
 	require.NoError(t, err)
 	f.pushSample("alice/proj", "alice", tok)
 
