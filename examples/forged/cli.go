@@ -121,7 +121,7 @@ var commands = []command{
 	{name: "token create", args: "USER", nargs: 1, help: "create an access token (shown once)", flags: tokenCreate},
 	{name: "token list", args: "USER", nargs: 1, help: "list a user's tokens", flags: noFlags(tokenList)},
 	{name: "token revoke", args: "USER TOKEN-NAME", nargs: 2, help: "revoke a token, at once", flags: noFlags(tokenRevoke)},
-	{name: "jobs list", help: "list the background jobs (deliveries, indexing, archives, purges, maintenance), newest first (-state: only those)", flags: jobsList},
+	{name: "jobs list", help: "list the background jobs (deliveries, indexing, archives, purges, maintenance), newest first (-state, -kind: only those)", flags: jobsList},
 	{name: "jobs retry", args: "ID", nargs: 1, help: "run a failed, cancelled or waiting job again now", flags: noFlags(jobsRetry)},
 	{name: "jobs cancel", args: "ID", nargs: 1, help: "cancel a job that has not completed", flags: noFlags(jobsCancel)},
 }

@@ -176,7 +176,7 @@ func TestDeliverySurvivesStops(t *testing.T) {
 
 // TestWebhooksExactlyOnceAcrossInstances: three instances on one
 // PostgreSQL database, pushes through each in turn: every push reaches
-// the webhook once, whichever instance ran its jobs.
+// each of the two webhooks once, whichever instance ran its jobs.
 func TestWebhooksExactlyOnceAcrossInstances(t *testing.T) {
 	t.Parallel()
 	dsn := testenv.Postgres(t)
@@ -190,23 +190,25 @@ func TestWebhooksExactlyOnceAcrossInstances(t *testing.T) {
 	tok := tokenRE.FindString(a.mustCLI("", "token", "create", "alice", "-db", dsn))
 	a.mustCLI("", "repo", "create", "alice/proj", "-db", dsn)
 
-	type hit struct{ delivery, push string }
+	type hit struct{ hook, delivery, push string }
 	var mu sync.Mutex
 	var hits []hit
-	recv := newReceiver(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
-		var ev struct {
-			ID int64 `json:"id"`
-		}
-		require.NoError(t, json.Unmarshal(body, &ev))
-		mu.Lock()
-		hits = append(hits, hit{r.Header.Get("X-Forgekit-Delivery"), fmt.Sprint(ev.ID)})
-		mu.Unlock()
-	})
 	ctx := context.Background()
 	info, err := a.s.forge.Meta.RepoInfo(ctx, "alice", "proj")
 	require.NoError(t, err)
-	_, err = a.s.forge.AddWebhook(ctx, info.ID, recv, "s")
-	require.NoError(t, err)
+	for _, hook := range []string{"ci", "chat"} {
+		recv := newReceiver(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
+			var ev struct {
+				ID int64 `json:"id"`
+			}
+			require.NoError(t, json.Unmarshal(body, &ev))
+			mu.Lock()
+			hits = append(hits, hit{hook, r.Header.Get("X-Forgekit-Delivery"), fmt.Sprint(ev.ID)})
+			mu.Unlock()
+		})
+		_, err = a.s.forge.AddWebhook(ctx, info.ID, recv, "s")
+		require.NoError(t, err)
+	}
 
 	work := a.pushSample("alice/proj", "alice", tok)
 	const pushes = 9
@@ -217,7 +219,7 @@ func TestWebhooksExactlyOnceAcrossInstances(t *testing.T) {
 		testenv.Run(t, work, "commit", "-qm", strconv.Itoa(i))
 		testenv.Run(t, work, "push", "-q", in.gitURL("alice/proj", "alice", tok), "main")
 	}
-	want := pushes + 1 // and pushSample's
+	want := 2 * (pushes + 1) // and pushSample's, to each webhook
 	waitFor(t, "every delivery", 60*time.Second, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
@@ -240,12 +242,12 @@ func TestWebhooksExactlyOnceAcrossInstances(t *testing.T) {
 	})
 	mu.Lock()
 	defer mu.Unlock()
-	assert.Len(t, hits, want, "each push once")
-	deliveries, pushIDs := map[string]bool{}, map[string]bool{}
+	assert.Len(t, hits, want, "each push once to each webhook")
+	deliveries, pushes2 := map[string]bool{}, map[[2]string]bool{}
 	for _, h := range hits {
 		assert.False(t, deliveries[h.delivery], "delivery %s twice", h.delivery)
-		assert.False(t, pushIDs[h.push], "push %s twice", h.push)
-		deliveries[h.delivery], pushIDs[h.push] = true, true
+		assert.False(t, pushes2[[2]string{h.hook, h.push}], "push %s twice to %s", h.push, h.hook)
+		deliveries[h.delivery], pushes2[[2]string{h.hook, h.push}] = true, true
 	}
 }
 

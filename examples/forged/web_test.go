@@ -898,6 +898,9 @@ func TestJobsCommands(t *testing.T) {
 	assert.Contains(t, line, "1/1")
 	assert.Contains(t, line, "500")
 	id := strings.Fields(line)[0]
+	pushes := f.mustCLI("", "jobs", "list", "-kind", "push")
+	assert.Contains(t, pushes, " push ")
+	assert.NotContains(t, pushes, "webhook_delivery", "-kind: that kind only")
 	metrics := f.browser().get("/metrics").body
 	assert.Contains(t, metrics, `forged_jobs{kind="webhook_delivery",state="discarded"} 1`)
 	assert.Contains(t, metrics, "forged_jobs_oldest_waiting_seconds 0")
