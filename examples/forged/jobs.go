@@ -455,7 +455,7 @@ func (s *server) queuePushWork(ctx context.Context, ev forge.PushEvent) error {
 // prepareArchives makes both archives of a tag of a repository; a tag
 // or a repository gone since has nothing to make.
 func (s *server) prepareArchives(ctx context.Context, repoID int64, tag string) error {
-	info, dir, err := s.code.repo(ctx, repoID)
+	info, dir, err := repoByID(ctx, s.forge, repoID)
 	if err != nil || dir == "" {
 		return err
 	}
@@ -478,12 +478,12 @@ func (s *server) prepareArchives(ctx context.Context, repoID int64, tag string) 
 // fillLastCommits walks the last commits of the root directory at the
 // repository's default branch, unless they are known.
 func (s *server) fillLastCommits(ctx context.Context, repoID int64) error {
-	commit, err := s.code.head(ctx, repoID)
-	if err != nil || commit == "" {
+	_, dir, err := repoByID(ctx, s.forge, repoID)
+	if err != nil || dir == "" {
 		return err
 	}
-	_, dir, err := s.code.repo(ctx, repoID)
-	if err != nil || dir == "" {
+	commit, err := defaultHead(ctx, s.browsers, dir)
+	if err != nil || commit == "" {
 		return err
 	}
 	br, err := s.browsers.Open(dir)
@@ -525,10 +525,45 @@ func (s *server) maintainDue(ctx context.Context) error {
 
 // maintain runs the maintenance of one repository.
 func (s *server) maintain(ctx context.Context, repoID int64) error {
-	info, dir, err := s.code.repo(ctx, repoID)
+	info, dir, err := repoByID(ctx, s.forge, repoID)
 	if err != nil || dir == "" {
 		return err
 	}
 	_, err = s.maint.Run(ctx, forge.Repo{Owner: info.Owner, Name: info.Name, Dir: dir})
 	return err
+}
+
+// repoByID returns the metadata and the directory of the repository
+// id, or "" when it is gone (deleted since its job was queued).
+func repoByID(ctx context.Context, f *forge.Forge, id int64) (*forge.RepoInfo, string, error) {
+	info, err := f.Meta.RepoInfoByID(ctx, id)
+	if errors.Is(err, forge.ErrNotFound) {
+		return nil, "", nil
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	repo, err := f.Store.Get(info.Owner, info.Name)
+	if err != nil {
+		return nil, "", nil
+	}
+	return info, repo.Dir, nil
+}
+
+// defaultHead returns the commit of the default branch of the
+// repository in dir ("" if it has none), its refs read afresh: another
+// process may have moved them.
+func defaultHead(ctx context.Context, b *forge.Browsers, dir string) (string, error) {
+	b.RefsChanged(dir)
+	refs, head, err := b.Refs(ctx, dir)
+	if err != nil {
+		return "", err
+	}
+	branch := defaultBranch(refs, head)
+	for _, r := range refs {
+		if !r.Tag && r.Name == branch {
+			return r.Commit, nil
+		}
+	}
+	return "", nil
 }

@@ -96,76 +96,37 @@ func (x *codeIndex) mark(ctx context.Context, repo int64) {
 // run is the job: it brings repo's index to its default branch, and
 // again while the branch moved meanwhile (a push whose mark found this
 // job running was not queued: see indexJob).
-func (x *codeIndex) run(ctx context.Context, repo int64) error {
+func (x *codeIndex) run(ctx context.Context, id int64) error {
 	// A follow-up job and a job queued after the first ended may run at
 	// once; here they take turns.
-	mu, _ := x.running.LoadOrStore(repo, new(sync.Mutex))
+	mu, _ := x.running.LoadOrStore(id, new(sync.Mutex))
 	mu.(*sync.Mutex).Lock()
 	defer mu.(*sync.Mutex).Unlock()
+	_, dir, err := repoByID(ctx, x.forge, id)
+	if err != nil {
+		return err
+	}
+	if dir == "" {
+		return x.store.Forget(ctx, id) // gone
+	}
+	commit, err := defaultHead(ctx, x.browsers, dir)
 	for range 10 {
-		indexed, err := x.update(ctx, repo)
-		if err != nil || indexed == "" {
+		if err != nil {
 			return err
 		}
-		if now, _ := x.head(ctx, repo); now == indexed {
+		if commit == "" {
+			return x.store.Forget(ctx, id) // empty
+		}
+		if err := x.indexer.Update(ctx, id, dir, commit); err != nil {
+			return err
+		}
+		var now string
+		if now, err = defaultHead(ctx, x.browsers, dir); err == nil && now == commit {
 			return nil
 		}
+		commit = now
 	}
 	return nil
-}
-
-// head returns the commit of repo's default branch ("" if none), read
-// afresh.
-func (x *codeIndex) head(ctx context.Context, id int64) (string, error) {
-	_, dir, err := x.repo(ctx, id)
-	if err != nil || dir == "" {
-		return "", err
-	}
-	x.browsers.RefsChanged(dir) // another process may have moved them
-	refs, head, err := x.browsers.Refs(ctx, dir)
-	if err != nil {
-		return "", err
-	}
-	branch := defaultBranch(refs, head)
-	for _, r := range refs {
-		if !r.Tag && r.Name == branch {
-			return r.Commit, nil
-		}
-	}
-	return "", nil
-}
-
-// repo returns repo's metadata and directory, or "" when it is gone.
-func (x *codeIndex) repo(ctx context.Context, id int64) (*forge.RepoInfo, string, error) {
-	info, err := x.forge.Meta.RepoInfoByID(ctx, id)
-	if errors.Is(err, forge.ErrNotFound) {
-		return nil, "", nil
-	}
-	if err != nil {
-		return nil, "", err
-	}
-	repo, err := x.forge.Store.Get(info.Owner, info.Name)
-	if err != nil {
-		return nil, "", nil
-	}
-	return info, repo.Dir, nil
-}
-
-// update brings repo's index to its default branch and returns the
-// commit indexed, or forgets a repository that is gone or empty.
-func (x *codeIndex) update(ctx context.Context, id int64) (string, error) {
-	commit, err := x.head(ctx, id)
-	if err != nil {
-		return "", err
-	}
-	if commit == "" {
-		return "", x.store.Forget(ctx, id)
-	}
-	_, dir, err := x.repo(ctx, id)
-	if err != nil || dir == "" {
-		return "", err
-	}
-	return commit, x.indexer.Update(ctx, id, dir, commit)
 }
 
 // Pages.
