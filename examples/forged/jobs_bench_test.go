@@ -21,7 +21,7 @@ import (
 // of the push's job (which, run, records its size, queues its webhooks,
 // its code index, its last commits and its tags' archives), on SQLite
 // and on PostgreSQL, with the workers running those jobs meanwhile
-// (pushes 5 ms apart).
+// (pushes 5 ms apart), then with the workers paused: the insert alone.
 // "goroutines" is what it did before: a goroutine for the push's work
 // and a mark in the code index's in-memory set. added-ms is the
 // difference of the medians, per push; the target is at most 1 ms.
@@ -52,35 +52,50 @@ func BenchmarkPushQueueing(b *testing.B) {
 		b.ReportMetric(goroutines, "ms/push")
 	})
 	for _, db := range []string{"sqlite", "postgres"} {
-		b.Run("queue-"+db, func(b *testing.B) {
-			var flags []string
-			if db == "postgres" {
-				flags = append(flags, "-db", testenv.Postgres(b))
+		for _, idle := range []bool{false, true} {
+			name := "queue-" + db
+			if idle {
+				name += "-workers-paused" // what the insert costs alone
 			}
-			s, _ := startInstance(b, b.TempDir(), flags...)
-			ctx := context.Background()
-			var took []time.Duration
-			for i := 0; b.Loop(); i++ {
-				ev := ev
-				ev.RepoID, ev.ID = int64(i+1), int64(i+1) // jobs of repositories that are not there: they end at once
-				t0 := time.Now()
-				if err := s.forge.Enqueue(ctx, forge.PushWork{RepoID: ev.RepoID, Event: ev}); err != nil {
-					b.Fatal(err)
-				}
-				took = append(took, time.Since(t0))
-				// Pushes come a few milliseconds apart at most, with
-				// the workers running the jobs of the earlier ones.
-				b.StopTimer()
-				time.Sleep(5 * time.Millisecond)
-				b.StartTimer()
-			}
-			slices.Sort(took)
-			p50 := took[len(took)/2].Seconds() * 1000
-			b.ReportMetric(p50, "p50-ms/push")
-			b.ReportMetric(took[len(took)*95/100].Seconds()*1000, "p95-ms/push")
-			b.ReportMetric(p50-goroutines, "added-ms")
-		})
+			b.Run(name, func(b *testing.B) { pushQueueing(b, db, idle, ev, goroutines) })
+		}
 	}
+}
+
+func pushQueueing(b *testing.B, db string, idle bool, ev forge.PushEvent, goroutines float64) {
+	var flags []string
+	if db == "postgres" {
+		flags = append(flags, "-db", testenv.Postgres(b))
+	}
+	s, _ := startInstance(b, b.TempDir(), flags...)
+	ctx := context.Background()
+	if idle {
+		for _, q := range []string{"default", slowQueue} {
+			if err := s.queue.client.QueuePause(ctx, q, nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	var took []time.Duration
+	for i := 0; b.Loop(); i++ {
+		ev := ev
+		ev.RepoID, ev.ID = int64(i+1), int64(i+1) // jobs of repositories that are not there: they end at once
+		t0 := time.Now()
+		if err := s.forge.Enqueue(ctx, forge.PushWork{RepoID: ev.RepoID, Event: ev}); err != nil {
+			b.Fatal(err)
+		}
+		took = append(took, time.Since(t0))
+		// Pushes come a few milliseconds apart at most, with
+		// the workers running the jobs of the earlier ones.
+		b.StopTimer()
+		time.Sleep(5 * time.Millisecond)
+		b.StartTimer()
+	}
+	slices.Sort(took)
+	p50 := took[len(took)/2].Seconds() * 1000
+	b.ReportMetric(p50, "p50-ms/push")
+	b.ReportMetric(took[len(took)*95/100].Seconds()*1000, "p95-ms/push")
+	b.ReportMetric(p50-goroutines, "added-ms")
 }
 
 // BenchmarkDeliveryDrain: 1,000 webhook deliveries queued while the
