@@ -30,7 +30,8 @@ import (
 // instances share it.
 //
 // Every job is idempotent (run twice, it does the work once) and is
-// retried with backoff until it succeeds or has used its attempts; then
+// retried with backoff until it succeeds or has used its attempts (a
+// delivery: the Deliverer's Attempts; the others: River's 25); then
 // it stays, visible as discarded, in /admin/jobs and forged jobs list.
 // Each runs in a time box, under the slow-request watchdog, counting its
 // own work (queries, git runs), and names the request that queued it
@@ -43,7 +44,8 @@ import (
 // The kinds of job.
 
 // pushArgs is what a push leaves for after its answer: the repository's
-// size and its webhook deliveries (forge.Forge.FinishPush).
+// size and its webhook deliveries (forge.Forge.FinishPush), then the
+// jobs the push calls for (queuePushWork).
 type pushArgs struct {
 	forge.PushWork
 }
