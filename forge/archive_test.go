@@ -47,12 +47,7 @@ func tarNames(t *testing.T, r io.Reader) []string {
 
 func TestArchives(t *testing.T) {
 	t.Parallel()
-	testenv.Git(t)
-	repo := filepath.Join(t.TempDir(), "r.git")
-	testenv.BareRepo(t, repo, testenv.RepoOptions{Commits: 6})
-	commit := strings.TrimSpace(testenv.Run(t, repo, "rev-parse", "main"))
-	a, err := forge.NewArchiver(filepath.Join(t.TempDir(), "archives"), 0)
-	require.NoError(t, err)
+	repo, commit, a := newArchiverRepo(t, 6)
 
 	// The same files as git archive itself.
 	cmd := exec.Command("git", "archive", "--format=tar.gz", "--prefix=proj/", commit)
@@ -187,12 +182,7 @@ func TestArchiveBounds(t *testing.T) {
 // is the one the first request is served, from disk.
 func TestArchivePrepare(t *testing.T) {
 	t.Parallel()
-	testenv.Git(t)
-	repo := filepath.Join(t.TempDir(), "r.git")
-	testenv.BareRepo(t, repo, testenv.RepoOptions{Commits: 2})
-	commit := strings.TrimSpace(testenv.Run(t, repo, "rev-parse", "main"))
-	a, err := forge.NewArchiver(filepath.Join(t.TempDir(), "archives"), 0)
-	require.NoError(t, err)
+	repo, commit, a := newArchiverRepo(t, 2)
 	ctx := context.Background()
 	require.NoError(t, a.Prepare(ctx, repo, "proj", commit, "tar.gz"))
 	require.NoError(t, a.Prepare(ctx, repo, "proj", commit, "tar.gz"))
@@ -202,4 +192,18 @@ func TestArchivePrepare(t *testing.T) {
 	assert.Equal(t, 200, rec.Code)
 	assert.Equal(t, int64(1), a.Stats().Generated, "served what was prepared")
 	assert.ErrorIs(t, a.Prepare(ctx, repo, "proj", commit, "rar"), forge.ErrFormat)
+}
+
+// newArchiverRepo makes a repository of commits commits and an archiver
+// with an empty cache; it returns the repository, its main commit and
+// the archiver.
+func newArchiverRepo(t *testing.T, commits int) (string, string, *forge.Archiver) {
+	t.Helper()
+	testenv.Git(t)
+	repo := filepath.Join(t.TempDir(), "r.git")
+	testenv.BareRepo(t, repo, testenv.RepoOptions{Commits: commits})
+	commit := strings.TrimSpace(testenv.Run(t, repo, "rev-parse", "main"))
+	a, err := forge.NewArchiver(filepath.Join(t.TempDir(), "archives"), 0)
+	require.NoError(t, err)
+	return repo, commit, a
 }

@@ -9,13 +9,13 @@ import (
 	"context"
 	"os"
 	"os/exec"
-	"runtime/metrics"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/forgekit/forgekit/forge"
+	"github.com/forgekit/forgekit/internal/testenv"
 )
 
 // BenchmarkLastCommits: the last commit of every entry of the root and
@@ -52,7 +52,7 @@ func BenchmarkLastCommits(b *testing.B) {
 			var tOurs, tPerEntry time.Duration
 			var peak uint64
 			for b.Loop() {
-				stop := sampleHeap(&peak)
+				stop := testenv.SampleHeap(&peak)
 				start := time.Now()
 				last, complete, err := br.LastCommits(ctx, head, d, 0)
 				tOurs += time.Since(start)
@@ -103,29 +103,6 @@ func gitLastCommits(b *testing.B, dir, head, d string, ents []forge.Entry, last 
 		}()
 	}
 	wg.Wait()
-}
-
-// sampleHeap records the largest live heap seen until stop is called.
-func sampleHeap(peak *uint64) (stop func()) {
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
-	go func() {
-		defer wg.Done()
-		for {
-			metrics.Read(s)
-			if v := s[0].Value.Uint64(); v > *peak {
-				*peak = v
-			}
-			select {
-			case <-done:
-				return
-			case <-time.After(5 * time.Millisecond):
-			}
-		}
-	}()
-	return func() { close(done); wg.Wait() }
 }
 
 // BenchmarkBrowse: tree listing, blob read and commit+diff, ours (go-git,
@@ -326,7 +303,7 @@ func BenchmarkBlame(b *testing.B) {
 				}
 				lines = len(bl.Lines)
 			}
-			stop := sampleHeap(&peak)
+			stop := testenv.SampleHeap(&peak)
 			if _, err := br.Blame(ctx, head, f, 0); err != nil {
 				b.Fatal(err)
 			}

@@ -24,8 +24,9 @@ import (
 
 // PushEvent is what happened in one push.
 type PushEvent struct {
-	// ID is the push's id in the feeds (0 if it has none): every
-	// delivery of one push to one webhook carries it, once.
+	// ID is the push's id in the feeds (0 if none was recorded): the
+	// Deliverer records at most one delivery per push and webhook by it,
+	// and receivers may use it to tell pushes apart.
 	ID      int64                `json:"id,omitempty"`
 	Repo    string               `json:"repository"` // owner/name
 	RepoID  int64                `json:"-"`
@@ -59,8 +60,9 @@ func Sign(secret string, body []byte) string {
 
 // Deliverer sends push events to the repositories' webhooks: JSON
 // bodies signed with HMAC-SHA256, retried with exponential backoff, every
-// attempt recorded in the delivery log. Deliveries run in the background;
-// Close waits for them. A Deliverer is safe for concurrent use; set its
+// attempt recorded in the delivery log. Without Enqueue, deliveries run
+// in the background and Close waits for them; with it, a durable queue
+// runs them. A Deliverer is safe for concurrent use; set its
 // fields before use.
 type Deliverer struct {
 	Meta *Meta

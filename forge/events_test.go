@@ -55,11 +55,7 @@ func TestWebhooksOnPush(t *testing.T) {
 		heard = append(heard, ev)
 	})
 
-	srv := httptest.NewServer(w.f.GitHandler())
-	defer srv.Close()
-	src := filepath.Join(t.TempDir(), "src")
-	testenv.BareRepo(t, src, testenv.RepoOptions{Commits: 2})
-	testenv.Run(t, src, "push", "-q", "http://writer:password-writer@"+srv.Listener.Addr().String()+"/owner/public.git", "main")
+	w.pushAsWriter(t, 2)
 
 	select {
 	case ev := <-got:
@@ -200,11 +196,7 @@ func TestPushWorkOnAQueue(t *testing.T) {
 	works := make(chan forge.PushWork, 1)
 	w.f.Enqueue = func(_ context.Context, pw forge.PushWork) error { works <- pw; return nil }
 
-	srv := httptest.NewServer(w.f.GitHandler())
-	defer srv.Close()
-	src := filepath.Join(t.TempDir(), "src")
-	testenv.BareRepo(t, src, testenv.RepoOptions{Commits: 2})
-	testenv.Run(t, src, "push", "-q", "http://writer:password-writer@"+srv.Listener.Addr().String()+"/owner/public.git", "main")
+	w.pushAsWriter(t, 2)
 	var pw forge.PushWork
 	select {
 	case pw = <-works: // handed over before git's push returned
@@ -257,14 +249,21 @@ func TestPushWorkQueueDown(t *testing.T) {
 	w.f.Deliverer = &forge.Deliverer{Meta: w.f.Meta, Enqueue: func(_ context.Context, id int64) error { queued <- id; return nil }}
 	defer w.f.Deliverer.Close()
 	w.f.Enqueue = func(context.Context, forge.PushWork) error { return fmt.Errorf("queue: database is locked") }
-	srv := httptest.NewServer(w.f.GitHandler())
-	defer srv.Close()
-	src := filepath.Join(t.TempDir(), "src")
-	testenv.BareRepo(t, src, testenv.RepoOptions{Commits: 1})
-	testenv.Run(t, src, "push", "-q", "http://writer:password-writer@"+srv.Listener.Addr().String()+"/owner/public.git", "main")
+	w.pushAsWriter(t, 1)
 	w.f.Wait()
 	d, err := w.f.Meta.Deliveries(ctx, h.ID, 10)
 	require.NoError(t, err)
 	require.Len(t, d, 1)
 	assert.Equal(t, d[0].ID, <-queued)
+}
+
+// pushAsWriter pushes a new history of commits commits to owner/public's
+// main as writer, through the forge's git handler over loopback.
+func (w *world) pushAsWriter(t *testing.T, commits int) {
+	t.Helper()
+	srv := httptest.NewServer(w.f.GitHandler())
+	defer srv.Close()
+	src := filepath.Join(t.TempDir(), "src")
+	testenv.BareRepo(t, src, testenv.RepoOptions{Commits: commits})
+	testenv.Run(t, src, "push", "-q", "http://writer:password-writer@"+srv.Listener.Addr().String()+"/owner/public.git", "main")
 }

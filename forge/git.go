@@ -270,7 +270,9 @@ func (f *Forge) afterPush(ctx context.Context, r *RepoInfo, dir, pusher string, 
 
 // PushWork is what a push leaves for after its answer: recording the
 // repository's new size (a walk of its files) and its webhook
-// deliveries. It is plain data, for a queue to keep.
+// deliveries. It is plain data, for a queue to keep as JSON; RepoID is
+// here because Event's (like its Dir) is not marshalled: Event is also
+// the webhooks' body.
 type PushWork struct {
 	RepoID int64     `json:"repo_id"`
 	Event  PushEvent `json:"event"`
@@ -282,14 +284,7 @@ type PushWork struct {
 // a delivery is recorded once per push and webhook (see Deliverer.Push).
 // A repository deleted since has nothing left to do.
 func (f *Forge) FinishPush(ctx context.Context, w PushWork) error {
-	r, err := f.Meta.RepoInfoByID(ctx, w.RepoID)
-	if errors.Is(err, ErrNotFound) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	repo, err := f.Store.Get(r.Owner, r.Name)
+	r, repo, err := f.RepoByID(ctx, w.RepoID)
 	if errors.Is(err, ErrNotFound) {
 		return nil
 	}

@@ -317,6 +317,22 @@ func (m *Meta) createRepoInfo(ctx context.Context, r RepoInfo) (*RepoInfo, error
 	return &r, nil
 }
 
+// RepoByID returns the metadata and the directory of the repository
+// with that id, or ErrNotFound when either is gone: what background work
+// queued for a repository (by id, which a rename keeps) finds when it
+// runs.
+func (f *Forge) RepoByID(ctx context.Context, id int64) (*RepoInfo, *Repo, error) {
+	info, err := f.Meta.RepoInfoByID(ctx, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	repo, err := f.Store.Get(info.Owner, info.Name)
+	if err != nil {
+		return nil, nil, err
+	}
+	return info, repo, nil
+}
+
 // RepoInfoByID returns the metadata of the repository with that id,
 // or ErrNotFound (a repository deleted since).
 func (m *Meta) RepoInfoByID(ctx context.Context, id int64) (*RepoInfo, error) {

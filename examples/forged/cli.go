@@ -19,6 +19,7 @@ import (
 	"github.com/forgekit/forgekit/counting"
 	"github.com/forgekit/forgekit/counting/sqlite"
 	"github.com/forgekit/forgekit/forge"
+	"github.com/riverqueue/river"
 )
 
 // openForge opens the store under data and the metadata: the
@@ -455,10 +456,17 @@ func repoDelete(ctx context.Context, c *cli, pos []string) error {
 	if err != nil {
 		return err
 	}
+	info, err := c.f.Meta.RepoInfo(ctx, owner, name)
+	if err != nil {
+		return err
+	}
 	if err := c.f.DeleteRepo(ctx, owner, name); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.stdout, "moved %s/%s to the trash (forged repo restore %s/%s brings it back)\n", owner, name, owner, name)
+	// As the settings page does: front caches drop its pages, the code
+	// index forgets it (jobs for the server, which knows the caches).
+	c.queue(ctx, append(indexParams(info.ID), river.InsertManyParams{Args: purgeRepoArgs{RepoID: info.ID, Why: "deleted"}})...)
 	return nil
 }
 
@@ -485,7 +493,22 @@ func repoRename(ctx context.Context, c *cli, pos []string) error {
 		return err
 	}
 	fmt.Fprintf(c.stdout, "renamed %s/%s to %s/%s\n", owner, name, r.Owner, r.Name)
+	// The old name's pages go from front caches, as on the settings page.
+	c.queue(ctx, river.InsertManyParams{Args: purgeRepoArgs{RepoID: r.ID, Why: "renamed"}})
 	return nil
+}
+
+// queue hands jobs to the server's queue. The command has done its
+// work; a queue it cannot reach is reported, not failed on.
+func (c *cli) queue(ctx context.Context, jobs ...river.InsertManyParams) {
+	client, db, err := openQueueAdmin(ctx, c.data, c.db)
+	if err == nil {
+		_, err = client.InsertMany(ctx, jobs)
+		db.Close()
+	}
+	if err != nil {
+		fmt.Fprintf(c.stderr, "warning: not queued for the server (front-cache purges, code index): %v\n", err)
+	}
 }
 
 func tokenCreate(fs *flag.FlagSet) func(context.Context, *cli, []string) error {

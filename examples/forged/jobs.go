@@ -68,6 +68,16 @@ type purgeArgs struct {
 
 func (purgeArgs) Kind() string { return "purge" }
 
+// purgeRepoArgs asks every front cache of the server (-purge) to drop a
+// repository's objects: what forged's commands queue, as they do not
+// know the caches. Its job queues a purge per cache.
+type purgeRepoArgs struct {
+	RepoID int64  `json:"repo_id"`
+	Why    string `json:"why"`
+}
+
+func (purgeRepoArgs) Kind() string { return "purge_repo" }
+
 // indexArgs brings a repository's code index to its default branch.
 // After, if set, is the id of an index job of the same repository that
 // was running when this one was queued: this one waits for it to end.
@@ -210,6 +220,9 @@ func openQueue(ctx context.Context, s *server, retry time.Duration) (*queue, err
 	})
 	addWorker(ws, purgeLimit, func(ctx context.Context, j *river.Job[purgeArgs]) error {
 		return s.purger.send(ctx, j.Args.Cache, j.Args.RepoID)
+	})
+	addWorker(ws, purgeLimit, func(ctx context.Context, j *river.Job[purgeRepoArgs]) error {
+		return s.purger.purge(ctx, j.Args.RepoID, j.Args.Why)
 	})
 	addWorker(ws, indexLimit, func(ctx context.Context, j *river.Job[indexArgs]) error {
 		if j.Args.After != 0 {
@@ -358,13 +371,6 @@ func (q *queue) working(ctx context.Context, job *rivertype.JobRow, inner func(c
 	return err
 }
 
-// workAttrs are the log fields of a job's work, as the access log's.
-func workAttrs(t slowlog.Tally) []slog.Attr {
-	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-	return []slog.Attr{slog.Int64("queries", t.Queries), slog.Float64("query_ms", ms(t.QueryTime)),
-		slog.Int64("git_runs", t.GitRuns), slog.Float64("git_ms", ms(t.GitTime)), slog.Int64("objects", t.Objects)}
-}
-
 // The insertions, as the components ask for them.
 
 // enqueuePush is forge.Forge.Enqueue.
@@ -391,6 +397,15 @@ func (q *queue) enqueuePurge(ctx context.Context, a purgeArgs) error {
 	return err
 }
 
+// indexParams are the insertion of repos' code index jobs.
+func indexParams(repos ...int64) []river.InsertManyParams {
+	params := make([]river.InsertManyParams, len(repos))
+	for i, id := range repos {
+		params[i] = river.InsertManyParams{Args: indexArgs{RepoID: id}, InsertOpts: &river.InsertOpts{Queue: slowQueue, UniqueOpts: untilRun}}
+	}
+	return params
+}
+
 // enqueueIndex is codeIndex.enqueue.
 //
 // One index job per repository waits or runs at a time (unique until
@@ -400,10 +415,7 @@ func (q *queue) enqueuePurge(ctx context.Context, a purgeArgs) error {
 // follow-up job, itself unique, that waits for the first to end: the
 // first may have read the branch before the push that marked it.
 func (q *queue) enqueueIndex(ctx context.Context, repos ...int64) error {
-	params := make([]river.InsertManyParams, len(repos))
-	for i, id := range repos {
-		params[i] = river.InsertManyParams{Args: indexArgs{RepoID: id}, InsertOpts: &river.InsertOpts{Queue: slowQueue, UniqueOpts: untilRun}}
-	}
+	params := indexParams(repos...)
 	for len(params) > 0 {
 		n := min(len(params), 1000)
 		res, err := q.client.InsertMany(ctx, params[:n])
@@ -457,12 +469,12 @@ func (s *server) queuePushWork(ctx context.Context, ev forge.PushEvent) error {
 // prepareArchives makes both archives of a tag of a repository; a tag
 // or a repository gone since has nothing to make.
 func (s *server) prepareArchives(ctx context.Context, repoID int64, tag string) error {
-	info, dir, err := repoByID(ctx, s.forge, repoID)
-	if err != nil || dir == "" {
+	info, repo, err := jobRepo(ctx, s.forge, repoID)
+	if err != nil || repo == nil {
 		return err
 	}
-	s.browsers.RefsChanged(dir) // the push may have been served by another process
-	_, commit, _, err := s.browsers.SplitRef(ctx, dir, tag)
+	s.browsers.RefsChanged(repo.Dir) // the push may have been served by another process
+	_, commit, _, err := s.browsers.SplitRef(ctx, repo.Dir, tag)
 	if errors.Is(err, forge.ErrNotFound) {
 		return nil
 	}
@@ -470,7 +482,7 @@ func (s *server) prepareArchives(ctx context.Context, repoID int64, tag string) 
 		return err
 	}
 	for _, format := range []string{"tar.gz", "zip"} {
-		if err := s.archiver.Prepare(ctx, dir, info.Name, commit, format); err != nil {
+		if err := s.archiver.Prepare(ctx, repo.Dir, info.Name, commit, format); err != nil {
 			return err
 		}
 	}
@@ -480,15 +492,15 @@ func (s *server) prepareArchives(ctx context.Context, repoID int64, tag string) 
 // fillLastCommits walks the last commits of the root directory at the
 // repository's default branch, unless they are known.
 func (s *server) fillLastCommits(ctx context.Context, repoID int64) error {
-	_, dir, err := repoByID(ctx, s.forge, repoID)
-	if err != nil || dir == "" {
+	_, repo, err := jobRepo(ctx, s.forge, repoID)
+	if err != nil || repo == nil {
 		return err
 	}
-	commit, err := defaultHead(ctx, s.browsers, dir)
+	commit, err := defaultHead(ctx, s.browsers, repo.Dir)
 	if err != nil || commit == "" {
 		return err
 	}
-	br, err := s.browsers.Open(dir)
+	br, err := s.browsers.Open(repo.Dir)
 	if err != nil {
 		return err
 	}
@@ -527,29 +539,23 @@ func (s *server) maintainDue(ctx context.Context) error {
 
 // maintain runs the maintenance of one repository.
 func (s *server) maintain(ctx context.Context, repoID int64) error {
-	info, dir, err := repoByID(ctx, s.forge, repoID)
-	if err != nil || dir == "" {
+	_, repo, err := jobRepo(ctx, s.forge, repoID)
+	if err != nil || repo == nil {
 		return err
 	}
-	_, err = s.maint.Run(ctx, forge.Repo{Owner: info.Owner, Name: info.Name, Dir: dir})
+	_, err = s.maint.Run(ctx, *repo)
 	return err
 }
 
-// repoByID returns the metadata and the directory of the repository
-// id, or "" when it is gone (deleted since its job was queued).
-func repoByID(ctx context.Context, f *forge.Forge, id int64) (*forge.RepoInfo, string, error) {
-	info, err := f.Meta.RepoInfoByID(ctx, id)
+// jobRepo is forge.Forge.RepoByID for a job: a repository gone since
+// the job was queued (deleted, or renamed away on disk) comes back nil,
+// with nothing left to do.
+func jobRepo(ctx context.Context, f *forge.Forge, id int64) (*forge.RepoInfo, *forge.Repo, error) {
+	info, repo, err := f.RepoByID(ctx, id)
 	if errors.Is(err, forge.ErrNotFound) {
-		return nil, "", nil
+		return nil, nil, nil
 	}
-	if err != nil {
-		return nil, "", err
-	}
-	repo, err := f.Store.Get(info.Owner, info.Name)
-	if err != nil {
-		return nil, "", nil
-	}
-	return info, repo.Dir, nil
+	return info, repo, err
 }
 
 // defaultHead returns the commit of the default branch of the

@@ -32,6 +32,7 @@ func BenchmarkPushQueueing(b *testing.B) {
 		Updates: []gitproto.RefUpdate{{Ref: "refs/heads/main", Old: "1111111111111111111111111111111111111111", New: "2222222222222222222222222222222222222222"}}}
 	var goroutines float64
 	b.Run("goroutines", func(b *testing.B) {
+		b.ReportAllocs()
 		var wg sync.WaitGroup
 		var mu sync.Mutex
 		dirty := map[int64]bool{}
@@ -69,6 +70,10 @@ func pushQueueing(b *testing.B, db string, idle bool, ev forge.PushEvent, gorout
 	}
 	s, _ := startInstance(b, b.TempDir(), flags...)
 	ctx := context.Background()
+	b.ReportAllocs() // the process's, workers included
+	var peak uint64
+	defer func() { b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MiB") }()
+	defer testenv.SampleHeap(&peak)()
 	if idle {
 		for _, q := range []string{"default", slowQueue} {
 			if err := s.queue.client.QueuePause(ctx, q, nil); err != nil {
@@ -110,6 +115,10 @@ func BenchmarkDeliveryDrain(b *testing.B) {
 		b.Run(db, func(b *testing.B) {
 			var got atomic.Int64
 			recv := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got.Add(1) })
+			b.ReportAllocs()
+			var peak uint64
+			defer func() { b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MiB") }()
+			defer testenv.SampleHeap(&peak)()
 			for b.Loop() {
 				b.StopTimer()
 				flags := []string{"-webhook-private"}

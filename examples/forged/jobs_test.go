@@ -567,3 +567,31 @@ func TestMaintenanceJobs(t *testing.T) {
 		return err == nil && counts["maintain_tick"]["completed"] == 1
 	})
 }
+
+// TestCommandsQueuePurges: forged repo rename and delete, run as
+// commands beside the server, purge front caches as the settings page
+// does: through a job the server fans out to the caches it knows.
+func TestCommandsQueuePurges(t *testing.T) {
+	t.Parallel()
+	purges := make(chan string, 4)
+	cache := newReceiver(t, func(w http.ResponseWriter, r *http.Request, _ []byte) {
+		if r.Method == "PURGE" {
+			purges <- r.Header.Get("Surrogate-Key")
+		}
+	})
+	f := newForge(t, "-purge", cache)
+	f.user("alice")
+	f.mustCLI("", "repo", "create", "alice/proj")
+	info, err := f.s.forge.Meta.RepoInfo(context.Background(), "alice", "proj")
+	require.NoError(t, err)
+	for _, args := range [][]string{{"repo", "rename", "alice/proj", "tool"}, {"repo", "delete", "alice/tool"}} {
+		out := f.mustCLI("", args...)
+		assert.NotContains(t, out, "warning")
+		select {
+		case key := <-purges:
+			assert.Equal(t, surrogateKey(info.ID), key, args[1])
+		case <-time.After(20 * time.Second):
+			t.Fatalf("forged %s purged no cache", strings.Join(args, " "))
+		}
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -32,12 +33,16 @@ type purger struct {
 }
 
 // purge queues the purges of the repository's objects, one per cache.
-func (p *purger) purge(ctx context.Context, repoID int64, why string) {
+// A purge it could not queue is logged, and its error returned.
+func (p *purger) purge(ctx context.Context, repoID int64, why string) error {
+	var errs []error
 	for _, u := range p.urls {
 		if err := p.enqueue(ctx, purgeArgs{RepoID: repoID, Cache: u, Why: why}); err != nil {
 			p.log.Error("purge not queued: a front cache may still serve the repository's old pages", "cache", u, "repo_id", repoID, "why", why, "err", err)
+			errs = append(errs, err)
 		}
 	}
+	return errors.Join(errs...)
 }
 
 func (p *purger) send(ctx context.Context, u string, repoID int64) error {

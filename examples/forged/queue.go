@@ -105,7 +105,7 @@ var jobStates = []rivertype.JobState{
 
 func jobsList(fs *flag.FlagSet) func(context.Context, *cli, []string) error {
 	state := fs.String("state", "", "only jobs in this `state`: available, scheduled, running, retryable, discarded (failed for good), cancelled, completed")
-	kind := fs.String("kind", "", "only jobs of this `kind` (push, webhook_delivery, code_index, last_commits, archive, purge, maintain, maintain_tick)")
+	kind := fs.String("kind", "", "only jobs of this `kind` (push, webhook_delivery, code_index, last_commits, archive, purge, purge_repo, maintain, maintain_tick)")
 	limit := fs.Int("n", 100, "at most this many jobs")
 	return func(ctx context.Context, c *cli, _ []string) error {
 		client, db, err := openQueueAdmin(ctx, c.data, c.db)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"log/slog"
 	"net/http"
 	"strings"
 	"time"
@@ -300,15 +301,22 @@ func (s *server) accessLog(next http.Handler) http.Handler {
 		t := work.Tally()
 		s.metrics.observe(r.Method, rt, sw.status, d, sw.bytes)
 		s.metrics.observeWork(rt, t)
-		s.log.Info("request", "id", id, "method", r.Method, "route", rt, "path", r.URL.Path,
-			"status", sw.status, "bytes", sw.bytes, "ms", float64(d.Microseconds())/1e3,
-			"queries", t.Queries, "query_ms", ms(t.QueryTime), "cache_lookups", t.CacheLookups,
-			"renders", t.Renders, "git_runs", t.GitRuns, "git_ms", ms(t.GitTime), "objects", t.Objects,
-			"client", s.clientIP(r), "agent", r.UserAgent())
+		attrs := []slog.Attr{slog.String("id", id), slog.String("method", r.Method), slog.String("route", rt),
+			slog.String("path", r.URL.Path), slog.Int("status", sw.status), slog.Int64("bytes", sw.bytes), slog.Float64("ms", ms(d))}
+		attrs = append(attrs, workAttrs(t)...)
+		attrs = append(attrs, slog.String("client", s.clientIP(r)), slog.String("agent", r.UserAgent()))
+		s.log.LogAttrs(ctx, slog.LevelInfo, "request", attrs...)
 	})
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1e3 }
+
+// workAttrs are the log fields of a request's or a job's work.
+func workAttrs(t slowlog.Tally) []slog.Attr {
+	return []slog.Attr{slog.Int64("queries", t.Queries), slog.Float64("query_ms", ms(t.QueryTime)),
+		slog.Int64("cache_lookups", t.CacheLookups), slog.Int64("renders", t.Renders),
+		slog.Int64("git_runs", t.GitRuns), slog.Float64("git_ms", ms(t.GitTime)), slog.Int64("objects", t.Objects)}
+}
 
 // repeated logs work repeated within one request (an N+1), once per
 // route and statement or key for the life of the process, with the

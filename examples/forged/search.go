@@ -95,20 +95,21 @@ func (x *codeIndex) mark(ctx context.Context, repo int64) {
 
 // run is the job: it brings repo's index to its default branch, and
 // again while the branch moved meanwhile (a push whose mark found this
-// job running was not queued: see indexJob).
+// job running was not queued: see queue.enqueueIndex).
 func (x *codeIndex) run(ctx context.Context, id int64) error {
 	// A follow-up job and a job queued after the first ended may run at
 	// once; here they take turns.
 	mu, _ := x.running.LoadOrStore(id, new(sync.Mutex))
 	mu.(*sync.Mutex).Lock()
 	defer mu.(*sync.Mutex).Unlock()
-	_, dir, err := repoByID(ctx, x.forge, id)
+	_, repo, err := jobRepo(ctx, x.forge, id)
 	if err != nil {
 		return err
 	}
-	if dir == "" {
+	if repo == nil {
 		return x.store.Forget(ctx, id) // gone
 	}
+	dir := repo.Dir
 	commit, err := defaultHead(ctx, x.browsers, dir)
 	for range 10 {
 		if err != nil {

@@ -409,9 +409,9 @@ func newServer(ctx context.Context, cfg *config, logger *slog.Logger) (s *server
 	}
 	s.profiler = slowlog.NewProfiler(s.key)
 	s.profiler.FlightRecorder = s.flight
-	// Each repository's maintenance is a watched job with its own work.
-	// Maintenance runs as jobs of the queue (see maintainDue), under
-	// its watchdog; the queue's uniqueness replaces the lock file.
+	// Each repository's maintenance is a job of the queue (see
+	// maintainDue), watched like every job; the queue's uniqueness
+	// replaces the lock file.
 	s.maint.NoLock = true
 	s.profiler.Dir = filepath.Join(cfg.data, "profiles")
 	if err := os.MkdirAll(s.profiler.Dir, 0o700); err != nil {

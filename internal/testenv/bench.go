@@ -5,8 +5,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/metrics"
 	"sync"
 	"testing"
+	"time"
 )
 
 var (
@@ -70,4 +72,27 @@ func moduleRoot() (string, error) {
 		}
 		dir = parent
 	}
+}
+
+// SampleHeap records in *peak the largest live heap it sees, sampled
+// every 5 ms, until stop is called: a benchmark's peak memory, for
+// b.ReportMetric.
+func SampleHeap(peak *uint64) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	wg.Go(func() {
+		for {
+			metrics.Read(s)
+			if v := s[0].Value.Uint64(); v > *peak {
+				*peak = v
+			}
+			select {
+			case <-done:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
 }
